@@ -1,0 +1,2 @@
+"""sipim: instant messaging over SIP."""
+__version__ = "0.1.0"
