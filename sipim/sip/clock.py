@@ -1,0 +1,114 @@
+"""Time as the sans-IO SIP layer sees it.
+
+The protocol code (transactions, digest nonces) never reads the system clock or
+sleeps: it is handed a `Clock`.  Production code passes an adapter over the asyncio
+loop (written in sipim/transport/; `loop.call_later` already returns a handle with
+`.cancel()`), tests pass `FakeClock` and move time by hand, so every timer of
+RFC 3261 §17 can be checked without sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Callable, Protocol
+
+__all__ = ["TimerHandle", "TimeSource", "Clock", "FakeClock", "WallTime"]
+
+
+class TimerHandle(Protocol):
+    """What `Clock.call_later` returns; `asyncio.TimerHandle` fits."""
+
+    def cancel(self) -> None: ...
+
+
+class TimeSource(Protocol):
+    """Anything that tells the time in seconds (only what digest nonces need)."""
+
+    def now(self) -> float: ...
+
+
+class Clock(TimeSource, Protocol):
+    """A time source that can also run a callback later."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class WallTime:
+    """`now()` = seconds since the epoch.
+
+    Digest nonces carry their issue time.  A monotonic loop clock restarts at an
+    arbitrary value with the process and differs between nodes, so nonces that must
+    survive a restart or be checked by another node sharing the secret need wall time.
+    """
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.time()
+
+
+class _FakeTimer:
+    __slots__ = ("deadline", "sequence", "callback", "active", "_clock")
+
+    def __init__(self, clock: FakeClock, deadline: float, sequence: int,
+                 callback: Callable[[], None]) -> None:
+        self._clock = clock
+        self.deadline = deadline
+        self.sequence = sequence
+        self.callback = callback
+        self.active = True
+
+    def __lt__(self, other: _FakeTimer) -> bool:
+        # Deadline order; equal deadlines fire in scheduling order.
+        return (self.deadline, self.sequence) < (other.deadline, other.sequence)
+
+    def cancel(self) -> None:
+        if self.active:
+            self.active = False
+            self._clock._active_count -= 1
+
+
+class FakeClock:
+    """A clock for tests, in the manner of Twisted's `task.Clock`.
+
+    Time only moves when `advance()` is called; due timers then fire in deadline
+    order, each seeing `now()` equal to its own deadline.  Timers scheduled by a
+    callback fire within the same `advance()` if they fall due before its end.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._heap: list[_FakeTimer] = []
+        self._sequence = 0
+        self._active_count = 0
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeTimer:
+        # asyncio treats a negative delay as "as soon as possible"; so do we.
+        timer = _FakeTimer(self, self._now + max(delay, 0.0), self._sequence, callback)
+        self._sequence += 1
+        self._active_count += 1
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time cannot go backwards")
+        end = self._now + seconds
+        heap = self._heap
+        while heap and heap[0].deadline <= end:
+            timer = heapq.heappop(heap)
+            if not timer.active:
+                continue
+            timer.active = False
+            self._active_count -= 1
+            self._now = timer.deadline
+            timer.callback()
+        self._now = end
+
+    def pending(self) -> int:
+        """Number of timers scheduled and neither fired nor cancelled."""
+        return self._active_count
