@@ -1,0 +1,200 @@
+"""Versioned schema migrations, one list for both engines.
+
+Each engine applies, in order and inside one transaction per migration, every migration
+whose version is above the highest row of ``schema_version``. To evolve the schema,
+APPEND a Migration with the next version number (never edit a released one): give the
+statements for SQLite and for PostgreSQL. Statements are tuples, not scripts, because
+sqlite3's executescript() would commit behind our back.
+
+Column conventions: times are REAL / double precision POSIX seconds; lists are JSON text
+in SQLite and text[] in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+# The schema_version table itself is created by the engines before any migration runs.
+SQLITE_SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  REAL NOT NULL
+)"""
+
+POSTGRESQL_SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  double precision NOT NULL
+)"""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="users, bindings, registration audit, change feed",
+        sqlite=(
+            # Column names username/domain/ha1 follow Kamailio's auth_db subscriber
+            # table so a later migration can expose a view Kamailio reads directly.
+            """CREATE TABLE users (
+                username     TEXT NOT NULL,
+                domain       TEXT NOT NULL,
+                ha1          TEXT NOT NULL,
+                ha1_sha256   TEXT NOT NULL DEFAULT '',
+                display_name TEXT,
+                phones       TEXT NOT NULL DEFAULT '[]',
+                created_at   REAL NOT NULL DEFAULT 0,
+                disabled     INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (username, domain)
+            )""",
+            "CREATE INDEX users_domain ON users (domain)",
+            """CREATE TABLE bindings (
+                aor           TEXT NOT NULL,
+                binding_key   TEXT NOT NULL,
+                contact       TEXT NOT NULL,
+                expires_at    REAL NOT NULL,
+                instance_id   TEXT,
+                reg_id        INTEGER,
+                q             REAL,
+                call_id       TEXT NOT NULL DEFAULT '',
+                cseq          INTEGER NOT NULL DEFAULT 0,
+                path          TEXT NOT NULL DEFAULT '[]',
+                source        TEXT NOT NULL DEFAULT '',
+                transport     TEXT NOT NULL DEFAULT '',
+                flow_id       TEXT,
+                node_id       TEXT NOT NULL DEFAULT '',
+                gruu_tag      TEXT,
+                user_agent    TEXT NOT NULL DEFAULT '',
+                registered_at REAL NOT NULL DEFAULT 0,
+                PRIMARY KEY (aor, binding_key)
+            )""",
+            "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+            "CREATE INDEX bindings_gruu_tag ON bindings (gruu_tag) WHERE gruu_tag IS NOT NULL",
+            "CREATE INDEX bindings_node_id ON bindings (node_id)",
+            # aor_user is derived from aor at insert time so that a username filter can
+            # also find attempts that carried no (or wrong) credentials.
+            """CREATE TABLE audit (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts          REAL NOT NULL,
+                aor         TEXT NOT NULL,
+                aor_user    TEXT NOT NULL,
+                username    TEXT,
+                instance_id TEXT,
+                user_agent  TEXT NOT NULL,
+                source      TEXT NOT NULL,
+                transport   TEXT NOT NULL,
+                result      TEXT NOT NULL,
+                reason      TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_ts ON audit (ts)",
+            "CREATE INDEX audit_username_ts ON audit (username, ts)",
+            "CREATE INDEX audit_aor_user_ts ON audit (aor_user, ts)",
+            # AUTOINCREMENT: ids are never reused, even after pruning every row, so a
+            # reader's "last seen id" stays meaningful.
+            """CREATE TABLE changes (
+                id   INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL,
+                key  TEXT NOT NULL,
+                ts   REAL NOT NULL
+            )""",
+            "CREATE INDEX changes_ts ON changes (ts)",
+        ),
+        postgresql=(
+            """CREATE TABLE users (
+                username     text NOT NULL,
+                domain       text NOT NULL,
+                ha1          text NOT NULL,
+                ha1_sha256   text NOT NULL DEFAULT '',
+                display_name text,
+                phones       text[] NOT NULL DEFAULT '{}',
+                created_at   double precision NOT NULL DEFAULT 0,
+                disabled     boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (username, domain)
+            )""",
+            "CREATE INDEX users_domain ON users (domain)",
+            """CREATE TABLE bindings (
+                aor           text NOT NULL,
+                binding_key   text NOT NULL,
+                contact       text NOT NULL,
+                expires_at    double precision NOT NULL,
+                instance_id   text,
+                reg_id        bigint,
+                q             double precision,
+                call_id       text NOT NULL DEFAULT '',
+                cseq          bigint NOT NULL DEFAULT 0,
+                path          text[] NOT NULL DEFAULT '{}',
+                source        text NOT NULL DEFAULT '',
+                transport     text NOT NULL DEFAULT '',
+                flow_id       text,
+                node_id       text NOT NULL DEFAULT '',
+                gruu_tag      text,
+                user_agent    text NOT NULL DEFAULT '',
+                registered_at double precision NOT NULL DEFAULT 0,
+                PRIMARY KEY (aor, binding_key)
+            )""",
+            "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+            "CREATE INDEX bindings_gruu_tag ON bindings (gruu_tag) WHERE gruu_tag IS NOT NULL",
+            "CREATE INDEX bindings_node_id ON bindings (node_id)",
+            """CREATE TABLE audit (
+                id          bigserial PRIMARY KEY,
+                ts          double precision NOT NULL,
+                aor         text NOT NULL,
+                aor_user    text NOT NULL,
+                username    text,
+                instance_id text,
+                user_agent  text NOT NULL,
+                source      text NOT NULL,
+                transport   text NOT NULL,
+                result      text NOT NULL,
+                reason      text NOT NULL
+            )""",
+            "CREATE INDEX audit_ts ON audit (ts)",
+            "CREATE INDEX audit_username_ts ON audit (username, ts)",
+            "CREATE INDEX audit_aor_user_ts ON audit (aor_user, ts)",
+            """CREATE TABLE changes (
+                id   bigserial PRIMARY KEY,
+                kind text NOT NULL,
+                key  text NOT NULL,
+                ts   double precision NOT NULL
+            )""",
+            "CREATE INDEX changes_ts ON changes (ts)",
+        ),
+    ),
+)
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version if MIGRATIONS else 0
+
+
+def pending(current_version: int) -> list[Migration]:
+    """Migrations to apply on a database at ``current_version``, in order.
+
+    Raises ValueError when the database is newer than this code (a downgrade): running
+    old code on a newer schema could silently drop data it does not know about.
+    """
+    if current_version > latest_version():
+        raise ValueError(
+            f"database schema version {current_version} is newer than this sipim "
+            f"(knows up to {latest_version()}); upgrade sipim"
+        )
+    return [m for m in MIGRATIONS if m.version > current_version]
+
+
+def _check_ordering() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    if versions != list(range(1, len(versions) + 1)):
+        raise AssertionError(f"migration versions must be 1..N without gaps, got {versions}")
+
+
+_check_ordering()

@@ -1,0 +1,499 @@
+"""SQLite engine: stdlib sqlite3 on ONE dedicated worker thread.
+
+Why one thread: sqlite3 calls block, so they must stay off the event loop, and a single
+connection used from a single thread needs no locking of our own; the executor's queue
+serialises operations. Several processes (the CLI and a running server) share the file
+through SQLite's own locking: WAL lets readers run beside the writer, and busy_timeout
+makes a writer wait for the other process instead of failing at once.
+
+Durability: WAL with synchronous=NORMAL survives a process crash (kill -9) — every
+committed transaction is in the WAL file, which the OS keeps — but may lose the last
+transactions on a power loss. That is what sipim promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from . import migrations
+from .base import DEFAULT_AUDIT_LIMIT, Store, normalise_batch
+from .errors import StoreError, StoreUnavailable, UserExists
+from .models import (
+    CHANGE_USER,
+    AuditRecord,
+    Binding,
+    Change,
+    User,
+    aor_of,
+    aor_user_part,
+    user_key,
+)
+
+BUSY_TIMEOUT_MS = 5000
+MEMORY = ":memory:"
+
+T = TypeVar("T")
+
+_BINDING_COLUMNS = (
+    "aor, binding_key, contact, expires_at, instance_id, reg_id, q, call_id, cseq, path, "
+    "source, transport, flow_id, node_id, gruu_tag, user_agent, registered_at"
+)
+_UPSERT_BINDING = (
+    f"INSERT INTO bindings ({_BINDING_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (aor, binding_key) DO UPDATE SET "
+    "contact = excluded.contact, expires_at = excluded.expires_at, "
+    "instance_id = excluded.instance_id, reg_id = excluded.reg_id, q = excluded.q, "
+    "call_id = excluded.call_id, cseq = excluded.cseq, path = excluded.path, "
+    "source = excluded.source, transport = excluded.transport, flow_id = excluded.flow_id, "
+    "node_id = excluded.node_id, gruu_tag = excluded.gruu_tag, "
+    "user_agent = excluded.user_agent, registered_at = excluded.registered_at"
+)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (ts, aor, aor_user, username, instance_id, user_agent, source, "
+    "transport, result, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled"
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``, ``sqlite:////abs.db`` -> ``/abs.db`` (the
+    SQLAlchemy convention); a bare path is returned as is, ``~`` expanded."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path.startswith("/"):
+            path = path[1:]
+    elif url.startswith("sqlite:"):
+        path = url[len("sqlite:") :]
+    else:
+        path = url
+    if not path:
+        raise StoreError(f"no SQLite file in store URL {url!r}")
+    return path if path == MEMORY else os.path.expanduser(path)
+
+
+def _prepare_file(path: str) -> None:
+    """Create parent dirs and the file itself with mode 0600 before SQLite opens it.
+
+    SQLite creates the -wal and -shm files with the permissions of the main file, so
+    they are 0600 too. Users' HA1 values are password-equivalent for their realm.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def _binding_row(b: Binding) -> tuple[Any, ...]:
+    return (
+        b.aor, b.binding_key, b.contact, b.expires_at, b.instance_id, b.reg_id, b.q,
+        b.call_id, b.cseq, json.dumps(list(b.path)), b.source, b.transport, b.flow_id,
+        b.node_id, b.gruu_tag, b.user_agent, b.registered_at,
+    )  # fmt: skip
+
+
+def _binding_from_row(r: sqlite3.Row) -> Binding:
+    return Binding(
+        aor=r["aor"], binding_key=r["binding_key"], contact=r["contact"],
+        expires_at=r["expires_at"], instance_id=r["instance_id"], reg_id=r["reg_id"],
+        q=r["q"], call_id=r["call_id"], cseq=r["cseq"], path=tuple(json.loads(r["path"])),
+        source=r["source"], transport=r["transport"], flow_id=r["flow_id"],
+        node_id=r["node_id"], gruu_tag=r["gruu_tag"], user_agent=r["user_agent"],
+        registered_at=r["registered_at"],
+    )  # fmt: skip
+
+
+def _user_row(u: User) -> tuple[Any, ...]:
+    return (
+        u.username, u.domain, u.ha1_md5, u.ha1_sha256, u.display_name,
+        json.dumps(list(u.phones)), u.created_at, int(u.disabled),
+    )  # fmt: skip
+
+
+def _user_from_row(r: sqlite3.Row) -> User:
+    return User(
+        username=r["username"], domain=r["domain"], ha1_md5=r["ha1"],
+        ha1_sha256=r["ha1_sha256"], display_name=r["display_name"],
+        phones=tuple(json.loads(r["phones"])), created_at=r["created_at"],
+        disabled=bool(r["disabled"]),
+    )  # fmt: skip
+
+
+def _audit_row(a: AuditRecord) -> tuple[Any, ...]:
+    return (
+        a.ts, a.aor, aor_user_part(a.aor), a.username, a.instance_id, a.user_agent,
+        a.source, a.transport, a.result, a.reason,
+    )  # fmt: skip
+
+
+def _audit_from_row(r: sqlite3.Row) -> AuditRecord:
+    return AuditRecord(
+        ts=r["ts"], aor=r["aor"], username=r["username"], instance_id=r["instance_id"],
+        user_agent=r["user_agent"], source=r["source"], transport=r["transport"],
+        result=r["result"], reason=r["reason"],
+    )  # fmt: skip
+
+
+class _Transaction:
+    """``with _Transaction(conn):`` -> BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.
+
+    IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades
+    from read to write can fail with SQLITE_BUSY without honouring busy_timeout.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # Some errors (SQLITE_FULL, SQLITE_IOERR...) already rolled back automatically.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def _publish(conn: sqlite3.Connection, kind: str, key: str) -> int:
+    cursor = conn.execute(
+        "INSERT INTO changes (kind, key, ts) VALUES (?, ?, ?)", (kind, key, time.time())
+    )
+    return int(cursor.lastrowid or 0)
+
+
+class SQLiteStore(Store):
+    """Use :func:`open_sqlite` (or :func:`sipim.store.open_store`) to create one."""
+
+    def __init__(self, path: str, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._executor = executor
+        self._conn: sqlite3.Connection | None = conn
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path}>"
+
+    # ---- plumbing ------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the worker thread, translating sqlite3 errors.
+
+        If the awaiting task is cancelled, the work still completes (or rolls back) on
+        the thread: a transaction is never left half-applied.
+        """
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable(f"SQLite store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, conn)
+        except sqlite3.OperationalError as exc:
+            raise _translate_operational(self.path, exc) from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, conn.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    # ---- users -----------------------------------------------------------------------
+
+    async def add_user(self, user: User) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute(
+                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _user_row(user),
+                )
+                _publish(conn, CHANGE_USER, user_key(user.username, user.domain))
+
+        try:
+            await self._run(work)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError) and "users" in str(exc.__cause__):
+                raise UserExists(user.username, user.domain) from exc.__cause__
+            raise
+
+    async def get_user(self, username: str, domain: str) -> User | None:
+        def work(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE username = ? AND domain = ?",
+                (username, domain),
+            ).fetchone()
+            return _user_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def list_users(self, domain: str | None = None) -> list[User]:
+        def work(conn: sqlite3.Connection) -> list[User]:
+            if domain is None:
+                rows = conn.execute(
+                    f"SELECT {_USER_COLUMNS} FROM users ORDER BY domain, username"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_USER_COLUMNS} FROM users WHERE domain = ? ORDER BY username",
+                    (domain,),
+                ).fetchall()
+            return [_user_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def update_user(self, user: User) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                cursor = conn.execute(
+                    "UPDATE users SET ha1 = ?, ha1_sha256 = ?, display_name = ?, phones = ?, "
+                    "created_at = ?, disabled = ? WHERE username = ? AND domain = ?",
+                    (*_user_row(user)[2:], user.username, user.domain),
+                )
+                if cursor.rowcount == 0:
+                    return False
+                _publish(conn, CHANGE_USER, user_key(user.username, user.domain))
+                return True
+
+        return await self._run(work)
+
+    async def remove_user(self, username: str, domain: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                cursor = conn.execute(
+                    "DELETE FROM users WHERE username = ? AND domain = ?", (username, domain)
+                )
+                if cursor.rowcount == 0:
+                    return False
+                conn.execute(
+                    "DELETE FROM bindings WHERE aor IN (?, ?)",
+                    (aor_of(username, domain), aor_of(username, domain, "sips")),
+                )
+                _publish(conn, CHANGE_USER, user_key(username, domain))
+                return True
+
+        return await self._run(work)
+
+    # ---- bindings --------------------------------------------------------------------
+
+    async def list_bindings(self, aor: str | None = None) -> list[Binding]:
+        def work(conn: sqlite3.Connection) -> list[Binding]:
+            if aor is None:
+                rows = conn.execute(
+                    f"SELECT {_BINDING_COLUMNS} FROM bindings ORDER BY aor, binding_key"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE aor = ? ORDER BY binding_key",
+                    (aor,),
+                ).fetchall()
+            return [_binding_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def delete_bindings(self, aor: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,)).rowcount
+
+        return await self._run(work)
+
+    async def delete_expired_bindings(self, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
+
+        return await self._run(work)
+
+    async def write_batch(
+        self,
+        upserts: Sequence[Binding] = (),
+        deletes: Sequence[tuple[str, str]] = (),
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        upsert_list, delete_list = normalise_batch(upserts, deletes)
+        if not (upsert_list or delete_list or audit):
+            return
+        # Convert on the event loop: cheap, and a bad value fails before touching the DB.
+        upsert_rows = [_binding_row(b) for b in upsert_list]
+        audit_rows = [_audit_row(a) for a in audit]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                if delete_list:
+                    conn.executemany(
+                        "DELETE FROM bindings WHERE aor = ? AND binding_key = ?", delete_list
+                    )
+                if upsert_rows:
+                    conn.executemany(_UPSERT_BINDING, upsert_rows)
+                if audit_rows:
+                    conn.executemany(_INSERT_AUDIT, audit_rows)
+
+        await self._run(work)
+
+    # ---- audit -----------------------------------------------------------------------
+
+    async def query_audit(
+        self,
+        *,
+        username: str | None = None,
+        since: float | None = None,
+        result: str | None = None,
+        limit: int = DEFAULT_AUDIT_LIMIT,
+    ) -> list[AuditRecord]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if username is not None:
+            conditions.append("(username = ? OR aor_user = ?)")
+            params += [username, username]
+        if since is not None:
+            conditions.append("ts >= ?")
+            params.append(since)
+        if result is not None:
+            conditions.append("result = ?")
+            params.append(result)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        params.append(max(0, limit))
+        sql = (
+            "SELECT ts, aor, username, instance_id, user_agent, source, transport, result, "
+            f"reason FROM audit {where} ORDER BY ts DESC, id DESC LIMIT ?"
+        )
+
+        def work(conn: sqlite3.Connection) -> list[AuditRecord]:
+            return [_audit_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._run(work)
+
+    async def prune_audit(self, before_ts: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM audit WHERE ts < ?", (before_ts,)).rowcount
+
+        return await self._run(work)
+
+    # ---- change feed -------------------------------------------------------------------
+    # SQLite has one writer at a time, so ids commit in increasing order by construction.
+
+    async def publish_change(self, kind: str, key: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return _publish(conn, kind, key)
+
+        return await self._run(work)
+
+    async def changes_since(self, change_id: int) -> list[Change]:
+        def work(conn: sqlite3.Connection) -> list[Change]:
+            rows = conn.execute(
+                "SELECT id, kind, key, ts FROM changes WHERE id > ? ORDER BY id", (change_id,)
+            ).fetchall()
+            return [Change(r["id"], r["kind"], r["key"], r["ts"]) for r in rows]
+
+        return await self._run(work)
+
+    async def latest_change_id(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
+
+        return await self._run(work)
+
+    async def prune_changes(self, before_ts: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute(
+                    "DELETE FROM changes WHERE ts < ? AND id < (SELECT max(id) FROM changes)",
+                    (before_ts,),
+                ).rowcount
+
+        return await self._run(work)
+
+
+def _translate_operational(path: str, exc: sqlite3.OperationalError) -> StoreError:
+    message = str(exc)
+    if "locked" in message or "busy" in message:
+        return StoreUnavailable(
+            f"SQLite database {path} stayed locked by another process for more than "
+            f"{BUSY_TIMEOUT_MS / 1000:g}s"
+        )
+    if "unable to open" in message or "readonly" in message or "disk I/O" in message:
+        return StoreUnavailable(f"SQLite database {path} cannot be opened or written: {message}")
+    return StoreError(f"SQLite {path}: {message}")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """Open and migrate; runs on the worker thread (sqlite3 objects stay on their thread)."""
+    if path != MEMORY:
+        _prepare_file(path)
+    # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if path != MEMORY:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"SQLite database {path} refused WAL journal mode ({mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    # One IMMEDIATE transaction for the check and all pending migrations: a second
+    # process opening the same file at the same time waits, then finds nothing to do.
+    with _Transaction(conn):
+        conn.execute(migrations.SQLITE_SCHEMA_VERSION_TABLE)
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        try:
+            todo = migrations.pending(int(current))
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        for migration in todo:
+            for statement in migration.sqlite:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, time.time()),
+            )
+
+
+async def open_sqlite(path: str) -> SQLiteStore:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipim-sqlite")
+    loop = asyncio.get_running_loop()
+    try:
+        conn = await loop.run_in_executor(executor, _connect, path)
+    except sqlite3.OperationalError as exc:
+        executor.shutdown(wait=False)
+        raise _translate_operational(path, exc) from exc
+    except sqlite3.Error as exc:
+        executor.shutdown(wait=False)
+        raise StoreError(f"SQLite {path}: {exc}") from exc
+    except OSError as exc:
+        executor.shutdown(wait=False)
+        raise StoreUnavailable(f"SQLite database {path} cannot be created: {exc}") from exc
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+    return SQLiteStore(path, executor, conn)
