@@ -1,0 +1,289 @@
+"""Wiring: config -> store -> roles -> transports, and the path of one request.
+
+One request, one pass (DESIGN.md): transport -> parse -> transaction -> core
+policy -> role -> send.  The protocol layer never touches the store; the roles
+never touch sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from sipim.config import Config
+from sipim.core.auth import Authenticator, UserCache
+from sipim.core.gruu import TempGruuCodec
+from sipim.core.location import LocationService
+from sipim.core.lockout import Lockout
+from sipim.core.proxy import CoreProxy
+from sipim.core.registrar import Registrar
+from sipim.core.writer import StoreWriter
+from sipim.sip.digest import DigestServer
+from sipim.sip.errors import SIPParseError
+from sipim.sip.message import Request, Response, make_response
+from sipim.sip.parser import ParserLimits
+from sipim.sip.clock import WallTime
+from sipim.sip.transaction import TransactionLayer
+from sipim.store import open_store
+from sipim.store.models import CHANGE_USER
+from sipim.transport.base import ListenSpec, Source, Target
+from sipim.transport.clock import AsyncioClock
+from sipim.transport.manager import TransportManager
+from sipim.transport.tls import ensure_certificates, server_ssl_context
+
+log = logging.getLogger("sipim")
+
+# Change-feed kinds published by the CLI for a running server (besides the store's "user").
+CHANGE_BINDING_REMOVED = "binding-removed"
+
+ALLOW = "REGISTER, OPTIONS, MESSAGE, ACK, CANCEL, BYE"
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The server secret (nonces, temporary GRUUs): 32 random bytes, mode 0600, made once."""
+    path = data_dir / "secret.key"
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return data
+
+
+def response_target(request: Request, source: Source) -> Target:
+    """Where a response goes: RFC 3261 §18.2.2 with RFC 3581 §4 (rport)."""
+    if source.reliable and source.flow is not None:
+        return Target(source.transport, source.remote[0], source.remote[1], source.flow.id)
+    via = request.top_via
+    return Target(source.transport, via.received or via.host, via.rport or via.port or 5060)
+
+
+class SipimServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = None
+        self.transports: TransportManager | None = None
+        self.tls_files = None
+        self._tasks: list[asyncio.Task] = []
+        self._pending: set[asyncio.Task] = set()
+        self._last_change_id = 0
+        self._stopped = asyncio.Event()
+
+    # -- start / stop -----------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        (config.data_dir / "domain").write_text(config.domain + "\n")
+
+        self.store = await open_store(config.database_url)
+        secret = load_secret(config.data_dir)
+        self.clock = AsyncioClock(loop)
+        self.wall = WallTime()
+
+        ssl_context = None
+        if any(ListenSpec.parse(s).transport in ("tls", "wss") for s in config.listen):
+            if config.tls_cert is not None:
+                ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+            else:
+                hosts = {"localhost", "127.0.0.1", "::1"}
+                hosts.update(ListenSpec.parse(s).host for s in config.listen)
+                hosts -= {"0.0.0.0", "::"}
+                self.tls_files = ensure_certificates(config.data_dir, config.domain, sorted(hosts))
+                ssl_context = server_ssl_context(self.tls_files.server_cert, self.tls_files.server_key)
+
+        # Requests addressed to this server by IP (simple clients do that) mean our domain.
+        aliases = set(config.domain_aliases) | {"localhost", "127.0.0.1", "::1", "[::1]"}
+        aliases.update(ListenSpec.parse(s).host for s in config.listen)
+        aliases -= {"0.0.0.0", "::"}
+        config.domain_aliases = tuple(sorted(aliases))
+
+        self.users = UserCache(self.store, config.domain)
+        await self.users.preload()
+        self.lockout = Lockout(threshold=config.lockout_threshold, window=config.lockout_window,
+                               duration=config.lockout_duration)
+        self.digest = DigestServer(config.domain, secret, self.wall, nonce_lifetime=config.nonce_lifetime,
+                                   max_tracked_nonces=config.max_tracked_nonces)
+        self.authenticator = Authenticator(realm=config.domain, digest=self.digest, users=self.users,
+                                           lockout=self.lockout, now=self.wall.now)
+        self.location = LocationService()
+        now = time.time()
+        loaded = [b for b in await self.store.list_bindings() if b.expires_at > now]
+        self.location.load(loaded)
+        self.writer = StoreWriter(self.store, flush_interval=config.store_flush_interval,
+                                  max_batch=config.store_max_batch)
+        self.writer.start()
+        self.registrar = Registrar(config, location=self.location, writer=self.writer,
+                                   authenticator=self.authenticator,
+                                   temp_gruus=TempGruuCodec(secret, config.domain), now=self.wall.now)
+        self.proxy = CoreProxy(config, authenticator=self.authenticator)
+        self.transactions = TransactionLayer(self.clock, self._send, t1=config.t1, t2=config.t2, t4=config.t4)
+        self._last_change_id = await self.store.latest_change_id()
+
+        # Bindings that came over connections of the previous process: their flows are
+        # gone.  The device reconnects and re-registers; if not, they go after the flow timer.
+        stale_flows = {b.flow_id for b in loaded if b.flow_id}
+        if stale_flows:
+            self.clock.call_later(config.flow_timer, lambda: self._drop_flows(stale_flows))
+
+        limits = ParserLimits(max_message_size=config.max_message_size, max_headers=config.max_headers,
+                              max_line_length=config.max_line_length, max_uri_length=config.max_uri_length)
+        self.transports = TransportManager(
+            [ListenSpec.parse(s) for s in config.listen],
+            on_message=self._on_message,
+            on_parse_error=self._on_parse_error,
+            on_flow_closed=self._on_flow_closed,
+            ssl_context=ssl_context,
+            parser_limits=limits,
+            max_connections_per_ip=config.max_connections_per_ip,
+            idle_timeout=config.connection_idle_timeout,
+        )
+        await self.transports.start()
+        self._tasks = [
+            loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
+            loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
+            loop.create_task(self._every(3600, self._prune), name="prune"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.transports is not None:
+            await self.transports.stop()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=2)
+        if getattr(self, "writer", None) is not None:
+            await self.writer.stop()
+        if self.store is not None:
+            await self.store.close()
+        self._stopped.set()
+
+    def listening(self) -> list[tuple[str, str, int]]:
+        return self.transports.listening() if self.transports else []
+
+    # -- receiving -----------------------------------------------------------------
+    def _on_message(self, message, source: Source) -> None:
+        if isinstance(message, Response):
+            self.transactions.receive_response(message)
+            return
+        self._on_request(message, source)
+
+    def _on_request(self, request: Request, source: Source) -> None:
+        via = request.top_via
+        # RFC 3261 §18.2.1 and RFC 3581 §4: note where the request really came from.
+        ip, port = source.remote
+        if via.has_rport:
+            stamped = via.with_params(received=ip, rport=str(port))
+        elif via.host != ip:
+            stamped = via.with_params(received=ip)
+        else:
+            stamped = via
+        if stamped is not via:
+            request.headers.remove_first("Via")
+            request.headers.add("Via", str(stamped), first=True)
+        target = response_target(request, source)
+        transaction = self.transactions.receive_request(request, target)
+        if transaction is None or request.method == "ACK":
+            return  # a retransmission (answered by the transaction layer) or an ACK
+        method = request.method
+        if method == "REGISTER":
+            self._spawn(self._answer(transaction, self.registrar.handle(request, source)))
+        elif method == "OPTIONS":
+            self._respond(transaction, self._options(request))
+        else:
+            self._spawn(self._answer(transaction, self.proxy.handle(request, source)))
+
+    def _options(self, request: Request) -> Response:
+        response = make_response(request, 200, "OK")
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Accept", "text/plain, message/cpim, application/sdp")
+        response.headers.add("Supported", "path, outbound, gruu")
+        return response
+
+    async def _answer(self, transaction, work) -> None:
+        try:
+            response = await work
+        except Exception:
+            log.exception("request handling failed")
+            response = make_response(transaction.request, 500, "Server Internal Error")
+        self._respond(transaction, response)
+
+    def _respond(self, transaction, response: Response) -> None:
+        self.transactions.respond(transaction, response)
+
+    def _on_parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
+        partial = error.partial
+        if isinstance(partial, Request) and partial.method != "ACK":
+            try:
+                response = make_response(partial, error.status, error.reason)
+                self._send(response, response_target(partial, source))
+                return
+            except Exception:  # not even enough to answer: drop it
+                pass
+        log.debug("dropped malformed message from %s: %s", source.remote, error.reason)
+
+    def _on_flow_closed(self, flow) -> None:
+        if self.location.bindings_on_flow(flow.id):
+            # RFC 5626 §4.4: the device may reconnect and re-register within its flow timer.
+            self.clock.call_later(self.config.flow_timer, lambda: self._drop_flows({flow.id}))
+
+    def _drop_flows(self, flow_ids) -> None:
+        for flow_id in flow_ids:
+            stale = self.location.bindings_on_flow(flow_id)
+            self.registrar.remove_bindings(stale, "connection closed and not re-established", time.time())
+
+    # -- sending -------------------------------------------------------------------
+    def _send(self, message, target: Target) -> None:
+        if self.transports is not None:
+            self.transports.send(message.to_bytes(), target)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # -- housekeeping ---------------------------------------------------------------
+    async def _every(self, interval: float, job) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+    async def _expire(self) -> None:
+        self.registrar.expire(time.time())
+
+    async def _poll_changes(self) -> None:
+        for change in await self.store.changes_since(self._last_change_id):
+            self._last_change_id = max(self._last_change_id, change.id)
+            if change.kind == CHANGE_USER:
+                username, _, domain = change.key.rpartition("@")
+                self.users.invalidate(username)
+                if await self.store.get_user(username, domain) is None:
+                    # The user was removed: its devices are unregistered at once.
+                    self.location.remove_all(f"sip:{username}@{domain}")
+            elif change.kind == CHANGE_BINDING_REMOVED:
+                aor, _, key = change.key.partition(" ")
+                removed = self.location.remove(aor, key)
+                if removed is not None and removed.flow_id:
+                    flow = self.transports.get_flow(removed.flow_id) if self.transports else None
+                    if flow is not None:
+                        flow.close()
+
+    async def _prune(self) -> None:
+        cutoff = time.time() - self.config.audit_retention_days * 86400
+        await self.store.prune_audit(cutoff)
+        await self.store.prune_changes(time.time() - 86400)

@@ -1,0 +1,401 @@
+"""The ``sipim`` command: run the service and administer users, devices and the audit trail.
+
+Bad arguments and operational errors end in one readable line on stderr and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import re
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from sipim import __version__
+from sipim.config import Config, ConfigError, default_domain
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CommandError(Exception):
+    """An error for the operator: printed as one line, exit status 1."""
+
+
+# -- argument parsing -----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=None,
+                        help="state directory (default ./sipim-data, env SIPIM_DATA_DIR)")
+    common.add_argument("--database", default=None,
+                        help="store URL: postgresql://user@host/db, or a SQLite file (default DATA_DIR/sipim.db)")
+    common.add_argument("--config", type=Path, default=None, help="TOML config file with the same keys")
+    common.add_argument("--domain", default=None, help="the SIP domain (also the digest realm)")
+
+    parser = argparse.ArgumentParser(prog="sipim", description="Instant messaging over SIP: SIP/IP core and IM server.")
+    parser.add_argument("--version", action="version", version=f"sipim {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", parents=[common], help="run the service")
+    serve.add_argument("--listen", action="append", metavar="PROTO:HOST:PORT",
+                       help="listen address; PROTO is udp, tcp, tls, ws or wss; repeatable "
+                            "(default tls:0.0.0.0:5061 and wss:0.0.0.0:8443)")
+    serve.add_argument("--allow-insecure", action="store_true", default=None,
+                       help="accept REGISTER over plain UDP/TCP/WS (labs and load tests only)")
+    serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); default: a private CA in DATA_DIR/tls")
+    serve.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", metavar="ACTION")
+    user.required = True
+    add = user.add_parser("add", parents=[common], help="add a user (prints a generated password if none is given)")
+    add.add_argument("name")
+    add.add_argument("--password")
+    add.add_argument("--phone", action="append", default=[], metavar="+E164")
+    add.add_argument("--display-name")
+    listing = user.add_parser("list", parents=[common], help="list users")
+    listing.add_argument("--json", action="store_true")
+    remove = user.add_parser("remove", parents=[common], help="remove a user and unregister its devices")
+    remove.add_argument("name")
+    passwd = user.add_parser("passwd", parents=[common], help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password")
+
+    device = commands.add_parser("device", help="registered devices").add_subparsers(dest="action", metavar="ACTION")
+    device.required = True
+    dlist = device.add_parser("list", parents=[common], help="list a user's registered devices")
+    dlist.add_argument("name")
+    dlist.add_argument("--json", action="store_true")
+    revoke = device.add_parser("revoke", parents=[common], help="unregister one device of a user at once")
+    revoke.add_argument("name")
+    revoke.add_argument("instance", help="the device's instance id (+sip.instance) or binding key, as `device list` shows")
+
+    audit = commands.add_parser("audit", parents=[common], help="registration attempts")
+    audit.add_argument("--user")
+    audit.add_argument("--since", help="ISO time (2026-11-25T10:00) or an age: 30m, 12h, 7d")
+    audit.add_argument("--result", help="e.g. registered, refreshed, removed, challenged, 'auth failed', locked, refused")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true")
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    config = Config()
+    if getattr(args, "config", None):
+        config.load_toml(args.config)
+    if args.data_dir is not None:
+        config.data_dir = args.data_dir
+    if args.database:
+        config.database = args.database
+    if args.domain:
+        config.domain = args.domain
+    elif not getattr(args, "config", None) or "domain" not in _toml_keys(args.config):
+        # Administration commands use the domain the server last ran with.
+        remembered = config.data_dir / "domain"
+        if remembered.exists():
+            config.domain = remembered.read_text().strip() or default_domain()
+    if getattr(args, "listen", None):
+        config.listen = tuple(args.listen)
+    if getattr(args, "allow_insecure", None):
+        config.allow_insecure = True
+    if getattr(args, "tls_cert", None):
+        config.tls_cert = args.tls_cert
+    if getattr(args, "tls_key", None):
+        config.tls_key = args.tls_key
+    config.validate()
+    return config
+
+
+def _toml_keys(path: Path) -> set[str]:
+    import tomllib
+
+    def walk(doc: dict) -> set[str]:
+        keys: set[str] = set()
+        for key, value in doc.items():
+            keys |= walk(value) if isinstance(value, dict) else {key}
+        return keys
+
+    with open(path, "rb") as handle:
+        return walk(tomllib.load(handle))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def split_user(name: str, domain: str) -> str:
+    """``alice``, ``alice@example.com`` or ``sip:alice@example.com`` -> ``alice`` (in our domain)."""
+    name = name.strip()
+    if name.lower().startswith(("sip:", "sips:")):
+        name = name.split(":", 1)[1]
+    user, at, host = name.partition("@")
+    if at and host.lower() != domain.lower():
+        raise CommandError(f"{name!r} is not in this server's domain {domain!r}")
+    if not user or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._~+-]{0,63}", user):
+        raise CommandError(f"invalid user name {user!r}: use letters, digits and . _ ~ + - (at most 64)")
+    return user
+
+
+def normalise_phone(number: str) -> str:
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as exc:
+        raise CommandError(f"invalid phone number {number!r}: give it in E.164 form, e.g. +14155550123 ({exc})") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise CommandError(f"invalid phone number {number!r}: not a valid number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_since(text: str) -> float:
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text.strip())
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        return time.time() - seconds
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(f"--since {text!r}: give an ISO time (2026-11-25T10:00) or an age (30m, 12h, 7d)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def format_time(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def make_user(username: str, domain: str, password: str, **fields):
+    from sipim.sip.digest import ha1
+    from sipim.store.models import User
+
+    return User(username=username, domain=domain,
+                ha1_md5=ha1(username, domain, password, "MD5"),
+                ha1_sha256=ha1(username, domain, password, "SHA-256"), **fields)
+
+
+# -- commands ----------------------------------------------------------------------------
+async def with_store(config: Config, job):
+    from sipim.store import open_store
+
+    store = await open_store(config.database_url)
+    try:
+        return await job(store)
+    finally:
+        await store.close()
+
+
+def cmd_user(args: argparse.Namespace, config: Config) -> int:
+    from sipim.store import UserExists
+    from sipim.store.models import CHANGE_USER, user_key
+
+    domain = config.domain
+    if args.action == "list":
+        users = asyncio.run(with_store(config, lambda s: s.list_users(domain)))
+        if args.json:
+            print(json.dumps([{"user": u.username, "domain": u.domain, "display_name": u.display_name,
+                               "phones": list(u.phones), "disabled": u.disabled} for u in users], indent=2))
+        else:
+            for u in users:
+                extra = " ".join(filter(None, [u.display_name and f'"{u.display_name}"', " ".join(u.phones)]))
+                print(f"sip:{u.username}@{u.domain}  {extra}".rstrip())
+        return 0
+
+    username = split_user(args.name, domain)
+    if args.action == "add":
+        password = args.password or secrets.token_urlsafe(12)
+        phones = tuple(normalise_phone(p) for p in args.phone)
+        user = make_user(username, domain, password, display_name=args.display_name, phones=phones,
+                         created_at=time.time())
+
+        async def add(store):
+            await store.add_user(user)
+
+        try:
+            asyncio.run(with_store(config, add))
+        except UserExists:
+            raise CommandError(f"user sip:{username}@{domain} already exists") from None
+        print(f"added sip:{username}@{domain}")
+        if not args.password:
+            print(f"password: {password}")
+        return 0
+    if args.action == "remove":
+        async def remove(store):
+            found = await store.remove_user(username, domain)
+            if found:
+                await store.publish_change(CHANGE_USER, user_key(username, domain))
+            return found
+
+        if not asyncio.run(with_store(config, remove)):
+            raise CommandError(f"no user sip:{username}@{domain}")
+        print(f"removed sip:{username}@{domain}")
+        return 0
+    if args.action == "passwd":
+        password = args.password or secrets.token_urlsafe(12)
+
+        async def passwd(store):
+            old = await store.get_user(username, domain)
+            if old is None:
+                return False
+            new = make_user(username, domain, password, display_name=old.display_name, phones=old.phones,
+                            created_at=old.created_at, disabled=old.disabled)
+            await store.update_user(new)
+            return True
+
+        if not asyncio.run(with_store(config, passwd)):
+            raise CommandError(f"no user sip:{username}@{domain}")
+        print(f"password changed for sip:{username}@{domain}")
+        if not args.password:
+            print(f"password: {password}")
+        return 0
+    raise CommandError(f"unknown action {args.action}")
+
+
+def cmd_device(args: argparse.Namespace, config: Config) -> int:
+    from sipim.app import CHANGE_BINDING_REMOVED
+
+    username = split_user(args.name, config.domain)
+    aor = f"sip:{username}@{config.domain}"
+
+    async def bindings(store):
+        return [b for b in await store.list_bindings(aor) if b.expires_at > time.time()]
+
+    if args.action == "list":
+        found = asyncio.run(with_store(config, bindings))
+        if args.json:
+            print(json.dumps([{"instance": b.instance_id, "binding_key": b.binding_key, "contact": b.contact,
+                               "expires_at": b.expires_at, "transport": b.transport, "source": b.source,
+                               "user_agent": b.user_agent, "registered_at": b.registered_at} for b in found],
+                             indent=2))
+        elif not found:
+            print(f"{aor} has no registered devices")
+        else:
+            for b in found:
+                left = int(b.expires_at - time.time())
+                print(f"{b.instance_id or b.binding_key}  {b.transport} {b.source}  "
+                      f"expires in {left}s  {b.user_agent}".rstrip())
+        return 0
+
+    wanted = args.instance.strip()
+
+    async def revoke(store):
+        matches = [b for b in await bindings(store)
+                   if wanted in (b.instance_id, b.binding_key)
+                   or (b.instance_id and wanted.strip("<>") == b.instance_id.strip("<>"))]
+        if matches:
+            await store.write_batch(deletes=[(b.aor, b.binding_key) for b in matches])
+            for b in matches:
+                await store.publish_change(CHANGE_BINDING_REMOVED, f"{b.aor} {b.binding_key}")
+        return matches
+
+    removed = asyncio.run(with_store(config, revoke))
+    if not removed:
+        raise CommandError(f"{aor} has no registered device {wanted!r} (see `sipim device list {username}`)")
+    print(f"revoked {len(removed)} registration(s) of {aor}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, config: Config) -> int:
+    since = parse_since(args.since) if args.since else None
+    username = split_user(args.user, config.domain) if args.user else None
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+    records = asyncio.run(with_store(config, lambda s: s.query_audit(
+        username=username, since=since, result=args.result, limit=args.limit)))
+    if args.json:
+        print(json.dumps([{"time": r.ts, "aor": r.aor, "user": r.username, "instance": r.instance_id,
+                           "user_agent": r.user_agent, "source": r.source, "transport": r.transport,
+                           "result": r.result, "reason": r.reason} for r in records], indent=2))
+        return 0
+    for r in records:
+        print(f"{format_time(r.ts)}  {r.result:<11} {r.aor}  {r.transport} {r.source}  "
+              f"{r.reason}  {r.user_agent}".rstrip())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from sipim.app import SipimServer
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without it
+        pass
+
+    async def run() -> None:
+        server = SipimServer(config)
+        await server.start()
+        print_banner(server, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logging.getLogger("sipim").info("stopping")
+        await server.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def print_banner(server, config: Config) -> None:
+    log = logging.getLogger("sipim")
+    for spec in config.insecure_listeners():
+        log.warning("plain transport %s is open: traffic on it is not encrypted", spec)
+    lines = [f"sipim {__version__} serving domain {config.domain}  (data in {config.data_dir.resolve()})"]
+    for transport, host, port in server.listening():
+        lines.append(f"  listening on {transport}:{host}:{port}")
+    if server.tls_files is not None:
+        lines.append(f"  TLS: private CA {server.tls_files.ca_cert} (clients must trust it)")
+        lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")
+    if config.allow_insecure:
+        lines.append("  --allow-insecure: REGISTER accepted over plain transports")
+    lines.append(f"  add a user:  sipim user add alice --data-dir {config.data_dir}")
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args)
+        if args.command == "serve":
+            return cmd_serve(args, config)
+        if args.command == "user":
+            return cmd_user(args, config)
+        if args.command == "device":
+            return cmd_device(args, config)
+        if args.command == "audit":
+            return cmd_audit(args, config)
+        parser.error(f"unknown command {args.command}")
+    except ConfigError as exc:
+        print(f"sipim: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as exc:
+        print(f"sipim: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"sipim: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # store errors and the like: one line, no traceback
+        from sipim.store import StoreError
+
+        if isinstance(exc, StoreError):
+            print(f"sipim: storage error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

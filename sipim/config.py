@@ -1,0 +1,191 @@
+"""Every limit, timer and default of sipim in one object.
+
+The CLI flags, the TOML config file (``--config``) and the environment feed one
+``Config``; nothing else in the code base hard-codes a limit.  Keys in the TOML
+file are the field names below; they may be grouped in tables (``[registrar]``,
+``[auth]``...) purely for readability -- table names are not part of the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECURE_TRANSPORTS = frozenset({"tls", "wss"})
+ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
+DEFAULT_LISTEN = ("tls:0.0.0.0:5061", "wss:0.0.0.0:8443")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is meant for the operator."""
+
+
+def default_domain() -> str:
+    fqdn = socket.getfqdn().lower()
+    return fqdn if "." in fqdn and not fqdn.endswith(".localdomain") else "localhost"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SIPIM_DATA_DIR", "./sipim-data"))
+
+
+@dataclass
+class Config:
+    # -- where and what ---------------------------------------------------
+    data_dir: Path = field(default_factory=default_data_dir)
+    database: str | None = None  # None: SQLite file <data_dir>/sipim.db
+    domain: str = field(default_factory=default_domain)
+    # Extra host names that mean "this domain" in a Request-URI or To header
+    # (e.g. the server's IP address, which simple clients put there).
+    domain_aliases: tuple[str, ...] = ()
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    allow_insecure: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    # -- registrar (RFC 3261 §10.3, RFC 5626, RFC 5627) ---------------------
+    min_expires: int = 60
+    default_expires: int = 3600
+    max_expires: int = 86400
+    max_devices_per_user: int = 10
+    # RFC 5626 §4.4.1 / §5.4: how long a connection-bound binding survives the
+    # loss of its connection, and the Flow-Timer we tell outbound clients.
+    flow_timer: int = 120
+    expiry_sweep_interval: float = 1.0
+
+    # -- authentication (RFC 7616, RFC 8760) --------------------------------
+    nonce_lifetime: int = 300
+    max_tracked_nonces: int = 100_000
+    # Order of the WWW-Authenticate / Proxy-Authenticate challenges.  JsSIP and
+    # SIP.js read only the first header and know only MD5, so WebSocket
+    # listeners offer MD5 first; everything else prefers SHA-256 (RFC 8760 §2.4).
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    websocket_auth_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+
+    # -- brute-force protection ---------------------------------------------
+    lockout_threshold: int = 10
+    lockout_window: int = 300
+    lockout_duration: int = 900
+
+    # -- audit ----------------------------------------------------------------
+    audit_retention_days: int = 90
+
+    # -- transports and parser bounds ---------------------------------------
+    max_message_size: int = 65535
+    max_headers: int = 128
+    max_line_length: int = 8192
+    max_uri_length: int = 4096
+    max_connections_per_ip: int = 64
+    connection_idle_timeout: float = 30.0
+
+    # -- RFC 3261 §17 timers -----------------------------------------------
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+    # -- store write batching (group commit) ---------------------------------
+    store_flush_interval: float = 0.003
+    store_max_batch: int = 500
+    change_poll_interval: float = 1.0
+
+    # ------------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        return self.database or str(self.data_dir / "sipim.db")
+
+    def local_domains(self) -> frozenset[str]:
+        return frozenset({self.domain.lower(), *(a.lower() for a in self.domain_aliases)})
+
+    def validate(self) -> None:
+        from sipim.transport.base import ListenSpec  # late: keeps config import-light
+
+        if not self.domain or any(c in self.domain for c in " @:;<>\"/"):
+            raise ConfigError(f"invalid domain {self.domain!r}")
+        if not self.listen:
+            raise ConfigError("nothing to listen on: give at least one --listen PROTO:HOST:PORT")
+        for spec in self.listen:
+            try:
+                ListenSpec.parse(spec)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
+            raise ConfigError("expires settings must satisfy 0 < min_expires <= default_expires <= max_expires")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        for algorithm in (*self.auth_algorithms, *self.websocket_auth_algorithms):
+            if algorithm not in ("MD5", "SHA-256"):
+                raise ConfigError(f"unknown digest algorithm {algorithm!r} (use MD5 or SHA-256)")
+        if self.max_devices_per_user < 1:
+            raise ConfigError("max_devices_per_user must be at least 1")
+
+    def insecure_listeners(self) -> list[str]:
+        return [spec for spec in self.listen if spec.split(":", 1)[0].lower() not in SECURE_TRANSPORTS]
+
+    # ------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def apply(self, values: dict[str, object], origin: str) -> None:
+        """Set fields from a flat mapping, converting to each field's type."""
+        by_name = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise ConfigError(f"{origin}: unknown setting {key!r}")
+            current = getattr(self, name)
+            try:
+                setattr(self, name, _convert(value, current, by_name[name]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{origin}: bad value for {key!r}: {exc}") from None
+
+    def load_toml(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        self.apply(_flatten(document), str(path))
+
+
+def _flatten(document: dict) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _convert(value: object, current: object, spec: dataclasses.Field) -> object:
+    type_name = str(spec.type)
+    if "Path" in type_name:
+        return None if value is None else Path(str(value))
+    if "tuple" in type_name:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError("expected a list")
+        return tuple(str(v) for v in value)
+    if isinstance(current, bool) or type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        raise TypeError("expected true or false")
+    if type_name == "int":
+        if isinstance(value, bool):
+            raise TypeError("expected an integer")
+        return int(value)  # type: ignore[arg-type]
+    if type_name == "float":
+        return float(value)  # type: ignore[arg-type]
+    if value is None:
+        return None
+    return str(value)

@@ -1,0 +1,98 @@
+"""Group commit: binding changes and audit records reach the store in batches.
+
+A registration is answered only after its binding is committed (so a 200 OK
+survives a crash), but hundreds of registrations share one transaction: each
+caller gets a future that resolves when the batch holding its change commits.
+Changes to the same binding within one batch collapse to the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sipim.store.base import Store
+from sipim.store.models import AuditRecord, Binding
+
+log = logging.getLogger(__name__)
+
+
+class StoreWriter:
+    def __init__(self, store: Store, *, flush_interval: float, max_batch: int) -> None:
+        self._store = store
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        # (aor, key) -> Binding to upsert, or None to delete
+        self._bindings: dict[tuple[str, str], Binding | None] = {}
+        self._audit: list[AuditRecord] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._flush()
+
+    # -- submitting ---------------------------------------------------------
+    def upsert(self, binding: Binding) -> None:
+        self._bindings[(binding.aor, binding.binding_key)] = binding
+        self._poke()
+
+    def delete(self, aor: str, key: str) -> None:
+        self._bindings[(aor, key)] = None
+        self._poke()
+
+    def audit(self, record: AuditRecord) -> None:
+        self._audit.append(record)
+        self._poke()
+
+    def committed(self) -> asyncio.Future[None]:
+        """A future that resolves once everything submitted so far is committed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._poke()
+        return future
+
+    def _poke(self) -> None:
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    # -- flushing -------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            # Let more changes gather unless the batch is already large.
+            if len(self._bindings) + len(self._audit) < self._max_batch and not self._closing:
+                await asyncio.sleep(self._flush_interval)
+            self._wakeup.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not (self._bindings or self._audit or self._waiters):
+            return
+        bindings, self._bindings = self._bindings, {}
+        audit, self._audit = self._audit, []
+        waiters, self._waiters = self._waiters, []
+        upserts = [b for b in bindings.values() if b is not None]
+        deletes = [key for key, b in bindings.items() if b is None]
+        try:
+            if upserts or deletes or audit:
+                await self._store.write_batch(upserts=upserts, deletes=deletes, audit=audit)
+        except Exception as exc:  # the store is down: fail the waiters, keep serving
+            log.error("store write of %d bindings / %d audit records failed: %s",
+                      len(upserts) + len(deletes), len(audit), exc)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
