@@ -125,11 +125,16 @@ def _kill_group(process: subprocess.Popen, grace: float = 2.0) -> None:
 
 
 def run_process(argv: Sequence[str], *, timeout: float, cwd: Path | None = None,
-                stdin_data: bytes | None = None) -> ProcessResult:
-    """Run ``argv`` to completion or kill its process group after ``timeout`` seconds."""
+                stdin_data: bytes | None = None,
+                env: dict[str, str] | None = None) -> ProcessResult:
+    """Run ``argv`` to completion or kill its process group after ``timeout`` seconds.
+
+    ``env`` entries are added to this process's environment.
+    """
     started = time.monotonic()
     process = subprocess.Popen(
         list(argv), cwd=cwd, start_new_session=True,
+        env={**os.environ, **env} if env else None,
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -305,7 +310,7 @@ def send_garbage_tcp(host: str, port: int, payloads: Iterable[bytes], *,
 def split_sip_messages(text: str) -> list[str]:
     """Cut a log into SIP messages: each starts at a request or status line."""
     start = re.compile(
-        r"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3} .*)$", re.MULTILINE)
+        r"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3} .*?)\r?$", re.MULTILINE)
     positions = [match.start() for match in start.finditer(text)]
     messages = []
     for index, position in enumerate(positions):
@@ -531,3 +536,85 @@ def run_sipp_scenario(scenario: str | Path, target: Target, *, transport: str | 
                                           signed_uri, calls, run_keys, extra_args, rate, timeout,
                                           Path(directory)))
     return _merge_sipp_results(results)
+
+
+# ---------------------------------------------------------------------------
+# sipsak
+# ---------------------------------------------------------------------------
+
+# sipsak 0.9.8.1 (GnuTLS) sends its request over TLS 1.3 and then fails to
+# read the answer ("nothing received, select returned error"), with Kamailio
+# and with a Python ssl server alike; over TLS 1.2 it works. GnuTLS reads this
+# override file from the environment, so the driver caps sipsak at TLS 1.2
+# without touching the server.
+_GNUTLS_NO_TLS13 = "[overrides]\ndisabled-version = tls1.3\n"
+
+
+@dataclass(frozen=True)
+class SipsakResult:
+    """Outcome of one sipsak run; ``messages`` are the SIP messages of its -vvv log."""
+
+    process: ProcessResult
+    messages: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Exit 0 and a final 200 seen (sipsak exits 0 when its usrloc test passed)."""
+        return self.process.returncode == 0 and 200 in self.received_statuses()
+
+    @property
+    def sent(self) -> tuple[str, ...]:
+        # -vvv prints each request twice (as built, then as sent): keep one of each.
+        unique: list[str] = []
+        for message in self.messages:
+            if not message.startswith("SIP/2.0 ") and message not in unique:
+                unique.append(message)
+        return tuple(unique)
+
+    def sent_requests(self, method: str) -> list[str]:
+        return [m for m in self.sent if m.startswith(method + " ")]
+
+    def received_statuses(self) -> list[int]:
+        return [int(m.split(" ", 2)[1]) for m in self.messages if m.startswith("SIP/2.0 ")]
+
+    def describe(self) -> str:
+        return self.process.describe()
+
+
+def sipsak_register(target: Target, user: User, *, expires: int = 60,
+                    contact: str | None = None, force_tls12: bool = True,
+                    extra_args: Sequence[str] = (), timeout: float = 10.0) -> SipsakResult:
+    """REGISTER ``user`` at ``target`` with sipsak's usrloc mode (``-U``), answering 401s.
+
+    Transports: udp, tcp, tls (GnuTLS). Quirks of Debian's sipsak 0.9.8.1:
+    * it resolves the host of ``-s`` unless the outbound proxy ``-p`` comes
+      FIRST on the command line — the driver puts ``-p host:port`` first, so
+      ``target.domain`` need not resolve;
+    * over TLS it never verifies the server certificate (a wrong
+      ``--tls-ca-cert`` still connects), and it fails on TLS 1.3 unless
+      ``force_tls12`` (see ``_GNUTLS_NO_TLS13``);
+    * the digest ``uri`` it signs is the Request-URI ``sip:<domain>``;
+      MD5 only, no qop support observed with a qop-less challenge.
+    ``contact``: a Contact URI instead of sipsak's own (``-C``).
+    """
+    binary = find_binary("sipsak")
+    if binary is None:
+        raise FileNotFoundError("sipsak")
+    argv = [binary, "-U", "-vvv",
+            "-p", target.hostport,  # must precede -s (see above)
+            "-s", f"sip:{user.name}@{target.domain}",
+            "-u", user.digest_username, "-a", user.password,
+            "-H", "127.0.0.1", "-x", str(expires), "-E", target.transport]
+    if contact:
+        argv += ["-C", contact]
+    if target.transport == "tls" and target.ca_file:
+        argv += ["--tls-ca-cert", str(target.ca_file)]
+    argv += list(extra_args)
+    with tempfile.TemporaryDirectory(prefix="sipsak-") as directory:
+        env_file = Path(directory) / "gnutls.conf"
+        env_file.write_text(_GNUTLS_NO_TLS13)
+        extra_env = ({"GNUTLS_SYSTEM_PRIORITY_FILE": str(env_file)}
+                     if target.transport == "tls" and force_tls12 else {})
+        process = run_process(argv, timeout=timeout, cwd=Path(directory), env=extra_env)
+    return SipsakResult(process=process,
+                        messages=tuple(split_sip_messages(process.stdout)))
