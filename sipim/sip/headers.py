@@ -1,0 +1,593 @@
+"""SIP header fields: the ordered multi-dict, Via, CSeq and the grammar helpers
+(token check, quoted strings, parameters, comma-separated lists) they share
+with uri.py.
+
+Everything here is sans-IO and works on ``str``.  Header values are kept as the
+raw text received; typed views (Via, CSeq, NameAddr...) are built on demand and
+cached by the message (see ``Headers.cached``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import SIPParseError
+
+# RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_CHARS = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+)
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is a non-empty RFC 3261 token.
+
+    ``str.strip`` with the token alphabet removes every token character from
+    both ends; only a pure token leaves nothing behind.  This is C-speed and
+    cannot backtrack.
+    """
+    return bool(text) and not text.strip(TOKEN_CHARS)
+
+
+# RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered
+# (RFC 6665 o/u, RFC 3515 r, RFC 3892 b, RFC 3841 a/j/d, RFC 4028 x, RFC 4474 y/n).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "x": "session-expires",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+# Canonical spelling used when serializing (keys are lower-case long names).
+_CANONICAL_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info",
+    "Allow", "Allow-Events", "Authentication-Info", "Authorization", "Call-ID",
+    "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+    "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
+    "Error-Info", "Event", "Expires", "From", "History-Info", "Identity",
+    "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "MIME-Version",
+    "Organization", "P-Asserted-Identity", "P-Associated-URI",
+    "P-Preferred-Identity", "Path", "Priority", "Privacy", "Proxy-Authenticate",
+    "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route",
+    "Refer-To", "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition",
+    "Require", "Retry-After", "Route", "RSeq", "Server", "Service-Route",
+    "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject", "Subscription-State",
+    "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+    "WWW-Authenticate", "Min-SE", "Flow-Timer", "Security-Client",
+    "Security-Server", "Security-Verify",
+]
+CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _CANONICAL_NAMES}
+
+# Headers whose grammar is `header = name HCOLON value *(COMMA value)` and that
+# therefore may be combined on one line (RFC 3261 §7.3.1).  Not included:
+# WWW-Authenticate & co (commas separate auth-params), Date, Subject,
+# User-Agent, Server, Call-ID... whose values may contain bare commas.
+LIST_HEADERS = frozenset(
+    {
+        "via", "contact", "route", "record-route", "path", "service-route",
+        "supported", "require", "proxy-require", "unsupported", "allow",
+        "allow-events", "accept", "accept-encoding", "accept-language",
+        "content-encoding", "content-language", "in-reply-to", "alert-info",
+        "call-info", "error-info", "reply-to", "p-asserted-identity",
+        "p-preferred-identity", "p-associated-uri", "history-info", "reason",
+        "accept-contact", "reject-contact", "request-disposition", "warning",
+        "security-client", "security-server", "security-verify",
+    }
+)
+
+
+def header_key(name: str) -> str:
+    """Lower-case long form of a header name: the key used for look-ups."""
+    key = name.lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+def canonical_name(name: str) -> str:
+    """The spelling written on the wire: long form, conventional case."""
+    key = header_key(name)
+    return CANONICAL_NAMES.get(key, name if len(name) > 1 else key)
+
+
+# ---------------------------------------------------------------------------
+# quoted strings, lists, parameters (RFC 3261 §25.1)
+# ---------------------------------------------------------------------------
+
+
+def quote(text: str) -> str:
+    """Make a quoted-string, escaping backslash and double quote (§25.1 quoted-pair)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unquote(text: str) -> str:
+    """Undo ``quote``; a value that is not a quoted string is returned as is."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        if "\\" not in inner:
+            return inner
+        out: list[str] = []
+        i = 0
+        n = len(inner)
+        while i < n:
+            ch = inner[i]
+            if ch == "\\" and i + 1 < n:
+                out.append(inner[i + 1])
+                i += 2
+            else:
+                out.append(ch)
+                i += 1
+        return "".join(out)
+    return text
+
+
+def _end_of_quoted(text: str, start: int) -> int:
+    """Index just past the closing quote of the quoted string opening at ``start``.
+
+    Raises SIPParseError when the string is not terminated.
+    """
+    i = start + 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            return i + 1
+        i += 1
+    raise SIPParseError("Unterminated quoted string")
+
+
+def split_outside_quotes(text: str, separator: str, *, angle: bool = True) -> list[str]:
+    """Split on ``separator`` where it is not inside a quoted string or ``<...>``.
+
+    Single left-to-right pass; no regex, so no backtracking.
+    """
+    if '"' not in text and (not angle or "<" not in text):
+        return text.split(separator)
+    parts: list[str] = []
+    i = 0
+    n = len(text)
+    begin = 0
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i = _end_of_quoted(text, i)
+            continue
+        if angle and ch == "<":
+            close = text.find(">", i + 1)
+            if close < 0:
+                raise SIPParseError("Unterminated <")
+            i = close + 1
+            continue
+        if ch == separator:
+            parts.append(text[begin:i])
+            begin = i + 1
+        i += 1
+    parts.append(text[begin:])
+    return parts
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated header value (§7.3.1) respecting quotes and <>."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    return [part.strip() for part in split_outside_quotes(value, ",") if part.strip()]
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` (leading ';' optional) into an ordered dict.
+
+    Names are lower-cased (parameter names are case-insensitive, §7.3.1);
+    values are kept verbatim, quotes included, so serialization is exact.
+    A parameter without '=' maps to None.  Empty segments (``;;``) are skipped.
+    """
+    params: dict[str, str | None] = {}
+    if not text:
+        return params
+    pieces = split_outside_quotes(text, ";", angle=False) if '"' in text else text.split(";")
+    for piece in pieces:
+        name, sep, value = piece.partition("=")
+        name = name.strip(" \t")
+        if not name:
+            if sep:
+                raise SIPParseError("Malformed parameter")
+            continue
+        if not is_token(name):
+            raise SIPParseError("Malformed parameter")
+        if sep:
+            value = value.strip(" \t")
+            if value.startswith('"') and _end_of_quoted(value, 0) != len(value):
+                raise SIPParseError("Malformed parameter")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    """Inverse of ``parse_params``: ``;name=value;flag`` (empty string when none)."""
+    if not params:
+        return ""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------
+# Headers
+# ---------------------------------------------------------------------------
+
+
+class Headers:
+    """Ordered multi-dict of header fields.
+
+    Stored as a list of ``(key, name, value)`` where ``key`` is the lower-case
+    long name used for look-ups, ``name`` the spelling written on the wire and
+    ``value`` the raw text (whitespace-trimmed, folding already undone).
+
+    Typed views computed from the values are kept in a small cache which every
+    mutation clears, so a message's accessors never go stale.
+    """
+
+    __slots__ = ("_items", "_cache")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = [
+            (header_key(name), canonical_name(name), value) for name, value in items
+        ]
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def _from_triples(cls, triples: list[tuple[str, str, str]]) -> "Headers":
+        """Fast constructor for the parser, which has already canonicalized."""
+        headers = cls.__new__(cls)
+        headers._items = triples
+        headers._cache = {}
+        return headers
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value; for list headers the first comma-separated element."""
+        key = header_key(name)
+        for item_key, _, value in self._items:
+            if item_key == key:
+                if key in LIST_HEADERS and "," in value:
+                    parts = split_list(value)
+                    return parts[0] if parts else default
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value, in order; list headers are split on commas (§7.3.1)."""
+        key = header_key(name)
+        if key in LIST_HEADERS:
+            out: list[str] = []
+            for item_key, _, value in self._items:
+                if item_key == key:
+                    out.extend(split_list(value))
+            return out
+        return [value for item_key, _, value in self._items if item_key == key]
+
+    def raw_values(self, name: str) -> list[str]:
+        """One entry per header line, never split (to copy headers verbatim)."""
+        key = header_key(name)
+        return [value for item_key, _, value in self._items if item_key == key]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(item_key == key for item_key, _, _ in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> "Headers":
+        return Headers._from_triples(list(self._items))
+
+    # -- writing -----------------------------------------------------------
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Append a header line; ``first=True`` puts it before every existing
+        line of the same name (or at the very top), as a proxy does with Via
+        (§16.6 step 8) or Record-Route."""
+        key = header_key(name)
+        item = (key, canonical_name(name), value)
+        self._cache.clear()
+        if first:
+            for index, (item_key, _, _) in enumerate(self._items):
+                if item_key == key:
+                    self._items.insert(index, item)
+                    return
+            self._items.insert(0, item)
+        else:
+            self._items.append(item)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of ``name`` by one line, where the first one was."""
+        self.set_all(name, [value])
+
+    def set_all(self, name: str, values: Iterable[str]) -> None:
+        """Replace every line of ``name`` by one line per value, keeping position."""
+        key = header_key(name)
+        spelled = canonical_name(name)
+        new_items = [(key, spelled, value) for value in values]
+        position = None
+        kept: list[tuple[str, str, str]] = []
+        for item in self._items:
+            if item[0] == key:
+                if position is None:
+                    position = len(kept)
+            else:
+                kept.append(item)
+        if position is None:
+            position = len(kept)
+        kept[position:position] = new_items
+        self._items = kept
+        self._cache.clear()
+
+    def remove(self, name: str) -> int:
+        """Remove every line of ``name``; returns how many were removed."""
+        key = header_key(name)
+        before = len(self._items)
+        self._items = [item for item in self._items if item[0] != key]
+        self._cache.clear()
+        return before - len(self._items)
+
+    def remove_first(self, name: str) -> str | None:
+        """Remove the first *value* of a (list) header, e.g. the top Via or a
+        Route entry (§16.4, §18.2.1 response processing); returns it."""
+        key = header_key(name)
+        for index, (item_key, spelled, value) in enumerate(self._items):
+            if item_key == key:
+                parts = split_list(value) if key in LIST_HEADERS else [value]
+                self._cache.clear()
+                if len(parts) <= 1:
+                    del self._items[index]
+                else:
+                    self._items[index] = (item_key, spelled, ", ".join(parts[1:]))
+                return parts[0] if parts else None
+        return None
+
+    # -- typed-view cache --------------------------------------------------
+
+    def cached(self, slot: str, compute: Callable[[], Any]) -> Any:
+        """Memoize a value derived from the headers until the next mutation."""
+        cache = self._cache
+        try:
+            return cache[slot]
+        except KeyError:
+            value = cache[slot] = compute()
+            return value
+
+
+# ---------------------------------------------------------------------------
+# Via (RFC 3261 §20.42, §18.2.1, RFC 3581 rport)
+# ---------------------------------------------------------------------------
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` where host may be an IPv6 reference ``[...]``.
+
+    Raises SIPParseError with reason "Bad host" / "Bad port".
+    """
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise SIPParseError("Bad host")
+        host = text[: close + 1]
+        rest = text[close + 1 :]
+        if not _valid_ipv6_reference(host):
+            raise SIPParseError("Bad host")
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SIPParseError("Bad host")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.partition(":")
+        if not valid_host(host):
+            raise SIPParseError("Bad host")
+        if not sep:
+            return host, None
+    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise SIPParseError("Bad port")
+    port = int(port_text)
+    if port > 65535:
+        raise SIPParseError("Bad port")
+    return host, port
+
+
+_HOSTNAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
+_IPV6_CHARS = "0123456789abcdefABCDEF:."
+
+
+def _valid_ipv6_reference(host: str) -> bool:
+    # RFC 3261 §25.1 IPv6reference = "[" IPv6address "]"; a light check: hex,
+    # colons and (for the embedded IPv4 form) dots, at least two colons.
+    inner = host[1:-1]
+    return (
+        host.endswith("]")
+        and 2 <= len(inner) <= 45
+        and not inner.strip(_IPV6_CHARS)
+        and inner.count(":") >= 2
+    )
+
+
+def valid_host(host: str) -> bool:
+    """hostname / IPv4address / IPv6reference (§25.1), checked without regex."""
+    if not host:
+        return False
+    if host[0] == "[":
+        return _valid_ipv6_reference(host)
+    if host.strip(_HOSTNAME_CHARS):
+        return False
+    # labels may not be empty (except a trailing dot) nor start/end with '-'
+    labels = host[:-1].split(".") if host.endswith(".") and len(host) > 1 else host.split(".")
+    for label in labels:
+        if not label or label[0] == "-" or label[-1] == "-":
+            return False
+    return True
+
+
+@dataclass(frozen=True, eq=True)
+class Via:
+    """One Via value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;received=...``.
+
+    ``params`` keys are lower-case; a flag parameter (``rport`` without
+    value) maps to None.  Being frozen, a proxy adds ``received``/``rport``
+    with ``via.with_params(received=ip, rport=str(port))`` and writes it back.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host.lower(), self.port, tuple(self.params.items())))
+
+    @classmethod
+    def parse(cls, text: str) -> "Via":
+        try:
+            return cls._parse(text)
+        except SIPParseError as error:
+            raise SIPParseError(f"Bad Via header: {error.reason}") from None
+
+    @classmethod
+    def _parse(cls, text: str) -> "Via":
+        # via-parm = sent-protocol LWS sent-by *( SEMI via-params )
+        # sent-protocol = protocol-name SLASH protocol-version SLASH transport,
+        # SLASH = SWS "/" SWS, so whitespace may surround the slashes.
+        pieces = text.split("/", 2)
+        if len(pieces) != 3:
+            raise SIPParseError("sent-protocol")
+        name = pieces[0].strip()
+        version = pieces[1].strip()
+        if not is_token(name) or not is_token(version):
+            raise SIPParseError("sent-protocol")
+        rest = pieces[2].lstrip()
+        cut = 0
+        n = len(rest)
+        while cut < n and rest[cut] not in " \t":
+            cut += 1
+        transport = rest[:cut]
+        if not is_token(transport):
+            raise SIPParseError("transport")
+        rest = rest[cut:].lstrip()
+        sent_by, semi, param_text = rest.partition(";")
+        sent_by = sent_by.strip()
+        # LWS may also surround the port colon ("host : 5060"): remove it.
+        if " " in sent_by or "\t" in sent_by:
+            sent_by = "".join(sent_by.split())
+        host, port = split_host_port(sent_by)
+        params = parse_params(param_text) if semi else {}
+        return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def has_rport(self) -> bool:
+        """True when the rport parameter is present, with or without a value
+        (RFC 3581 §4: an empty ``rport`` asks the server to fill it in)."""
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        """The numeric rport value, None when absent *or* empty (see has_rport)."""
+        value = self.params.get("rport")
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def with_params(self, **params: str | None) -> "Via":
+        """A copy with parameters added or replaced (None = flag without value)."""
+        merged = dict(self.params)
+        for name, value in params.items():
+            merged[name.lower()] = value
+        return Via(self.transport, self.host, self.port, merged, self.protocol)
+
+
+# ---------------------------------------------------------------------------
+# CSeq (RFC 3261 §20.16, §8.1.1.5)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> "CSeq":
+        number, _, method = text.strip().partition(" ")
+        method = method.strip(" \t")
+        # §8.1.1.5: the sequence number MUST be expressible as a 32-bit unsigned integer.
+        if (
+            not number.isascii()
+            or not number.isdigit()
+            or len(number) > 10
+            or not is_token(method)
+        ):
+            raise SIPParseError("Bad CSeq header")
+        seq = int(number)
+        if seq > 0xFFFFFFFF:
+            raise SIPParseError("Bad CSeq header")
+        return cls(seq, method)
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"

@@ -1,0 +1,317 @@
+"""SIP requests and responses (RFC 3261 §7) with lazily parsed, cached typed
+accessors, and ``make_response`` (§8.2.6).
+
+Header values stay raw strings in ``Headers``; an accessor parses the value the
+first time it is asked for and caches the result in the headers' cache, which
+any header mutation clears.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+from .errors import SIPParseError
+from .headers import CSeq, Headers, Via
+from .uri import URI, NameAddr, parse_name_addr, parse_uri
+
+SIP_VERSION = "SIP/2.0"
+
+# RFC 3261 §21 reason phrases, plus the extensions this service uses.
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    423: "Interval Too Brief",
+    429: "Provide Referrer Identity",
+    430: "Flow Failed",
+    433: "Anonymity Disallowed",
+    439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
+}
+
+
+def default_reason(status: int) -> str:
+    """§21 phrase for ``status``; for unknown codes the class's x00 phrase."""
+    return REASON_PHRASES.get(status) or REASON_PHRASES.get(status // 100 * 100, "Unknown")
+
+
+class Message:
+    """What Request and Response share: headers, body and the typed accessors."""
+
+    __slots__ = ("headers", "body")
+
+    headers: Headers
+    body: bytes
+
+    # -- typed accessors (cached in headers) --------------------------------
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first (a fresh list each call; elements cached)."""
+        return list(self.headers.cached("vias", self._parse_vias))
+
+    def _parse_vias(self) -> tuple[Via, ...]:
+        return tuple(Via.parse(value) for value in self.headers.get_all("Via"))
+
+    @property
+    def top_via(self) -> Via | None:
+        """The first Via, or None when there is none (parses only that one)."""
+        return self.headers.cached("top_via", self._parse_top_via)
+
+    def _parse_top_via(self) -> Via | None:
+        value = self.headers.get("Via")
+        return None if value is None else Via.parse(value)
+
+    @property
+    def from_(self) -> NameAddr:
+        return self.headers.cached("from", lambda: self._name_addr("From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return self.headers.cached("to", lambda: self._name_addr("To"))
+
+    def _name_addr(self, name: str) -> NameAddr:
+        value = self.headers.get(name)
+        if value is None:
+            raise SIPParseError(f"Missing {name}")
+        try:
+            return parse_name_addr(value)
+        except SIPParseError as error:
+            raise SIPParseError(f"Bad {name} header: {error.reason}") from None
+
+    @property
+    def call_id(self) -> str:
+        value = self.headers.get("Call-ID")
+        if not value:
+            raise SIPParseError("Missing Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.headers.cached("cseq", self._parse_cseq)
+
+    def _parse_cseq(self) -> CSeq:
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise SIPParseError("Missing CSeq")
+        return CSeq.parse(value)
+
+    @property
+    def contacts(self) -> list[NameAddr] | Literal["*"]:
+        """Contact values; ``"*"`` for the wildcard of a REGISTER (§10.2.2)."""
+        result = self.headers.cached("contacts", self._parse_contacts)
+        return result if result == "*" else list(result)
+
+    def _parse_contacts(self) -> tuple[NameAddr, ...] | str:
+        values = self.headers.get_all("Contact")
+        if len(values) == 1 and values[0] == "*":
+            return "*"
+        try:
+            return tuple(parse_name_addr(value) for value in values)
+        except SIPParseError as error:
+            raise SIPParseError(f"Bad Contact header: {error.reason}") from None
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header (delta-seconds), None when absent."""
+        return self.headers.cached("expires", lambda: self._int_header("Expires", 0xFFFFFFFF))
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255, §20.22), None when absent."""
+        return self.headers.cached("max_forwards", lambda: self._int_header("Max-Forwards", 255))
+
+    def _int_header(self, name: str, maximum: int) -> int | None:
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        if not value.isascii() or not value.isdigit() or len(value) > 10 or int(value) > maximum:
+            raise SIPParseError(f"Bad {name} header")
+        return int(value)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    # -- serialization -------------------------------------------------------
+
+    def _start_line(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """The wire form; Content-Length is always written, from ``len(body)``
+        (any Content-Length header present is replaced)."""
+        lines = [self._start_line()]
+        for key, name, value in self.headers._items:
+            if key != "content-length":
+                lines.append(f"{name}: {value}")
+        body = self.body
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+def _as_bytes(body: bytes | bytearray | str) -> bytes:
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return bytes(body)
+
+
+class Request(Message):
+    """A SIP request.  ``uri`` accepts a parsed URI or a string (parsed here)."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str = b"",
+    ) -> None:
+        self.method = method
+        self.uri: URI = parse_uri(uri) if isinstance(uri, str) else uri
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers or ())
+        self.body = _as_bytes(body)
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (
+            self.method == other.method
+            and str(self.uri) == str(other.uri)
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str = b"",
+    ) -> None:
+        self.status = status
+        self.reason = default_reason(status) if reason is None else reason
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers or ())
+        self.body = _as_bytes(body)
+
+    def _start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status} {self.reason}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (
+            self.status == other.status
+            and self.reason == other.reason
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes | str = b"",
+) -> Response:
+    """Build a response to ``request`` as RFC 3261 §8.2.6.2 says.
+
+    Copies every Via (in order, verbatim), From, Call-ID and CSeq; copies To
+    and appends ``;tag=to_tag`` when a tag is given and To has none (the raw
+    text is kept so the rest of To is byte-identical).  ``headers`` are
+    appended after those; nothing else is added — Content-Length is written
+    by ``to_bytes``.
+    """
+    source = request.headers
+    out = Headers()
+    items = out._items
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        for item in source._items:
+            if item[0] == key:
+                if key == "to" and to_tag is not None and request.to.tag is None:
+                    item = (item[0], item[1], f"{item[2]};tag={to_tag}")
+                items.append(item)
+    for name, value in headers:
+        out.add(name, value)
+    return Response(status, reason, out, body)

@@ -1,0 +1,418 @@
+"""Bytes -> messages: ``parse_message`` for datagrams, ``StreamFramer`` for
+byte streams (RFC 3261 §7, §18.3; RFC 5626 §4.4.1 keep-alives).
+
+Framing uses ``bytes.find`` only; header lines are split with ``str.split`` /
+``str.partition``; no regular expression touches untrusted input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SIPParseError
+from .headers import CANONICAL_NAMES, COMPACT_FORMS, Headers, is_token
+from .message import Request, Response
+from .uri import parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    """Hard bounds on untrusted input."""
+
+    max_message_size: int = 65535  # whole message, head + body -> 513
+    max_headers: int = 128  # header fields (after unfolding) -> 400
+    max_line_length: int = 8192  # any physical line of the head -> 400
+    max_uri_length: int = 4096  # Request-URI -> 414
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A RFC 5626 §4.4.1 CRLFCRLF ping on a stream; answer with a CRLF pong."""
+
+
+DEFAULT_LIMITS = ParserLimits()
+
+_CRLF2 = b"\r\n\r\n"
+_LF2 = b"\n\n"
+
+
+def _find_head_end(data: bytes | bytearray, start: int, search_from: int | None = None) -> tuple[int, int]:
+    """(end of head, start of body) or (-1, -1).
+
+    The head ends at the first empty line.  Lines are CRLF-terminated
+    (§7); bare-LF line ends are tolerated for robustness.
+    """
+    begin = start if search_from is None else max(start, search_from)
+    crlf = data.find(_CRLF2, begin)
+    lf = data.find(_LF2, begin, crlf + 4 if crlf >= 0 else len(data))
+    if lf < 0:
+        return (crlf, crlf + 4) if crlf >= 0 else (-1, -1)
+    # "\r\n\n" ends a head too: cut the head before its '\r'
+    head_end = lf - 1 if lf > start and data[lf - 1] == 13 else lf
+    return head_end, lf + 2
+
+
+class _Head:
+    """Start line and headers of a message whose head has been read."""
+
+    __slots__ = ("is_request", "method", "uri", "status", "reason", "headers", "deferred")
+
+    def __init__(self) -> None:
+        self.is_request = False
+        self.method = ""
+        self.uri = None
+        self.status = 0
+        self.reason = ""
+        self.headers: Headers
+        # A problem in a header line that does not stop us from reading the
+        # others: raised after the message is built so `partial` can be set.
+        self.deferred: SIPParseError | None = None
+
+    def build(self, body: bytes = b"") -> Request | Response:
+        if self.is_request:
+            message: Request | Response = Request.__new__(Request)
+            message.method = self.method
+            message.uri = self.uri  # type: ignore[assignment]
+        else:
+            message = Response.__new__(Response)
+            message.status = self.status
+            message.reason = self.reason
+        message.headers = self.headers
+        message.body = body
+        return message
+
+
+def _decode_head(head: bytes) -> str:
+    if b"\x00" in head:
+        raise SIPParseError("NUL byte in header section")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not UTF-8 (§7.3.1 says UTF-8 but legacy agents send latin-1 display
+        # names): every byte decodes as latin-1, so this cannot fail.
+        return head.decode("latin-1")
+
+
+def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
+    text = _decode_head(head)
+    lines = text.split("\r\n")
+    if text.count("\n") != len(lines) - 1:
+        # bare LF line ends somewhere: normalise, then any CR left is stray
+        lines = text.replace("\r\n", "\n").split("\n")
+        if "\r" in text.replace("\r\n", ""):
+            raise SIPParseError("Bare CR in header section")
+    elif text.count("\r") != len(lines) - 1:
+        raise SIPParseError("Bare CR in header section")
+    if len(text) > limits.max_line_length and max(map(len, lines)) > limits.max_line_length:
+        first_line = lines[0]
+        if len(first_line) > limits.max_line_length and not first_line.startswith("SIP/"):
+            # The start line: a long Request-URI gets its own answer.
+            raise SIPParseError("Request-URI Too Long", 414)
+        raise SIPParseError("Header line too long")
+
+    result = _Head()
+    _parse_start_line(lines[0], result, limits)
+
+    # §7.3.1 folding: a line starting with SP/HT continues the previous one;
+    # the fold (CRLF + whitespace) is equivalent to a single SP.
+    if "\n " in text or "\n\t" in text:
+        unfolded: list[str] = []
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t"):
+                if not unfolded:
+                    result.deferred = result.deferred or SIPParseError("Malformed header line")
+                    continue
+                unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
+            else:
+                unfolded.append(line)
+        header_lines = unfolded
+    else:
+        header_lines = lines[1:]
+    if len(header_lines) > limits.max_headers:
+        raise SIPParseError("Too many headers")
+
+    triples: list[tuple[str, str, str]] = []
+    append = triples.append
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        # HCOLON = *( SP / HTAB ) ":" SWS
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            if result.deferred is None:
+                result.deferred = SIPParseError("Malformed header line")
+            continue
+        key = name.lower()
+        key = COMPACT_FORMS.get(key, key)
+        append((key, CANONICAL_NAMES.get(key, name if len(name) > 1 else key), value.strip(" \t")))
+    result.headers = Headers._from_triples(triples)
+    return result
+
+
+def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
+    if line.startswith("SIP/"):
+        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§7.2)
+        parts = line.split(" ", 2)
+        if len(parts) < 2:
+            raise SIPParseError("Malformed Status-Line")
+        version, code = parts[0], parts[1]
+        if version.upper() != "SIP/2.0":
+            raise SIPParseError("Version Not Supported", 505)
+        if len(code) != 3 or not code.isascii() or not code.isdigit() or not "100" <= code <= "699":
+            raise SIPParseError("Bad status code")
+        result.status = int(code)
+        result.reason = parts[2] if len(parts) == 3 else ""
+        return
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF (§7.1): exactly
+    # single spaces; RFC 4475 §3.1.2.7 says extra whitespace must be rejected.
+    parts = line.split(" ")
+    if len(parts) != 3:
+        if len(line) > limits.max_uri_length and len(parts) >= 2 and len(parts[1]) > limits.max_uri_length:
+            raise SIPParseError("Request-URI Too Long", 414)
+        raise SIPParseError("Malformed Request-Line")
+    method, uri_text, version = parts
+    if not is_token(method):
+        raise SIPParseError("Malformed Request-Line")
+    if not version.startswith(("SIP/", "sip/")):
+        raise SIPParseError("Malformed Request-Line")
+    if version.upper() != "SIP/2.0":
+        raise SIPParseError("Version Not Supported", 505)
+    if len(uri_text) > limits.max_uri_length:
+        raise SIPParseError("Request-URI Too Long", 414)
+    try:
+        result.uri = parse_uri(uri_text)
+    except SIPParseError:
+        raise SIPParseError("Malformed Request-URI") from None
+    result.method = method
+    result.is_request = True
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.raw_values("Content-Length")
+    if not values:
+        return None
+    value = values[0]
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        raise SIPParseError("Bad Content-Length")
+    for other in values[1:]:
+        if other != value:
+            raise SIPParseError("Bad Content-Length")
+    return int(value)
+
+
+def _validate(message: Request | Response) -> None:
+    """The headers every message needs before anything can answer it
+    (§8.1.1: To, From, CSeq, Call-ID, Via; Max-Forwards checked later and
+    allowed to be absent).  Failing here means there is no ``partial``."""
+    headers = message.headers
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if name not in headers:
+            raise SIPParseError(f"Missing {name}")
+    message.top_via
+    message.from_
+    message.to
+    message.cseq
+    if not message.call_id:
+        raise SIPParseError("Missing Call-ID")
+
+
+def _validate_after_partial(message: Request | Response, head: _Head) -> None:
+    """Checks whose failure still leaves a request the server can answer."""
+    if head.deferred is not None:
+        raise head.deferred
+    if isinstance(message, Request):
+        if message.cseq.method != message.method:
+            raise SIPParseError("CSeq method does not match request method")
+        message.max_forwards  # validates the value if present
+
+
+def _finish(head: _Head, message: Request | Response) -> Request | Response:
+    """Run the validations; attach ``partial`` to errors raised after the
+    dialog-identifying headers were known to be good."""
+    _validate(message)
+    try:
+        _validate_after_partial(message, head)
+    except SIPParseError as error:
+        error.partial = message if isinstance(message, Request) else None
+        raise
+    return message
+
+
+def _partial_or_none(head: _Head) -> Request | None:
+    if not head.is_request:
+        return None
+    message = head.build()
+    try:
+        _validate(message)
+    except SIPParseError:
+        return None
+    return message  # type: ignore[return-value]
+
+
+def _skip_leading_crlf(data: bytes | bytearray) -> int:
+    """§7.5: CRLFs before the start line are ignored."""
+    start = 0
+    n = len(data)
+    while start < n and data[start] in (13, 10):
+        start += 1
+    return start
+
+
+def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
+    """Parse one datagram (UDP, or a WebSocket message).
+
+    §18.3: without Content-Length the body is the rest of the datagram; a
+    Content-Length larger than what arrived is an error; bytes beyond it are
+    ignored.  Raises only SIPParseError.
+    """
+    try:
+        return _parse_datagram(bytes(data), limits)
+    except SIPParseError:
+        raise
+    except Exception as error:  # pragma: no cover - a bug, but never leak it
+        raise SIPParseError(f"Malformed message ({type(error).__name__})") from error
+
+
+def _parse_datagram(data: bytes, limits: ParserLimits) -> Request | Response:
+    start = _skip_leading_crlf(data)
+    if start == len(data):
+        raise SIPParseError("Empty message")
+    head_end, body_start = _find_head_end(data, start)
+    too_big = len(data) - start > limits.max_message_size
+    if head_end < 0:
+        if too_big:
+            raise SIPParseError("Message Too Large", 513)
+        raise SIPParseError("Missing end of header section")
+    if head_end - start > limits.max_message_size:
+        raise SIPParseError("Message Too Large", 513)
+    head = _parse_head(data[start:head_end], limits)
+    if too_big:
+        raise SIPParseError("Message Too Large", 513, _partial_or_none(head))
+    message = head.build()
+    _validate(message)
+    partial = message if head.is_request else None
+    try:
+        length = _content_length(head.headers)
+    except SIPParseError as error:
+        error.partial = partial  # type: ignore[assignment]
+        raise
+    if length is None:
+        body = data[body_start:]
+    else:
+        if body_start + length > len(data):
+            raise SIPParseError("Content-Length mismatch", 400, partial)  # type: ignore[arg-type]
+        body = data[body_start : body_start + length]
+    message.body = body
+    return _finish(head, message)
+
+
+class StreamFramer:
+    """Incremental framing of a byte stream (TCP, TLS) into messages.
+
+    ``feed(data)`` accepts bytes in arbitrary pieces and returns every
+    message completed so far (and ``KeepAlive`` for each CRLFCRLF ping).
+
+    Errors: ``SIPParseError`` with ``recoverable=False`` means framing is lost
+    (bad/missing Content-Length, oversized or garbled head): close the
+    connection; every later ``feed`` raises the same error.  With
+    ``recoverable=True`` the bad message was framed and dropped (it may carry
+    ``partial`` to answer 400); the stream is still in sync and ``feed`` may
+    continue.  Messages completed before an error in the same ``feed`` call
+    are returned first and the error is raised by the next call.
+    """
+
+    def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._buffer = bytearray()
+        self._scanned = 0  # head-terminator search resumes here
+        self._head: _Head | None = None  # parsed head waiting for its body
+        self._body_start = 0
+        self._body_length = 0
+        self._pending_error: SIPParseError | None = None
+        self._broken: SIPParseError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Request | Response | KeepAlive]:
+        if self._broken is not None:
+            raise self._broken
+        self._buffer += data
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
+        out: list[Request | Response | KeepAlive] = []
+        while True:
+            try:
+                item = self._next()
+            except SIPParseError as error:
+                if not error.recoverable:
+                    self._broken = error
+                    self._buffer = bytearray()
+                if out:
+                    self._pending_error = error
+                    return out
+                raise
+            except Exception as error:  # pragma: no cover - a bug, never leak it
+                wrapped = SIPParseError(f"Malformed message ({type(error).__name__})")
+                self._broken = wrapped
+                raise wrapped from error
+            if item is None:
+                return out
+            out.append(item)
+
+    def _next(self) -> Request | Response | KeepAlive | None:
+        buffer = self._buffer
+        limits = self.limits
+        if self._head is None:
+            # Between messages: CRLFCRLF is a ping, a lone CRLF is skipped.
+            while buffer and buffer[0] in (13, 10):
+                if buffer.startswith(_CRLF2):
+                    del buffer[:4]
+                    self._scanned = 0
+                    return KeepAlive()
+                if _CRLF2.startswith(bytes(buffer[:4])):
+                    return None  # could still become a ping: wait
+                del buffer[: 2 if buffer.startswith(b"\r\n") else 1]
+                self._scanned = 0
+            if not buffer:
+                return None
+            head_end, body_start = _find_head_end(buffer, 0, self._scanned)
+            if head_end < 0:
+                if len(buffer) > limits.max_message_size:
+                    raise SIPParseError("Message Too Large", 513)
+                self._scanned = max(0, len(buffer) - 3)
+                return None
+            self._scanned = 0
+            if head_end > limits.max_message_size:
+                raise SIPParseError("Message Too Large", 513)
+            head = _parse_head(bytes(buffer[:head_end]), limits)
+            try:
+                length = _content_length(head.headers)
+            except SIPParseError as error:
+                error.partial = _partial_or_none(head)
+                raise
+            if length is None:
+                # §18.3: "In the case of stream-oriented transports such as
+                # TCP, the Content-Length header field indicates the size of
+                # the body. [...] MUST be used with stream oriented transports."
+                raise SIPParseError("Missing Content-Length", 400, _partial_or_none(head))
+            if body_start + length > limits.max_message_size:
+                raise SIPParseError("Message Too Large", 513, _partial_or_none(head))
+            self._head = head
+            self._body_start = body_start
+            self._body_length = length
+        end = self._body_start + self._body_length
+        if len(buffer) < end:
+            return None
+        head = self._head
+        body = bytes(buffer[self._body_start : end])
+        del buffer[:end]
+        self._head = None
+        message = head.build(body)
+        try:
+            return _finish(head, message)
+        except SIPParseError as error:
+            error.recoverable = True
+            raise

@@ -1,0 +1,539 @@
+"""SIP, SIPS and tel URIs, and name-addr / addr-spec header values.
+
+* ``SipURI`` — RFC 3261 §19.1 (syntax), §19.1.4 (comparison), §25.1 (grammar).
+* ``TelURI`` — RFC 3966 §3 (syntax), §4 (comparison).
+* ``AbsoluteURI`` — any other scheme (RFC 3986), kept verbatim.
+* ``NameAddr`` / ``parse_name_addr`` — RFC 3261 §20.10 / §25.1 name-addr and
+  addr-spec with header parameters (tag, expires, q, +sip.instance, ...).
+
+Components are stored *unescaped*; ``str()`` re-escapes only what the grammar
+requires.  A URI produced by ``parse_uri`` remembers its source text and
+serializes to exactly that, so forwarding never rewrites a URI it did not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import SIPParseError
+from .headers import (
+    _end_of_quoted,
+    format_params,
+    is_token,
+    parse_params,
+    quote,
+    split_host_port,
+    unquote,
+)
+
+# ---------------------------------------------------------------------------
+# %-escaping (RFC 3261 §25.1 escaped = "%" HEXDIG HEXDIG)
+# ---------------------------------------------------------------------------
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_UNRESERVED = _ALNUM + "-_.!~*'()"
+# Characters allowed unescaped in each component (§25.1).
+USER_SAFE = frozenset(_UNRESERVED + "&=+$,;?/")
+PASSWORD_SAFE = frozenset(_UNRESERVED + "&=+$,")
+PARAM_SAFE = frozenset(_UNRESERVED + "[]/:&+$")
+HEADER_SAFE = frozenset(_UNRESERVED + "[]/?:+$")
+_HEX = "0123456789abcdefABCDEF"
+
+
+def unescape(text: str) -> str:
+    """Decode %XX escapes.  Escaped bytes are decoded as UTF-8; invalid UTF-8
+    is kept with surrogateescape so ``escape`` restores the exact bytes."""
+    if "%" not in text:
+        return text
+    pieces = text.split("%")
+    out = bytearray(pieces[0].encode("utf-8", "surrogateescape"))
+    for piece in pieces[1:]:
+        if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
+            raise SIPParseError("Bad %-escape")
+        out.append(int(piece[:2], 16))
+        out += piece[2:].encode("utf-8", "surrogateescape")
+    return out.decode("utf-8", "surrogateescape")
+
+
+def escape(text: str, safe: frozenset[str]) -> str:
+    """Escape every character of ``text`` not in ``safe`` as %XX of its UTF-8 bytes."""
+    if all(ch in safe for ch in text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        if ch in safe:
+            out.append(ch)
+        else:
+            out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+def _check_component(text: str, safe: frozenset[str], what: str) -> None:
+    """Reject characters that may not appear unescaped (space, <, >, ", ...)."""
+    for ch in text:
+        if ch not in safe and ch != "%":
+            raise SIPParseError(f"Bad character in URI {what}")
+
+
+# ---------------------------------------------------------------------------
+# SIP / SIPS
+# ---------------------------------------------------------------------------
+
+# §19.1.4: these URI parameters must match if present in *either* URI.
+_SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+
+
+@dataclass(frozen=True, eq=False)
+class SipURI:
+    """``sip:`` / ``sips:`` URI.  ``params`` keys are lower-case, values unescaped
+    (None for a flag such as ``;lr``); ``headers`` is the ``?name=value&...`` part."""
+
+    scheme: str  # "sip" or "sips", lower-case
+    host: str  # as written (case preserved); IPv6 with brackets
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    _text: str | None = field(default=None, init=False, repr=False)
+
+    # -- RFC 3261 §19.1.4 comparison ---------------------------------------
+
+    def _host_key(self) -> str:
+        return self.host.lower()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SipURI):
+            return NotImplemented
+        if (
+            self.scheme != other.scheme
+            # user and password are case-sensitive; compared unescaped (stored so)
+            or self.user != other.user
+            or self.password != other.password
+            or self._host_key() != other._host_key()
+            # "A URI omitting any component with a default value will not match
+            # a URI explicitly containing that component with its default value."
+            or self.port != other.port
+        ):
+            return False
+        mine = {k: (v.lower() if v is not None else None) for k, v in self.params.items()}
+        theirs = {k: (v.lower() if v is not None else None) for k, v in other.params.items()}
+        for name in _SIGNIFICANT_PARAMS:
+            if mine.get(name, _ABSENT) != theirs.get(name, _ABSENT):
+                return False
+        for name, value in mine.items():
+            if name in theirs and theirs[name] != value:
+                return False
+        # headers: every header must be present in both and match
+        return {k.lower(): v for k, v in self.headers.items()} == {
+            k.lower(): v for k, v in other.headers.items()
+        }
+
+    def __hash__(self) -> int:
+        # Only what equality always compares; other params may legitimately differ.
+        significant = tuple(
+            (name, (self.params[name] or "").lower())
+            for name in _SIGNIFICANT_PARAMS
+            if name in self.params
+        )
+        return hash(
+            (
+                self.scheme,
+                self.user,
+                self.password,
+                self._host_key(),
+                self.port,
+                significant,
+                frozenset((k.lower(), v) for k, v in self.headers.items()),
+            )
+        )
+
+    # -- conveniences ------------------------------------------------------
+
+    @property
+    def aor(self) -> str:
+        """Canonical address-of-record string used as the registrar/location key.
+
+        Choice (documented for the core): keep the scheme (sips stays sips,
+        RFC 3261 §10.3 step 5 canonicalizes to "sip:" only for user/host
+        comparison, but a sips AOR demands TLS so we do not merge them), then
+        the unescaped-then-minimally-re-escaped user, the lower-cased host,
+        and the port only when present and not the scheme's default.
+        Parameters, password and headers are dropped.
+        """
+        user = "" if self.user is None else escape(self.user, USER_SAFE) + "@"
+        port = ""
+        if self.port is not None and self.port != DEFAULT_PORTS.get(self.scheme):
+            port = f":{self.port}"
+        return f"{self.scheme}:{user}{self.host.lower()}{port}"
+
+    @property
+    def transport(self) -> str | None:
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    @property
+    def lr(self) -> bool:
+        return "lr" in self.params
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def host_port(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def with_params(self, **params: str | None) -> "SipURI":
+        merged = dict(self.params)
+        merged.update({k.lower(): v for k, v in params.items()})
+        return SipURI(self.scheme, self.host, self.user, self.password, self.port, merged, dict(self.headers))
+
+    def without_params(self, *names: str) -> "SipURI":
+        drop = {n.lower() for n in names}
+        kept = {k: v for k, v in self.params.items() if k not in drop}
+        return SipURI(self.scheme, self.host, self.user, self.password, self.port, kept, dict(self.headers))
+
+    def __str__(self) -> str:
+        if self._text is not None:
+            return self._text
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(escape(self.user, USER_SAFE))
+            if self.password is not None:
+                parts.append(":")
+                parts.append(escape(self.password, PASSWORD_SAFE))
+            parts.append("@")
+        parts.append(self.host)
+        if self.port is not None:
+            parts.append(f":{self.port}")
+        for name, value in self.params.items():
+            parts.append(";" + escape(name, PARAM_SAFE))
+            if value is not None:
+                parts.append("=" + escape(value, PARAM_SAFE))
+        if self.headers:
+            parts.append(
+                "?"
+                + "&".join(
+                    f"{escape(k, HEADER_SAFE)}={escape(v, HEADER_SAFE)}"
+                    for k, v in self.headers.items()
+                )
+            )
+        return "".join(parts)
+
+
+_ABSENT = object()
+
+
+def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
+    # sip:[userinfo@]hostport[;uri-parameters][?headers]   (§19.1.1, §25.1)
+    # '@' may not appear unescaped anywhere but as the userinfo terminator.
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1 :]
+        user_text, colon, password_text = userinfo.partition(":")
+        if not user_text:
+            raise SIPParseError("Empty user part")
+        _check_component(user_text, USER_SAFE, "user")
+        user = unescape(user_text)
+        if colon:
+            _check_component(password_text, PASSWORD_SAFE, "password")
+            password = unescape(password_text)
+    # host ends at the first ';' or '?' (an IPv6 reference contains neither)
+    cut = len(rest)
+    for mark in (";", "?"):
+        pos = rest.find(mark)
+        if 0 <= pos < cut:
+            cut = pos
+    host, port = split_host_port(rest[:cut])
+    params: dict[str, str | None] = {}
+    headers: dict[str, str] = {}
+    tail = rest[cut:]
+    if tail:
+        param_text, question, header_text = tail.partition("?")
+        if param_text:
+            for piece in param_text[1:].split(";"):
+                if not piece:
+                    continue  # tolerate ";;" and a trailing ';'
+                name, eq, value = piece.partition("=")
+                if not name:
+                    raise SIPParseError("Bad URI parameter")
+                _check_component(name, PARAM_SAFE, "parameter")
+                name = unescape(name).lower()
+                if eq:
+                    _check_component(value, PARAM_SAFE, "parameter")
+                    params[name] = unescape(value)
+                else:
+                    params[name] = None
+        if question:
+            for piece in header_text.split("&"):
+                if not piece:
+                    continue
+                name, eq, value = piece.partition("=")
+                if not name or not eq:
+                    raise SIPParseError("Bad URI header")
+                _check_component(name, HEADER_SAFE, "header")
+                _check_component(value, HEADER_SAFE, "header")
+                headers[unescape(name)] = unescape(value)
+    uri = SipURI(scheme, host, user, password, port, params, headers)
+    object.__setattr__(uri, "_text", text)
+    return uri
+
+
+# ---------------------------------------------------------------------------
+# tel (RFC 3966)
+# ---------------------------------------------------------------------------
+
+_VISUAL_SEPARATORS = "-.()"
+_GLOBAL_DIGITS = "0123456789" + _VISUAL_SEPARATORS
+_LOCAL_DIGITS = "0123456789abcdefABCDEF*#" + _VISUAL_SEPARATORS
+
+
+def _strip_separators(number: str) -> str:
+    for sep in _VISUAL_SEPARATORS:
+        if sep in number:
+            number = number.replace(sep, "")
+    return number
+
+
+@dataclass(frozen=True, eq=False)
+class TelURI:
+    """``tel:`` URI (RFC 3966).  ``number`` is as written (visual separators
+    kept, '+' included for global numbers); ``params`` lower-case keys, raw values."""
+
+    number: str
+    params: dict[str, str | None] = field(default_factory=dict)
+    _text: str | None = field(default=None, init=False, repr=False)
+
+    scheme = "tel"
+
+    @property
+    def is_global(self) -> bool:
+        return self.number.startswith("+")
+
+    @property
+    def digits(self) -> str:
+        """The number without visual separators, lower-case (the comparison form)."""
+        return _strip_separators(self.number).lower()
+
+    @property
+    def phone_context(self) -> str | None:
+        return self.params.get("phone-context")
+
+    def _comparison_key(self) -> tuple:
+        # RFC 3966 §4: same kind, digits equal without separators, the same
+        # parameter names in any order, case-insensitive values; phone-context
+        # and ext compared without visual separators when they are digits.
+        params = []
+        for name, value in self.params.items():
+            if value is not None:
+                value = value.lower()
+                if name in ("phone-context", "ext", "isub") and not value[:1].isalpha():
+                    value = _strip_separators(value)
+            params.append((name, value))
+        return (self.is_global, self.digits, frozenset(params))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TelURI):
+            return NotImplemented
+        return self._comparison_key() == other._comparison_key()
+
+    def __hash__(self) -> int:
+        return hash(self._comparison_key())
+
+    @property
+    def aor(self) -> str:
+        return f"tel:{self.digits}" + (
+            "" if self.is_global else f";phone-context={(self.phone_context or '').lower()}"
+        )
+
+    def __str__(self) -> str:
+        if self._text is not None:
+            return self._text
+        return "tel:" + self.number + format_params(self.params)
+
+
+def _parse_tel_uri(text: str, rest: str) -> TelURI:
+    number, semi, param_text = rest.partition(";")
+    if number.startswith("+"):
+        digits = number[1:]
+        if not digits or digits.strip(_GLOBAL_DIGITS) or not any(c.isdigit() for c in digits):
+            raise SIPParseError("Bad tel number")
+    else:
+        if not number or number.strip(_LOCAL_DIGITS) or _strip_separators(number) == "":
+            raise SIPParseError("Bad tel number")
+    params: dict[str, str | None] = {}
+    if semi:
+        for piece in param_text.split(";"):
+            name, eq, value = piece.partition("=")
+            if not is_token(name):
+                raise SIPParseError("Bad tel parameter")
+            if eq and (not value or any(ch in value for ch in ' <>"\t,')):
+                raise SIPParseError("Bad tel parameter")
+            params[name.lower()] = value if eq else None
+    # §5.1.5: local numbers MUST carry a phone-context
+    if not number.startswith("+") and not params.get("phone-context"):
+        raise SIPParseError("tel local number without phone-context")
+    uri = TelURI(number, params)
+    object.__setattr__(uri, "_text", text)
+    return uri
+
+
+# ---------------------------------------------------------------------------
+# anything else
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbsoluteURI:
+    """A URI of a scheme this layer does not interpret (urn:, mailto:, im:, ...)."""
+
+    scheme: str  # lower-case
+    rest: str  # everything after the first ':' as written
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+
+URI = Union[SipURI, TelURI, AbsoluteURI]
+
+_SCHEME_CHARS = _ALNUM + "+-."
+_FORBIDDEN_IN_URI = ' \t\r\n<>"'
+
+
+def parse_uri(text: str) -> URI:
+    """Parse a URI; raises SIPParseError("Malformed URI: ...") on bad syntax."""
+    try:
+        return _parse_uri(text)
+    except SIPParseError as error:
+        raise SIPParseError(f"Malformed URI: {error.reason}") from None
+
+
+def _parse_uri(text: str) -> URI:
+    scheme, colon, rest = text.partition(":")
+    if not colon or not scheme or not scheme[0].isalpha() or scheme.strip(_SCHEME_CHARS):
+        raise SIPParseError("no scheme")
+    for ch in _FORBIDDEN_IN_URI:
+        if ch in text:
+            raise SIPParseError("bad character")
+    scheme = scheme.lower()
+    if scheme == "sip" or scheme == "sips":
+        return _parse_sip_uri(text, scheme, rest)
+    if scheme == "tel":
+        return _parse_tel_uri(text, rest)
+    if not rest:
+        raise SIPParseError("empty")
+    return AbsoluteURI(scheme, rest)
+
+
+# ---------------------------------------------------------------------------
+# name-addr / addr-spec (RFC 3261 §20.10, §25.1)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """``"Display" <uri>;param=value`` (or addr-spec ``uri;param``).
+
+    ``display_name`` is unquoted (None when absent); ``params`` are the header
+    parameters (lower-case keys, raw values incl. quotes, e.g. +sip.instance).
+    """
+
+    uri: URI
+    display_name: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.uri, self.display_name, tuple(self.params.items())))
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        value = self.params.get("expires")
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
+
+    @property
+    def q(self) -> float | None:
+        value = self.params.get("q")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def with_params(self, **params: str | None) -> "NameAddr":
+        merged = dict(self.params)
+        merged.update({k.lower(): v for k, v in params.items()})
+        return NameAddr(self.uri, self.display_name, merged)
+
+    def with_tag(self, tag: str) -> "NameAddr":
+        return self.with_params(tag=tag)
+
+    def __str__(self) -> str:
+        # Always the name-addr form: it is valid for every URI, whereas
+        # addr-spec is not when the URI has ',', ';' or '?' (§20.10).
+        display = "" if self.display_name is None else quote(self.display_name) + " "
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    """Parse a From/To/Contact/Route... value (one element, not a list)."""
+    try:
+        return _parse_name_addr(text)
+    except SIPParseError as error:
+        reason = error.reason
+        if not reason.startswith("Malformed URI"):
+            reason = f"Malformed name-addr: {reason}"
+        raise SIPParseError(reason) from None
+
+
+def _parse_name_addr(text: str) -> NameAddr:
+    text = text.strip(" \t")
+    display: str | None = None
+    if text.startswith('"'):
+        end = _end_of_quoted(text, 0)
+        display = unquote(text[:end])
+        rest = text[end:].lstrip(" \t")
+        if not rest.startswith("<"):
+            raise SIPParseError("expected <")
+    else:
+        open_angle = text.find("<")
+        if open_angle >= 0:
+            display_text = text[:open_angle].strip(" \t")
+            if display_text:
+                # *(token LWS) — tokens separated by whitespace
+                if not all(is_token(word) for word in display_text.split()):
+                    raise SIPParseError("bad display name")
+                display = " ".join(display_text.split())
+            rest = text[open_angle:]
+        else:
+            rest = None
+    if rest is not None:
+        close = rest.find(">")
+        if close < 0:
+            raise SIPParseError("missing >")
+        uri = parse_uri(rest[1:close].strip(" \t"))
+        param_text = rest[close + 1 :].strip(" \t")
+        if param_text and not param_text.startswith(";"):
+            raise SIPParseError("junk after >")
+        return NameAddr(uri, display, parse_params(param_text))
+    # addr-spec: any ';' after the host part starts the header parameters
+    # (§20.10: "URI parameters" cannot appear in this form).
+    at = text.find("@")
+    semi = text.find(";", at + 1 if at >= 0 else 0)
+    if semi >= 0:
+        uri_text, param_text = text[:semi], text[semi:]
+    else:
+        uri_text, param_text = text, ""
+    if not uri_text:
+        raise SIPParseError("empty")
+    return NameAddr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
