@@ -64,7 +64,7 @@ class Flow(abc.ABC):
 
     def __init__(self, transport: str, remote: tuple[str, int], local: tuple[str, int]) -> None:
         self._id = _next_flow_id(transport)
-        self._transport = transport
+        self._transport_name = transport
         self.remote = remote
         self.local = local
 
@@ -74,7 +74,7 @@ class Flow(abc.ABC):
 
     @property
     def transport(self) -> str:
-        return self._transport
+        return self._transport_name
 
     @property
     def reliable(self) -> bool:
@@ -82,7 +82,7 @@ class Flow(abc.ABC):
 
     @property
     def secure(self) -> bool:
-        return self._transport in SECURE_TRANSPORTS
+        return self._transport_name in SECURE_TRANSPORTS
 
     @property
     @abc.abstractmethod
@@ -98,7 +98,7 @@ class Flow(abc.ABC):
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return (f"<{type(self).__name__} {self._id} {self._transport} "
+        return (f"<{type(self).__name__} {self._id} {self._transport_name} "
                 f"{format_host_port(*self.remote)} {state}>")
 
 
