@@ -205,7 +205,8 @@ def parse_params(text: str) -> dict[str, str | None]:
     pieces = split_outside_quotes(text, ";", angle=False) if '"' in text else text.split(";")
     for piece in pieces:
         name, sep, value = piece.partition("=")
-        name = name.strip(" \t")
+        if name.strip(TOKEN_CHARS):  # not a bare token: allow surrounding LWS
+            name = name.strip(" \t")
         if not name:
             if sep:
                 raise SIPParseError("Malformed parameter")
@@ -214,7 +215,7 @@ def parse_params(text: str) -> dict[str, str | None]:
             raise SIPParseError("Malformed parameter")
         if sep:
             value = value.strip(" \t")
-            if value.startswith('"') and _end_of_quoted(value, 0) != len(value):
+            if value[:1] == '"' and _end_of_quoted(value, 0) != len(value):
                 raise SIPParseError("Malformed parameter")
             params[name.lower()] = value
         else:
@@ -452,6 +453,8 @@ def valid_host(host: str) -> bool:
         return _valid_ipv6_reference(host)
     if host.strip(_HOSTNAME_CHARS):
         return False
+    if "-" not in host and ".." not in host and host[0] != ".":
+        return True
     # labels may not be empty (except a trailing dot) nor start/end with '-'
     labels = host[:-1].split(".") if host.endswith(".") and len(host) > 1 else host.split(".")
     for label in labels:
@@ -490,30 +493,37 @@ class Via:
         # via-parm = sent-protocol LWS sent-by *( SEMI via-params )
         # sent-protocol = protocol-name SLASH protocol-version SLASH transport,
         # SLASH = SWS "/" SWS, so whitespace may surround the slashes.
-        pieces = text.split("/", 2)
-        if len(pieces) != 3:
-            raise SIPParseError("sent-protocol")
-        name = pieces[0].strip()
-        version = pieces[1].strip()
-        if not is_token(name) or not is_token(version):
-            raise SIPParseError("sent-protocol")
-        rest = pieces[2].lstrip()
-        cut = 0
-        n = len(rest)
-        while cut < n and rest[cut] not in " \t":
-            cut += 1
-        transport = rest[:cut]
-        if not is_token(transport):
+        if text.startswith("SIP/2.0/"):  # the usual spelling, no LWS
+            name, version, rest = "SIP", "2.0", text[8:]
+        else:
+            pieces = text.split("/", 2)
+            if len(pieces) != 3:
+                raise SIPParseError("sent-protocol")
+            name = pieces[0].strip(" \t")
+            version = pieces[1].strip(" \t")
+            if not is_token(name) or not is_token(version):
+                raise SIPParseError("sent-protocol")
+            rest = pieces[2].lstrip(" \t")
+        # transport LWS sent-by: split once on the first whitespace run
+        words = rest.split(None, 1)
+        if len(words) != 2 or not is_token(words[0]):
             raise SIPParseError("transport")
-        rest = rest[cut:].lstrip()
-        sent_by, semi, param_text = rest.partition(";")
-        sent_by = sent_by.strip()
+        transport = words[0]
+        sent_by, semi, param_text = words[1].partition(";")
+        sent_by = sent_by.rstrip(" \t")
         # LWS may also surround the port colon ("host : 5060"): remove it.
         if " " in sent_by or "\t" in sent_by:
             sent_by = "".join(sent_by.split())
         host, port = split_host_port(sent_by)
         params = parse_params(param_text) if semi else {}
-        return cls(transport.upper(), host, port, params, f"{name.upper()}/{version}")
+        via = object.__new__(cls)  # skip the frozen __init__: hot path
+        fields = via.__dict__
+        fields["transport"] = transport.upper()
+        fields["host"] = host
+        fields["port"] = port
+        fields["params"] = params
+        fields["protocol"] = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
+        return via
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"

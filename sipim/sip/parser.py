@@ -82,6 +82,22 @@ class _Head:
         return message
 
 
+# raw header name -> (look-up key, wire spelling); doubles as the token check.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_LIMIT = 2048  # peers choose names: bound the memory they can claim
+
+
+def _learn_header_name(name: str) -> tuple[str, str] | None:
+    if not is_token(name):
+        return None
+    key = name.lower()
+    key = COMPACT_FORMS.get(key, key)
+    known = (key, CANONICAL_NAMES.get(key, name if len(name) > 1 else key))
+    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT:
+        _NAME_CACHE[name] = known
+    return known
+
+
 def _decode_head(head: bytes) -> str:
     if b"\x00" in head:
         raise SIPParseError("NUL byte in header section")
@@ -137,13 +153,18 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
         name, colon, value = line.partition(":")
         # HCOLON = *( SP / HTAB ) ":" SWS
         name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        if not colon:
             if result.deferred is None:
                 result.deferred = SIPParseError("Malformed header line")
             continue
-        key = name.lower()
-        key = COMPACT_FORMS.get(key, key)
-        append((key, CANONICAL_NAMES.get(key, name if len(name) > 1 else key), value.strip(" \t")))
+        known = _NAME_CACHE.get(name)
+        if known is None:
+            known = _learn_header_name(name)
+            if known is None:
+                if result.deferred is None:
+                    result.deferred = SIPParseError("Malformed header line")
+                continue
+        append((known[0], known[1], value.strip(" \t")))
     result.headers = Headers._from_triples(triples)
     return result
 
@@ -203,16 +224,13 @@ def _validate(message: Request | Response) -> None:
     """The headers every message needs before anything can answer it
     (§8.1.1: To, From, CSeq, Call-ID, Via; Max-Forwards checked later and
     allowed to be absent).  Failing here means there is no ``partial``."""
-    headers = message.headers
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in headers:
-            raise SIPParseError(f"Missing {name}")
-    message.top_via
+    # Each accessor raises "Missing X" / "Bad X header" and caches its result.
+    if message.top_via is None:
+        raise SIPParseError("Missing Via")
     message.from_
     message.to
+    message.call_id
     message.cseq
-    if not message.call_id:
-        raise SIPParseError("Missing Call-ID")
 
 
 def _validate_after_partial(message: Request | Response, head: _Head) -> None:
@@ -225,10 +243,11 @@ def _validate_after_partial(message: Request | Response, head: _Head) -> None:
         message.max_forwards  # validates the value if present
 
 
-def _finish(head: _Head, message: Request | Response) -> Request | Response:
+def _finish(head: _Head, message: Request | Response, validated: bool = False) -> Request | Response:
     """Run the validations; attach ``partial`` to errors raised after the
     dialog-identifying headers were known to be good."""
-    _validate(message)
+    if not validated:
+        _validate(message)
     try:
         _validate_after_partial(message, head)
     except SIPParseError as error:
@@ -302,7 +321,7 @@ def _parse_datagram(data: bytes, limits: ParserLimits) -> Request | Response:
             raise SIPParseError("Content-Length mismatch", 400, partial)  # type: ignore[arg-type]
         body = data[body_start : body_start + length]
     message.body = body
-    return _finish(head, message)
+    return _finish(head, message, validated=True)
 
 
 class StreamFramer:

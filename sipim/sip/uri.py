@@ -34,10 +34,10 @@ from .headers import (
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _UNRESERVED = _ALNUM + "-_.!~*'()"
 # Characters allowed unescaped in each component (§25.1).
-USER_SAFE = frozenset(_UNRESERVED + "&=+$,;?/")
-PASSWORD_SAFE = frozenset(_UNRESERVED + "&=+$,")
-PARAM_SAFE = frozenset(_UNRESERVED + "[]/:&+$")
-HEADER_SAFE = frozenset(_UNRESERVED + "[]/?:+$")
+USER_SAFE = _UNRESERVED + "&=+$,;?/"
+PASSWORD_SAFE = _UNRESERVED + "&=+$,"
+PARAM_SAFE = _UNRESERVED + "[]/:&+$"
+HEADER_SAFE = _UNRESERVED + "[]/?:+$"
 _HEX = "0123456789abcdefABCDEF"
 
 
@@ -56,9 +56,10 @@ def unescape(text: str) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
-def escape(text: str, safe: frozenset[str]) -> str:
+def escape(text: str, safe: str) -> str:
     """Escape every character of ``text`` not in ``safe`` as %XX of its UTF-8 bytes."""
-    if all(ch in safe for ch in text):
+    # str.strip(alphabet) leaves nothing iff every character is in the alphabet.
+    if not text.strip(safe):
         return text
     out: list[str] = []
     for ch in text:
@@ -69,11 +70,10 @@ def escape(text: str, safe: frozenset[str]) -> str:
     return "".join(out)
 
 
-def _check_component(text: str, safe: frozenset[str], what: str) -> None:
+def _check_component(text: str, safe: str, what: str) -> None:
     """Reject characters that may not appear unescaped (space, <, >, ", ...)."""
-    for ch in text:
-        if ch not in safe and ch != "%":
-            raise SIPParseError(f"Bad character in URI {what}")
+    if text.strip(safe) and text.replace("%", "").strip(safe):
+        raise SIPParseError(f"Bad character in URI {what}")
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +225,7 @@ class SipURI:
 
 
 _ABSENT = object()
+_new = object.__new__
 
 
 def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
@@ -280,8 +281,18 @@ def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
                 _check_component(name, HEADER_SAFE, "header")
                 _check_component(value, HEADER_SAFE, "header")
                 headers[unescape(name)] = unescape(value)
-    uri = SipURI(scheme, host, user, password, port, params, headers)
-    object.__setattr__(uri, "_text", text)
+    # Bypass the frozen dataclass __init__ (one object.__setattr__ per field):
+    # this runs for every Request-URI, From and To on the hot path.
+    uri = _new(SipURI)
+    fields = uri.__dict__
+    fields["scheme"] = scheme
+    fields["host"] = host
+    fields["user"] = user
+    fields["password"] = password
+    fields["port"] = port
+    fields["params"] = params
+    fields["headers"] = headers
+    fields["_text"] = text
     return uri
 
 
@@ -403,7 +414,6 @@ class AbsoluteURI:
 URI = Union[SipURI, TelURI, AbsoluteURI]
 
 _SCHEME_CHARS = _ALNUM + "+-."
-_FORBIDDEN_IN_URI = ' \t\r\n<>"'
 
 
 def parse_uri(text: str) -> URI:
@@ -418,9 +428,8 @@ def _parse_uri(text: str) -> URI:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or not scheme[0].isalpha() or scheme.strip(_SCHEME_CHARS):
         raise SIPParseError("no scheme")
-    for ch in _FORBIDDEN_IN_URI:
-        if ch in text:
-            raise SIPParseError("bad character")
+    if not text.isprintable() or " " in text or "<" in text or ">" in text or '"' in text:
+        raise SIPParseError("bad character")
     scheme = scheme.lower()
     if scheme == "sip" or scheme == "sips":
         return _parse_sip_uri(text, scheme, rest)
@@ -525,7 +534,7 @@ def _parse_name_addr(text: str) -> NameAddr:
         param_text = rest[close + 1 :].strip(" \t")
         if param_text and not param_text.startswith(";"):
             raise SIPParseError("junk after >")
-        return NameAddr(uri, display, parse_params(param_text))
+        return _new_name_addr(uri, display, parse_params(param_text) if param_text else {})
     # addr-spec: any ';' after the host part starts the header parameters
     # (§20.10: "URI parameters" cannot appear in this form).
     at = text.find("@")
@@ -536,4 +545,13 @@ def _parse_name_addr(text: str) -> NameAddr:
         uri_text, param_text = text, ""
     if not uri_text:
         raise SIPParseError("empty")
-    return NameAddr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
+    return _new_name_addr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
+
+
+def _new_name_addr(uri: URI, display: str | None, params: dict[str, str | None]) -> NameAddr:
+    name_addr = _new(NameAddr)
+    fields = name_addr.__dict__
+    fields["uri"] = uri
+    fields["display_name"] = display
+    fields["params"] = params
+    return name_addr
