@@ -68,6 +68,12 @@ def response_target(request: Request, source: Source) -> Target:
     return Target(source.transport, via.received or via.host, via.rport or via.port or 5060)
 
 
+def add_to_tag(response: Response) -> None:
+    """RFC 3261 §8.2.6.2: a final response carries a To tag (the UAS picks it)."""
+    if response.status > 100 and "tag" not in response.to.params:
+        response.headers.set("To", f"{response.headers.get('To')};tag={secrets.token_hex(6)}")
+
+
 class SipimServer:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -173,10 +179,13 @@ class SipimServer:
 
     # -- receiving -----------------------------------------------------------------
     def _on_message(self, message, source: Source) -> None:
-        if isinstance(message, Response):
-            self.transactions.receive_response(message)
-            return
-        self._on_request(message, source)
+        try:
+            if isinstance(message, Response):
+                self.transactions.receive_response(message)
+            else:
+                self._on_request(message, source)
+        except SIPParseError as error:
+            self._on_parse_error(SIPParseError(error.reason, error.status, message), source, b"")
 
     def _on_request(self, request: Request, source: Source) -> None:
         via = request.top_via
@@ -213,12 +222,16 @@ class SipimServer:
     async def _answer(self, transaction, work) -> None:
         try:
             response = await work
+        except SIPParseError as error:
+            # A header parsed lazily (Contact, Expires...) turned out malformed.
+            response = make_response(transaction.request, error.status, error.reason)
         except Exception:
             log.exception("request handling failed")
             response = make_response(transaction.request, 500, "Server Internal Error")
         self._respond(transaction, response)
 
     def _respond(self, transaction, response: Response) -> None:
+        add_to_tag(response)
         self.transactions.respond(transaction, response)
 
     def _on_parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
@@ -226,6 +239,7 @@ class SipimServer:
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
                 response = make_response(partial, error.status, error.reason)
+                add_to_tag(response)
                 self._send(response, response_target(partial, source))
                 return
             except Exception:  # not even enough to answer: drop it

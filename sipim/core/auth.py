@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipim.core.lockout import Lockout
-from sipim.sip.digest import DigestCredentials, DigestError, DigestResult, DigestServer
+from sipim.sip.digest import DigestCredentials, DigestError, DigestResult, DigestServer, parse_credentials
 from sipim.sip.message import Request
 from sipim.store.base import Store
 from sipim.store.models import User
@@ -113,7 +113,7 @@ class Authenticator:
         # Authorization values hold commas of their own; Headers never splits them.
         for value in request.headers.get_all(header):
             try:
-                parsed = self._digest.parse_credentials(value)
+                parsed = parse_credentials(value)
             except DigestError as exc:
                 return AuthOutcome(status=400, reason=f"Malformed {header} header",
                                    audit_result=AUTH_FAILED, audit_reason=str(exc))

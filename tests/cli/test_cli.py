@@ -1,0 +1,72 @@
+"""The `sipim` command: administration works, and bad input gives one line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.server import run_cli
+
+
+def cli(tmp_path, *args, check=False, database=None):
+    return run_cli(tmp_path / "data", *args, check=check, database=database)
+
+
+def assert_one_line_error(result, code, text):
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert text in result.stderr
+
+
+def test_user_add_list_passwd_remove(tmp_path, database_url):
+    db = database_url
+    out = cli(tmp_path, "user", "add", "alice", "--phone", "+14155550123", "--display-name", "Alice A",
+              database=db, check=True)
+    assert "added sip:alice@example.test" in out.stdout
+    assert "password:" in out.stdout  # generated, shown once
+    users = json.loads(cli(tmp_path, "user", "list", "--json", database=db, check=True).stdout)
+    assert users == [{"user": "alice", "domain": "example.test", "display_name": "Alice A",
+                      "phones": ["+14155550123"], "disabled": False}]
+    assert "password changed" in cli(tmp_path, "user", "passwd", "alice", "--password", "pw2",
+                                     database=db, check=True).stdout
+    assert_one_line_error(cli(tmp_path, "user", "add", "sip:alice@example.test", "--password", "x", database=db),
+                          1, "already exists")
+    assert "removed" in cli(tmp_path, "user", "remove", "alice", database=db, check=True).stdout
+    assert_one_line_error(cli(tmp_path, "user", "remove", "alice", database=db), 1, "no user")
+
+
+def test_only_ha1_values_are_stored_never_the_password(tmp_path):
+    cli(tmp_path, "user", "add", "alice", "--password", "correct-horse-battery", check=True)
+    assert b"correct-horse-battery" not in (tmp_path / "data" / "sipim.db").read_bytes()
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (("serve", "--listen", "bogus:1.2.3.4:5"), 2, "unknown transport"),
+    (("serve", "--listen", "udp:127.0.0.1:99999"), 2, "port"),
+    (("user", "add", "bad name!"), 1, "invalid user name"),
+    (("user", "add", "dave", "--phone", "12345"), 1, "invalid phone number"),
+    (("user", "add", "dave@other.example"), 1, "not in this server's domain"),
+    (("audit", "--since", "yesterday-ish"), 1, "--since"),
+    (("device", "revoke", "alice", "urn:uuid:nope"), 1, "no registered device"),
+    (("serve", "--config", "/nonexistent/sipim.toml"), 2, "not found"),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, args, code, text):
+    assert_one_line_error(cli(tmp_path, *args), code, text)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[registrar]\nmin_expirs = 10\n")
+    assert_one_line_error(cli(tmp_path, "serve", "--config", str(config)), 2, "min_expirs")
+
+
+def test_unreachable_postgresql_is_one_line(tmp_path):
+    result = cli(tmp_path, "user", "list", database="postgresql://postgres@127.0.0.1:1/test")
+    assert_one_line_error(result, 1, "127.0.0.1")
+
+
+def test_audit_filters_and_json(tmp_path):
+    result = cli(tmp_path, "audit", "--json", "--result", "registered", check=True)
+    assert json.loads(result.stdout) == []

@@ -1,0 +1,169 @@
+"""A small blocking SIP user agent for tests: crafts exactly the request a test needs.
+
+Third-party clients (sipp, sipsak, baresip) prove interoperability; this one lets a
+test set every header (instance ids, reg-id, expires, Path...) and read the answer.
+It speaks UDP, TCP and TLS with real sockets and uses sipim's own parser and
+digest client helpers.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sipim.sip.digest import build_authorization, ha1, parse_challenge
+from sipim.sip.message import Request, Response
+from sipim.sip.parser import StreamFramer, parse_message
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + uuid.uuid4().hex[:16]
+
+
+@dataclass
+class TestUA:
+    __test__ = False  # a helper, not a test class
+
+    transport: str
+    host: str
+    port: int
+    user: str
+    password: str
+    domain: str = "example.test"
+    ca_file: Path | None = None
+    instance: str | None = None
+    timeout: float = 5.0
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex + "@test")
+    cseq: int = 0
+    sock: socket.socket | None = None
+    _framer: StreamFramer | None = None
+    _pending: list = field(default_factory=list)
+
+    # -- connection ---------------------------------------------------------------
+    def connect(self) -> "TestUA":
+        if self.sock is not None:
+            return self
+        if self.transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.connect((self.host, self.port))
+        else:
+            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            if self.transport == "tls":
+                context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+                context.check_hostname = False if self.ca_file is None else True
+                if self.ca_file is None:
+                    context.verify_mode = ssl.CERT_NONE
+                raw = context.wrap_socket(raw, server_hostname=self.host)
+            self.sock = raw
+            self._framer = StreamFramer()
+        self.sock.settimeout(self.timeout)
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    @property
+    def local(self) -> tuple[str, int]:
+        self.connect()
+        return self.sock.getsockname()[:2]
+
+    @property
+    def via_transport(self) -> str:
+        return {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}[self.transport]
+
+    def send_raw(self, data: bytes) -> None:
+        self.connect()
+        self.sock.send(data) if self.transport == "udp" else self.sock.sendall(data)
+
+    def receive(self) -> Request | Response:
+        self.connect()
+        if self._pending:
+            return self._pending.pop(0)
+        if self.transport == "udp":
+            return parse_message(self.sock.recv(65535))
+        while True:
+            data = self.sock.recv(65535)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            messages = [m for m in self._framer.feed(data) if isinstance(m, (Request, Response))]
+            if messages:
+                self._pending.extend(messages[1:])
+                return messages[0]
+
+    # -- requests ----------------------------------------------------------------------
+    def build(self, method: str, *, uri: str | None = None, headers: list[tuple[str, str]] = (),
+              body: bytes = b"", to: str | None = None, from_: str | None = None) -> Request:
+        self.cseq += 1
+        host, port = self.local
+        aor = f"sip:{self.user}@{self.domain}"
+        request = Request(method, uri or f"sip:{self.domain}", [
+            ("Via", f"SIP/2.0/{self.via_transport} {host}:{port};branch={new_branch()};rport"),
+            ("Max-Forwards", "70"),
+            ("From", from_ or f"<{aor}>;tag={uuid.uuid4().hex[:8]}"),
+            ("To", to or f"<{aor}>"),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.cseq} {method}"),
+            ("User-Agent", "sipim-test-ua"),
+            *headers,
+        ], body)
+        return request
+
+    def transact(self, request: Request) -> Response:
+        """Send, and return the final response (skipping 1xx)."""
+        self.send_raw(request.to_bytes())
+        while True:
+            message = self.receive()
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
+    def request_with_auth(self, method: str, *, password: str | None = None, algorithm: str | None = None,
+                          **kwargs) -> tuple[Response, Response | None]:
+        """Send; on 401/407 answer the challenge once. Returns (first, second or None)."""
+        first = self.transact(self.build(method, **kwargs))
+        if first.status not in (401, 407):
+            return first, None
+        header = "WWW-Authenticate" if first.status == 401 else "Proxy-Authenticate"
+        challenges = [parse_challenge(v) for v in first.headers.get_all(header)]
+        if algorithm:
+            challenges = [c for c in challenges if c.algorithm == algorithm]
+        challenge = challenges[0]
+        uri = kwargs.get("uri") or f"sip:{self.domain}"
+        authorization = build_authorization(
+            challenge, method, uri, self.user,
+            ha1(self.user, challenge.realm, password or self.password, challenge.algorithm))
+        name = "Authorization" if first.status == 401 else "Proxy-Authorization"
+        headers = [*kwargs.pop("headers", ()), (name, authorization)]
+        second = self.transact(self.build(method, headers=headers, **kwargs))
+        return first, second
+
+    def contact(self, *, expires: int | None = None, reg_id: int | None = 1, extra: str = "") -> str:
+        host, port = self.local
+        value = f"<sip:{self.user}@{host}:{port};transport={self.transport}>"
+        if self.instance:
+            value += f';+sip.instance="<urn:uuid:{self.instance}>"'
+            if reg_id is not None:
+                value += f";reg-id={reg_id}"
+        if expires is not None:
+            value += f";expires={expires}"
+        return value + extra
+
+    def register(self, *, expires: int = 600, password: str | None = None, contact: str | None = None,
+                 supported: str = "path, outbound, gruu", extra_headers: list[tuple[str, str]] = (),
+                 algorithm: str | None = None) -> Response:
+        headers = [("Contact", contact or self.contact()), ("Expires", str(expires)),
+                   ("Supported", supported), *extra_headers]
+        first, second = self.request_with_auth("REGISTER", password=password, headers=headers,
+                                               algorithm=algorithm)
+        return second if second is not None else first
+
+    def __enter__(self) -> "TestUA":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
