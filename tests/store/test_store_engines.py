@@ -7,7 +7,6 @@ import os
 import socket
 import sqlite3
 import stat
-import subprocess
 import sys
 import textwrap
 
