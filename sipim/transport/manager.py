@@ -147,6 +147,11 @@ class TransportManager:
                 await asyncio.wait_for(server.wait_closed(), timeout=2.0)
             except asyncio.TimeoutError:
                 log.warning("a listener did not close in time")
+        # A peer that does not read keeps a gracefully closing connection open: abort
+        # what is left.
+        for flow in self._flows:
+            if isinstance(flow, StreamConnection):
+                flow.abort()
         # Let connection_lost callbacks run so the flow table reports every closed flow.
         for _ in range(3):
             await asyncio.sleep(0)

@@ -103,6 +103,10 @@ class StreamConnection(asyncio.Protocol, Flow):
         else:
             self._pending.clear()
 
+    def abort(self) -> None:
+        """Close at once, dropping whatever the peer has not read yet."""
+        self._abort()
+
     def _abort(self) -> None:
         self._closed = True
         self._cancel_idle_timer()

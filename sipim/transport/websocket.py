@@ -142,7 +142,9 @@ def install_sip_websocket(app: web.Application, transport_name: str, settings: W
             return web.Response(status=400, text=REFUSAL_TEXT)
         return await _serve_sip_websocket(request, transport_name, settings)
 
-    app.middlewares.append(sip_websocket_middleware)
+    # Outermost, so the web role's own middlewares (HTTP authentication, CSRF...) never
+    # see SIP upgrades: SIP authenticates with digest inside the WebSocket (RFC 7118 §7).
+    app.middlewares.insert(0, sip_websocket_middleware)
 
 
 async def _serve_sip_websocket(request: web.Request, transport_name: str,
