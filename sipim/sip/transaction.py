@@ -1,0 +1,621 @@
+"""The RFC 3261 §17 transaction layer: four state machines and the tables that hold them.
+
+Sans-IO: messages go out through `send(message, target)`, time comes from an injected
+`Clock`, and the transport reports incoming messages and send failures by calling
+`receive_request`, `receive_response` and `transport_error`.
+
+Shape (h11 style): one `State` enum; each machine declares its transitions as a table
+`(state, event) -> next state`; the side effects of each transition (send, start or stop
+timers, tell the TU) are spelled out next to the table.  An event with no entry in the
+table is absorbed silently, which is what §17 asks for everywhere it does not say
+otherwise (e.g. a 1xx after the final response, a TU response after Completed).
+
+Choices the RFC leaves open, and how this module takes them:
+
+* INVITE server transactions send 100 Trying after `invite_trying_delay` (200 ms, §17.2.1)
+  unless the TU has answered by then; a retransmitted INVITE gets a 100 at once.
+  `invite_trying_delay=0` sends it immediately without a timer.
+* An ACK that matches no INVITE server transaction (the ACK for a 2xx, §13.3.1.4 and
+  §17.2.3: it is a separate transaction-less request) goes to the `on_ack(request,
+  source)` hook; `receive_request` returns None for it.  An ACK for a non-2xx final
+  response is absorbed by its transaction (§17.2.1) and also returns None.
+* RFC 6026 is not implemented: a 2xx terminates the INVITE server transaction at once,
+  and retransmissions of 2xx / of the INVITE after it are the TU's business.
+* RFC 2543 branches (no "z9hG4bK" cookie, §17.2.3) are matched by a simplified key:
+  Call-ID, From tag, CSeq number, top Via sent-by and method.
+* An INVITE client transaction in Proceeding has no RFC 3261 timeout (Timer B only runs in
+  Calling).  So that a silent far end cannot pin it in memory, Proceeding arms a guard of
+  `invite_proceeding_timeout` seconds (default 185 s, the "more than 3 minutes" of Timer C,
+  §16.6 step 11), re-armed by every provisional response; on expiry the TU is told
+  through `on_timeout` (it should CANCEL, §16.8).  `None` disables the guard.
+* On reliable transports timers A, E, G are never started and the zero-length timers
+  D, I, J, K are not scheduled at all: the transaction terminates on the spot.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from typing import Any, Callable, Protocol
+
+from .clock import Clock, TimerHandle
+from .headers import Headers
+from .message import Request, Response, make_response
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "ClientTransaction",
+    "ServerTransaction",
+    "State",
+    "TransactionLayer",
+    "new_branch",
+]
+
+MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch (§8.1.1.7: cookie + a value unique in space and time)."""
+    return MAGIC_COOKIE + os.urandom(12).hex()
+
+
+class Target(Protocol):
+    """Where a message goes; opaque here except for this flag."""
+
+    reliable: bool
+
+
+Send = Callable[[Request | Response, Any], None]
+
+
+class State(enum.Enum):
+    CALLING = "Calling"          # INVITE client
+    TRYING = "Trying"            # non-INVITE client and server
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"      # INVITE server
+    TERMINATED = "Terminated"
+
+
+CALLING, TRYING, PROCEEDING, COMPLETED, CONFIRMED, TERMINATED = (
+    State.CALLING, State.TRYING, State.PROCEEDING, State.COMPLETED, State.CONFIRMED,
+    State.TERMINATED)
+
+
+class Event(enum.Enum):
+    PROVISIONAL = "1xx"          # a 1xx response (received, or passed down by the TU)
+    SUCCESS = "2xx"
+    FAILURE = "300-699"
+    REQUEST_RETRANSMISSION = "request"
+    ACK = "ACK"
+
+
+PROVISIONAL, SUCCESS, FAILURE = Event.PROVISIONAL, Event.SUCCESS, Event.FAILURE
+REQUEST_RETRANSMISSION, ACK = Event.REQUEST_RETRANSMISSION, Event.ACK
+
+
+def _response_event(status: int) -> Event:
+    if status < 200:
+        return PROVISIONAL
+    return SUCCESS if status < 300 else FAILURE
+
+
+# ---------------------------------------------------------------------------
+# Transition tables.  Missing (state, event) pairs are absorbed without effect.
+
+# §17.1.1.2, Figure 5: responses received by an INVITE client transaction.
+INVITE_CLIENT = {
+    (CALLING, PROVISIONAL): PROCEEDING,
+    (CALLING, SUCCESS): TERMINATED,
+    (CALLING, FAILURE): COMPLETED,
+    (PROCEEDING, PROVISIONAL): PROCEEDING,
+    (PROCEEDING, SUCCESS): TERMINATED,
+    (PROCEEDING, FAILURE): COMPLETED,
+    (COMPLETED, FAILURE): COMPLETED,    # retransmitted final response: ACK again
+}
+
+# §17.1.2.2, Figure 6: responses received by a non-INVITE client transaction.
+NON_INVITE_CLIENT = {
+    (TRYING, PROVISIONAL): PROCEEDING,
+    (TRYING, SUCCESS): COMPLETED,
+    (TRYING, FAILURE): COMPLETED,
+    (PROCEEDING, PROVISIONAL): PROCEEDING,
+    (PROCEEDING, SUCCESS): COMPLETED,
+    (PROCEEDING, FAILURE): COMPLETED,
+}
+
+# §17.2.1, Figure 7: TU responses, retransmitted INVITEs and ACKs at an INVITE server.
+INVITE_SERVER = {
+    (PROCEEDING, PROVISIONAL): PROCEEDING,
+    (PROCEEDING, SUCCESS): TERMINATED,
+    (PROCEEDING, FAILURE): COMPLETED,
+    (PROCEEDING, REQUEST_RETRANSMISSION): PROCEEDING,   # re-send last provisional
+    (COMPLETED, REQUEST_RETRANSMISSION): COMPLETED,     # re-send final response
+    (COMPLETED, ACK): CONFIRMED,
+}
+
+# §17.2.2, Figure 8: TU responses and retransmitted requests at a non-INVITE server.
+NON_INVITE_SERVER = {
+    (TRYING, PROVISIONAL): PROCEEDING,
+    (TRYING, SUCCESS): COMPLETED,
+    (TRYING, FAILURE): COMPLETED,
+    (PROCEEDING, PROVISIONAL): PROCEEDING,
+    (PROCEEDING, SUCCESS): COMPLETED,
+    (PROCEEDING, FAILURE): COMPLETED,
+    (PROCEEDING, REQUEST_RETRANSMISSION): PROCEEDING,   # re-send last provisional
+    (COMPLETED, REQUEST_RETRANSMISSION): COMPLETED,     # re-send final response
+    # (TRYING, REQUEST_RETRANSMISSION) is absent: "any further request retransmissions
+    # are discarded" while the TU has said nothing.
+}
+
+
+# ---------------------------------------------------------------------------
+# Transactions
+
+
+class _Transaction:
+    __slots__ = ("layer", "key", "request", "target", "state",
+                 "_retransmit_timer", "_timeout_timer", "_interval")
+
+    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+                 state: State) -> None:
+        self.layer = layer
+        self.key = key
+        self.request = request
+        self.target = target
+        self.state = state
+        self._retransmit_timer: TimerHandle | None = None   # A, E, G
+        self._timeout_timer: TimerHandle | None = None      # B, F, H, or D, K, I, J
+        self._interval = 0.0                                # current A/E/G interval
+
+    @property
+    def reliable(self) -> bool:
+        return bool(self.target.reliable)
+
+    def _stop_timers(self) -> None:
+        if self._retransmit_timer is not None:
+            self._retransmit_timer.cancel()
+            self._retransmit_timer = None
+        if self._timeout_timer is not None:
+            self._timeout_timer.cancel()
+            self._timeout_timer = None
+
+    def _terminate(self) -> None:
+        """§17.1.1.2 / §17.2.1: destroyed the instant it enters Terminated."""
+        self.state = TERMINATED
+        self._stop_timers()
+        self.layer._forget(self)
+
+    def _linger(self, seconds: float) -> None:
+        """Stay in Completed/Confirmed for D, K, I or J; zero means terminate now."""
+        if seconds <= 0:
+            self._terminate()
+        else:
+            self._timeout_timer = self.layer.clock.call_later(seconds, self._terminate)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.request.method} {self.state.value} {self.key[0]}>"
+
+
+class ClientTransaction(_Transaction):
+    """Base of the two client machines; created by `TransactionLayer.send_request`."""
+
+    __slots__ = ("on_response", "on_timeout")
+
+    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+                 state: State, on_response: Callable[[Response], None],
+                 on_timeout: Callable[[], None]) -> None:
+        super().__init__(layer, key, request, target, state)
+        self.on_response = on_response
+        self.on_timeout = on_timeout
+
+    def _fail(self) -> None:
+        """Timer B/F (or the Proceeding guard) fired, or the transport failed (§17.1.4)."""
+        if self.state is TERMINATED:
+            return
+        self._terminate()
+        self.on_timeout()
+
+    def _receive(self, response: Response) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class InviteClientTransaction(ClientTransaction):
+    """§17.1.1: Calling -> Proceeding -> Completed -> Terminated."""
+
+    __slots__ = ("_ack",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._ack: Request | None = None
+
+    def _start(self) -> None:
+        layer = self.layer
+        layer.send(self.request, self.target)
+        if not self.reliable:
+            self._interval = layer.t1                         # Timer A = T1
+            self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_a)
+        self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer B
+
+    def _timer_a(self) -> None:
+        # §17.1.1.2: retransmit and double the interval, only while Calling.
+        if self.state is not CALLING:
+            return
+        self.layer.send(self.request, self.target)
+        self._interval *= 2
+        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_a)
+
+    def _receive(self, response: Response) -> None:
+        event = _response_event(response.status)
+        new_state = INVITE_CLIENT.get((self.state, event))
+        if new_state is None:
+            return  # e.g. 1xx/2xx in Completed: absorbed
+        previous, self.state = self.state, new_state
+        layer = self.layer
+        if new_state is PROCEEDING:
+            if previous is CALLING:
+                self._stop_timers()  # no more retransmissions; Timer B only runs in Calling
+            guard = layer.invite_proceeding_timeout
+            if guard is not None:
+                if self._timeout_timer is not None:
+                    self._timeout_timer.cancel()
+                self._timeout_timer = layer.clock.call_later(guard, self._fail)
+            self.on_response(response)
+        elif new_state is TERMINATED:
+            # 2xx: the TU (UAC core or proxy core) handles ACK / forwarding (§17.1.1.2).
+            self._terminate()
+            self.on_response(response)
+        elif previous is COMPLETED:
+            # Retransmitted final response: ACK again, do not bother the TU.
+            layer.send(self._ack, self.target)
+        else:
+            # §17.1.1.2: 300-699 -> build and send ACK even on reliable transports, Timer D.
+            self._stop_timers()
+            self._ack = build_ack(self.request, response)
+            layer.send(self._ack, self.target)
+            self._linger(0.0 if self.reliable else max(32.0, 64 * layer.t1))
+            self.on_response(response)
+
+
+class NonInviteClientTransaction(ClientTransaction):
+    """§17.1.2: Trying -> Proceeding -> Completed -> Terminated."""
+
+    __slots__ = ()
+
+    def _start(self) -> None:
+        layer = self.layer
+        layer.send(self.request, self.target)
+        if not self.reliable:
+            self._interval = layer.t1                         # Timer E = T1
+            self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_e)
+        self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer F
+
+    def _timer_e(self) -> None:
+        # §17.1.2.2: MIN(2*interval, T2) while Trying; T2 once Proceeding.
+        if self.state is TRYING:
+            self._interval = min(2 * self._interval, self.layer.t2)
+        elif self.state is PROCEEDING:
+            self._interval = self.layer.t2
+        else:
+            return
+        self.layer.send(self.request, self.target)
+        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_e)
+
+    def _receive(self, response: Response) -> None:
+        new_state = NON_INVITE_CLIENT.get((self.state, _response_event(response.status)))
+        if new_state is None:
+            return  # retransmissions in Completed are absorbed (§17.1.2.2)
+        self.state = new_state
+        if new_state is COMPLETED:
+            self._stop_timers()
+            self._linger(0.0 if self.reliable else self.layer.t4)   # Timer K
+        self.on_response(response)
+
+
+class ServerTransaction(_Transaction):
+    """Base of the two server machines; created by `TransactionLayer.receive_request`.
+
+    `request` is the request that created it; pass responses with
+    `TransactionLayer.respond(transaction, response)`.
+    """
+
+    __slots__ = ("last_response",)
+
+    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+                 state: State) -> None:
+        super().__init__(layer, key, request, target, state)
+        self.last_response: Response | None = None
+
+    def _fail(self) -> None:
+        """Timer H fired (no ACK) or the transport failed (§17.2.1, §17.2.4)."""
+        if self.state is TERMINATED:
+            return
+        self._terminate()
+        hook = self.layer.on_server_failure
+        if hook is not None:
+            hook(self)
+
+    def _respond(self, response: Response) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _receive_again(self, event: Event) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class InviteServerTransaction(ServerTransaction):
+    """§17.2.1: Proceeding -> Completed -> Confirmed -> Terminated (2xx: -> Terminated)."""
+
+    __slots__ = ()
+
+    def _start(self) -> None:
+        delay = self.layer.invite_trying_delay
+        if delay <= 0:
+            self._send_trying()
+        else:
+            # Reuses the retransmit slot: G cannot run before a final response.
+            self._retransmit_timer = self.layer.clock.call_later(delay, self._trying_due)
+
+    def _trying_due(self) -> None:
+        self._retransmit_timer = None
+        if self.state is PROCEEDING and self.last_response is None:
+            self._send_trying()
+
+    def _send_trying(self) -> None:
+        # §17.2.1 / §8.2.6.1: 100 Trying without a To tag; copy Timestamp.
+        timestamp = self.request.headers.get("Timestamp")
+        extra = [("Timestamp", timestamp)] if timestamp is not None else ()
+        self.last_response = make_response(self.request, 100, "Trying", headers=extra)
+        self.layer.send(self.last_response, self.target)
+
+    def _respond(self, response: Response) -> bool:
+        new_state = INVITE_SERVER.get((self.state, _response_event(response.status)))
+        if new_state is None:
+            return False
+        self.state = new_state
+        self._stop_timers()   # cancels a pending 100 Trying
+        self.last_response = response
+        layer = self.layer
+        layer.send(response, self.target)
+        if new_state is TERMINATED:
+            self._terminate()   # 2xx: retransmissions are the TU's job (§17.2.1)
+        elif new_state is COMPLETED:
+            if not self.reliable:
+                self._interval = layer.t1                     # Timer G = T1
+                self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_g)
+            self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer H
+        return True
+
+    def _timer_g(self) -> None:
+        if self.state is not COMPLETED:
+            return
+        self.layer.send(self.last_response, self.target)
+        self._interval = min(2 * self._interval, self.layer.t2)
+        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_g)
+
+    def _receive_again(self, event: Event) -> None:
+        new_state = INVITE_SERVER.get((self.state, event))
+        if new_state is None:
+            return  # ACK in Proceeding/Confirmed, INVITE in Confirmed: absorbed
+        if new_state is CONFIRMED:
+            # §17.2.1: ACK stops G and H; Timer I absorbs further ACKs.
+            self.state = CONFIRMED
+            self._stop_timers()
+            self._linger(0.0 if self.reliable else self.layer.t4)
+        elif self.last_response is None:
+            # Retransmitted INVITE before anything was sent: quench it now.
+            if self._retransmit_timer is not None:
+                self._retransmit_timer.cancel()
+                self._retransmit_timer = None
+            self._send_trying()
+        else:
+            self.layer.send(self.last_response, self.target)
+
+
+class NonInviteServerTransaction(ServerTransaction):
+    """§17.2.2: Trying -> Proceeding -> Completed -> Terminated."""
+
+    __slots__ = ()
+
+    def _start(self) -> None:
+        pass  # nothing is sent and no timer runs until the TU answers
+
+    def _respond(self, response: Response) -> bool:
+        new_state = NON_INVITE_SERVER.get((self.state, _response_event(response.status)))
+        if new_state is None:
+            return False  # §17.2.2: further final responses are discarded in Completed
+        self.state = new_state
+        self.last_response = response
+        self.layer.send(response, self.target)
+        if new_state is COMPLETED:
+            self._linger(0.0 if self.reliable else 64 * self.layer.t1)   # Timer J
+        return True
+
+    def _receive_again(self, event: Event) -> None:
+        if NON_INVITE_SERVER.get((self.state, event)) is not None:
+            self.layer.send(self.last_response, self.target)
+
+
+# ---------------------------------------------------------------------------
+# ACK for non-2xx (§17.1.1.3)
+
+
+def build_ack(original: Request, response: Response) -> Request:
+    """The ACK an INVITE client transaction sends for a 300-699 response (§17.1.1.3).
+
+    Request-URI, Call-ID, From: from the original request; To: from the response (with
+    its tag); one Via: the top Via of the original; CSeq: same number, method ACK; the
+    original's Route set; Max-Forwards copied (the §17.1.1.3 example keeps it).
+    """
+    source = original.headers
+    headers = Headers()
+    headers.add("Via", source.get("Via"))
+    for route in source.raw_values("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", source.get("Max-Forwards") or "70")
+    headers.add("From", source.get("From"))
+    headers.add("To", response.headers.get("To"))
+    headers.add("Call-ID", source.get("Call-ID"))
+    headers.add("CSeq", f"{original.cseq.seq} ACK")
+    return Request("ACK", original.uri, headers)
+
+
+# ---------------------------------------------------------------------------
+# The layer
+
+
+class TransactionLayer:
+    """Creates, matches and forgets transactions.
+
+    `send(message, target)` hands a message to the transport; it should not raise (a
+    failure is reported back with `transport_error`).  `target` is opaque except for
+    `target.reliable`.
+    """
+
+    __slots__ = ("clock", "send", "t1", "t2", "t4", "invite_trying_delay",
+                 "invite_proceeding_timeout", "on_ack", "on_server_failure",
+                 "_servers", "_clients")
+
+    def __init__(
+        self,
+        clock: Clock,
+        send: Send,
+        *,
+        t1: float = 0.5,
+        t2: float = 4.0,
+        t4: float = 5.0,
+        invite_trying_delay: float = 0.2,
+        invite_proceeding_timeout: float | None = 185.0,
+        on_ack: Callable[[Request, Any], None] | None = None,
+        on_server_failure: Callable[[ServerTransaction], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.send = send
+        self.t1 = t1
+        self.t2 = t2
+        self.t4 = t4
+        self.invite_trying_delay = invite_trying_delay
+        self.invite_proceeding_timeout = invite_proceeding_timeout
+        self.on_ack = on_ack
+        self.on_server_failure = on_server_failure
+        self._servers: dict[tuple, ServerTransaction] = {}
+        self._clients: dict[tuple, ClientTransaction] = {}
+
+    # -- server side --------------------------------------------------------
+
+    @staticmethod
+    def _server_key(request: Request, method: str) -> tuple:
+        """§17.2.3: branch + sent-by + method (ACK and CANCEL callers pass the method
+        of the transaction they look for)."""
+        via = request.top_via
+        branch = via.branch
+        if branch is not None and branch.startswith(MAGIC_COOKIE):
+            return (branch, via.host.lower(), via.port, method)
+        # RFC 2543 peer: no usable branch.  Simplified §17.2.3 fallback.
+        return ("", request.call_id, request.from_.tag, request.cseq.seq,
+                via.host.lower(), via.port, method)
+
+    def receive_request(self, request: Request, source: Any) -> ServerTransaction | None:
+        """A new server transaction for `request`, or None.
+
+        None means: a retransmission (the last response was re-sent as §17.2.1/§17.2.2
+        say), an ACK absorbed by its INVITE transaction, or an ACK matching no
+        transaction, which is handed to `on_ack(request, source)` (ACK for 2xx).
+        `source` is where responses are sent (it must have `.reliable`).
+        """
+        method = request.method
+        if method == "ACK":
+            transaction = self._servers.get(self._server_key(request, "INVITE"))
+            if transaction is not None:
+                transaction._receive_again(ACK)
+            elif self.on_ack is not None:
+                self.on_ack(request, source)
+            return None
+        key = self._server_key(request, method)
+        transaction = self._servers.get(key)
+        if transaction is not None:
+            transaction._receive_again(REQUEST_RETRANSMISSION)
+            return None
+        if method == "INVITE":
+            transaction = InviteServerTransaction(self, key, request, source, PROCEEDING)
+        else:
+            transaction = NonInviteServerTransaction(self, key, request, source, TRYING)
+        self._servers[key] = transaction
+        transaction._start()
+        return transaction
+
+    def respond(self, transaction: ServerTransaction, response: Response) -> bool:
+        """Pass a TU response to its transaction.  False when the state machine
+        discarded it (a response after the final one, or after termination)."""
+        if transaction.state is TERMINATED:
+            return False
+        return transaction._respond(response)
+
+    def find_server_transaction_for_cancel(self, cancel: Request) -> ServerTransaction | None:
+        """§9.2: the transaction a CANCEL targets (same branch and sent-by, method not
+        CANCEL).  Only INVITE transactions are looked for: a CANCEL has no effect on
+        any other method (§9.2), so the TU answers 481 or 200 alike."""
+        return self._servers.get(self._server_key(cancel, "INVITE"))
+
+    # -- client side --------------------------------------------------------
+
+    def send_request(
+        self,
+        request: Request,
+        target: Any,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
+    ) -> ClientTransaction:
+        """Start a client transaction: send `request` to `target` and retransmit it
+        over unreliable transports until answered.  The top Via must carry a branch
+        with the magic cookie (`new_branch()`).  ACK for 2xx is not a transaction:
+        send it through the transport directly.  `on_timeout` also reports transport
+        errors (§17.1.4)."""
+        method = request.method
+        if method == "ACK":
+            raise ValueError("ACK is not sent in a client transaction (§17.1.1.3, §13.2.2.4)")
+        via = request.top_via
+        branch = via.branch if via is not None else None
+        if not branch or not branch.startswith(MAGIC_COOKIE):
+            raise ValueError("request needs a top Via with an RFC 3261 branch")
+        key = (branch, method)
+        if key in self._clients:
+            raise ValueError(f"a {method} client transaction with branch {branch} exists")
+        cls = InviteClientTransaction if method == "INVITE" else NonInviteClientTransaction
+        transaction = cls(self, key, request, target,
+                          CALLING if method == "INVITE" else TRYING, on_response, on_timeout)
+        self._clients[key] = transaction
+        transaction._start()
+        return transaction
+
+    def receive_response(self, response: Response) -> bool:
+        """§17.1.3: match by top Via branch and CSeq method.  False means no
+        transaction matched; the caller (core) handles it, as it must for 2xx
+        retransmissions to INVITE (§17.1.1.2)."""
+        via = response.top_via
+        if via is None or via.branch is None:
+            return False
+        transaction = self._clients.get((via.branch, response.cseq.method))
+        if transaction is None:
+            return False
+        transaction._receive(response)
+        return True
+
+    # -- both ---------------------------------------------------------------
+
+    def transport_error(self, transaction: ClientTransaction | ServerTransaction) -> None:
+        """The transport failed to send for this transaction (§17.1.4, §17.2.4):
+        terminate it and tell the TU (`on_timeout` / `on_server_failure`)."""
+        transaction._fail()
+
+    def _forget(self, transaction: _Transaction) -> None:
+        table = self._clients if isinstance(transaction, ClientTransaction) else self._servers
+        if table.get(transaction.key) is transaction:
+            del table[transaction.key]
+
+    @property
+    def server_transaction_count(self) -> int:
+        return len(self._servers)
+
+    @property
+    def client_transaction_count(self) -> int:
+        return len(self._clients)
