@@ -193,7 +193,6 @@ async def with_store(config: Config, job):
 
 def cmd_user(args: argparse.Namespace, config: Config) -> int:
     from sipim.store import UserExists
-    from sipim.store.models import CHANGE_USER, user_key
 
     domain = config.domain
     if args.action == "list":
@@ -226,13 +225,8 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
             print(f"password: {password}")
         return 0
     if args.action == "remove":
-        async def remove(store):
-            found = await store.remove_user(username, domain)
-            if found:
-                await store.publish_change(CHANGE_USER, user_key(username, domain))
-            return found
-
-        if not asyncio.run(with_store(config, remove)):
+        # The store publishes the change; a running server then unregisters the devices.
+        if not asyncio.run(with_store(config, lambda store: store.remove_user(username, domain))):
             raise CommandError(f"no user sip:{username}@{domain}")
         print(f"removed sip:{username}@{domain}")
         return 0
