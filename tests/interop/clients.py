@@ -618,3 +618,406 @@ def sipsak_register(target: Target, user: User, *, expires: int = 60,
         process = run_process(argv, timeout=timeout, cwd=Path(directory), env=extra_env)
     return SipsakResult(process=process,
                         messages=tuple(split_sip_messages(process.stdout)))
+
+
+# ---------------------------------------------------------------------------
+# baresip
+# ---------------------------------------------------------------------------
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# With -s, baresip prints every SIP message as
+#   ESC[36;1m#\n<TRANSPORT> <src> -> <dst>\n<message>ESC[;m
+_BARESIP_TRACE_BLOCK = re.compile(
+    r"\x1b\[36;1m#\r?\n(?P<transport>[A-Z]+) (?P<source>\S+) -> (?P<destination>\S+)\r?\n"
+    r"(?P<message>.*?)\x1b\[;m", re.DOTALL)
+_BARESIP_REGISTERED = re.compile(r"^(?P<aor>\S+): \{[^}]*\} (?P<status>\d{3}) (?P<reason>.*)$",
+                                 re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class TracedMessage:
+    """One SIP message from baresip's -s trace; ``outgoing`` is from baresip's side."""
+
+    transport: str
+    source: str
+    destination: str
+    text: str  # start line + headers + (after a blank line) the body
+    outgoing: bool
+
+    @property
+    def start_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def body(self) -> str:
+        parts = re.split(r"\r?\n\r?\n", self.text, maxsplit=1)
+        return parts[1] if len(parts) == 2 else ""
+
+    def header(self, name: str) -> list[str]:
+        head = re.split(r"\r?\n\r?\n", self.text, maxsplit=1)[0].replace("\r\n", "\n")
+        return header_values(head, name)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A SIP MESSAGE (RFC 3428) that reached baresip."""
+
+    sender: str  # the From header value
+    request_uri: str
+    content_type: str | None
+    body: str
+    traced: TracedMessage
+
+
+class BaresipError(RuntimeError):
+    pass
+
+
+class _CtrlTcp:
+    """Client of baresip's ctrl_tcp module: netstring-framed JSON.
+
+    Commands: ``{"command": ..., "params": ..., "token": ...}``; answers
+    ``{"response": true, "ok": ..., "data": ..., "token": ...}``; events
+    (``{"event": true, "type": "REGISTER_OK", ...}``) arrive unasked.
+    """
+
+    def __init__(self, port: int, timeout: float) -> None:
+        self._socket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self._buffer = b""
+        self._lock = threading.Lock()
+        self.events: list[dict] = []
+        self._next_token = 0
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def _read_netstring(self, deadline: float) -> dict:
+        while True:
+            length_text, colon, rest = self._buffer.partition(b":")
+            if colon and length_text.isdigit() and len(rest) > int(length_text):
+                length = int(length_text)
+                payload, self._buffer = rest[:length], rest[length + 1:]  # drop the ","
+                return json.loads(payload)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no answer from baresip ctrl_tcp")
+            self._socket.settimeout(remaining)
+            data = self._socket.recv(65535)
+            if not data:
+                raise BaresipError("baresip closed its ctrl_tcp connection")
+            self._buffer += data
+
+    def command(self, command: str, params: str | None, timeout: float) -> dict:
+        with self._lock:
+            self._next_token += 1
+            token = str(self._next_token)
+            request = {"command": command, "token": token}
+            if params is not None:
+                request["params"] = params
+            payload = json.dumps(request).encode()
+            self._socket.sendall(str(len(payload)).encode() + b":" + payload + b",")
+            deadline = time.monotonic() + timeout
+            while True:
+                answer = self._read_netstring(deadline)
+                if answer.get("event"):
+                    self.events.append(answer)
+                elif answer.get("response") and answer.get("token") == token:
+                    return answer
+
+
+class Baresip:
+    """One headless baresip 1.0.0 user agent registered as ``user`` at ``target``.
+
+    Writes a fresh config directory (no audio/video modules; ``account``,
+    ``uuid``, ``contact``, ``menu`` for its commands, ``ctrl_tcp`` on a free
+    loopback port for control), an ``accounts`` line
+
+        <sip:user@domain;transport=T>;auth_pass=...;outbound="sip:host:port;transport=T";
+        regint=N[;sipnat=outbound]
+
+    and the ``uuid`` file that becomes ``+sip.instance="<urn:uuid:...>"``.
+    baresip always puts ``+sip.instance`` (from the uuid file) in its Contact;
+    ``reg-id=1`` only comes with ``sipnat=outbound`` (``outbound=True``,
+    RFC 5626 §4.2). It always sends ``Supported: gruu, outbound, path`` and
+    reads pub-gruu/temp-gruu from the 200 (RFC 5627). It runs in the foreground in its own process group with
+    SIP tracing (``-s``) on; :meth:`stop` unregisters (baresip REGISTERs with
+    expires=0 on SIGTERM) and kills the group if needed.
+
+    Transports: udp, tcp, tls (``sip_cafile`` = ``target.ca_file``; baresip
+    verifies the server certificate against it).
+
+    Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(self, target: Target, user: User, *, instance_uuid: str | None = None,
+                 outbound: bool = True, regint: int = 600,
+                 contacts: Sequence[str] = (), extra_account_params: str = "",
+                 workdir: Path | None = None, command_timeout: float = 5.0) -> None:
+        self.target = target
+        self.user = user
+        self.instance_uuid = instance_uuid or str(uuid_module.uuid4())
+        self.outbound = outbound
+        self.regint = regint
+        self.contacts = list(contacts)
+        self.extra_account_params = extra_account_params
+        self.command_timeout = command_timeout
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="baresip-"))
+        self.ctrl_port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._output = bytearray()
+        self._output_changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._ctrl: _CtrlTcp | None = None
+
+    # -- set-up ------------------------------------------------------------
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user.name}@{self.target.domain}"
+
+    def account_line(self) -> str:
+        transport = self.target.transport
+        params = [f"auth_pass={self.user.password}",
+                  f'outbound="sip:{self.target.hostport};transport={transport}"',
+                  f"regint={self.regint}"]
+        if self.user.auth_user:
+            params.insert(0, f"auth_user={self.user.auth_user}")
+        if self.outbound:
+            params.append("sipnat=outbound")
+        line = f"<{self.aor};transport={transport}>;" + ";".join(params)
+        return line + self.extra_account_params
+
+    def _write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ctrl_port = free_port("tcp")
+        lines = [
+            "poll_method\t\tepoll",
+            "sip_listen\t\t127.0.0.1:0",  # any free port; Contact carries the real one
+            "module_path\t\t/usr/lib/baresip/modules",
+            "module_tmp\t\tuuid.so",
+            "module_tmp\t\taccount.so",
+            "module_app\t\tmenu.so",
+            "module_app\t\tcontact.so",
+            "module\t\t\tctrl_tcp.so",
+            f"ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}",
+        ]
+        if self.target.ca_file:
+            lines.append(f"sip_cafile\t\t{self.target.ca_file}")
+        (self.workdir / "config").write_text("\n".join(lines) + "\n")
+        # NO trailing newline: baresip 1.0.0 copies the file verbatim into
+        # +sip.instance="<urn:uuid:...\n>", which breaks the Contact header.
+        (self.workdir / "uuid").write_text(self.instance_uuid)
+        (self.workdir / "accounts").write_text(self.account_line() + "\n")
+        (self.workdir / "contacts").write_text(
+            "".join(f"<{uri}>\n" for uri in self.contacts))
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self, timeout: float = 5.0) -> None:
+        binary = find_binary("baresip")
+        if binary is None:
+            raise FileNotFoundError("baresip")
+        self._write_config()
+        self.process = subprocess.Popen(
+            [binary, "-f", str(self.workdir), "-s"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=self.workdir, start_new_session=True)
+        self._reader = threading.Thread(target=self._read_output, daemon=True,
+                                        name=f"baresip-{self.user.name}")
+        self._reader.start()
+        self.wait_for_output(r"ctrl_tcp|baresip is ready", timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._ctrl = _CtrlTcp(self.ctrl_port, self.command_timeout)
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise BaresipError(f"ctrl_tcp not reachable\n{self.output()}")
+                time.sleep(0.05)
+
+    def _read_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        stream = self.process.stdout
+        while chunk := stream.read1(65536):
+            with self._output_changed:
+                self._output += chunk
+                self._output_changed.notify_all()
+        with self._output_changed:
+            self._output_changed.notify_all()
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Quit (SIGTERM lets baresip unregister), then kill the group; returns the exit code."""
+        if self._ctrl is not None:
+            self._ctrl.close()
+            self._ctrl = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                try:
+                    os.killpg(self.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _kill_group(self.process, grace=0)
+            if self.process.stdin:
+                self.process.stdin.close()
+            if self._reader is not None:
+                self._reader.join(timeout=2)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.process.returncode if self.process else None
+
+    def __enter__(self) -> Baresip:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- output ------------------------------------------------------------
+
+    def output(self, raw: bool = False) -> str:
+        """Everything baresip printed (ANSI colours stripped unless ``raw``)."""
+        with self._output_changed:
+            text = self._output.decode(errors="replace")
+        return text if raw else _ANSI_ESCAPE.sub("", text)
+
+    def wait_for_output(self, pattern: str, timeout: float = 10.0,
+                        start: int = 0) -> re.Match[str]:
+        """Wait until ``pattern`` (regex, MULTILINE) appears in the plain output."""
+        compiled = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        with self._output_changed:
+            while True:
+                text = _ANSI_ESCAPE.sub("", self._output.decode(errors="replace"))
+                match = compiled.search(text, start)
+                if match:
+                    return match
+                remaining = deadline - time.monotonic()
+                exited = self.process is None or self.process.poll() is not None
+                if remaining <= 0 or (exited and (self._reader is None
+                                                  or not self._reader.is_alive())):
+                    raise BaresipError(f"{pattern!r} not seen within {timeout}s "
+                                       f"(exit={self.process and self.process.poll()}):\n"
+                                       f"{text[-6000:]}")
+                self._output_changed.wait(min(remaining, 0.2))
+
+    def wait_registered(self, timeout: float = 10.0) -> int:
+        """Wait for the account's REGISTER outcome line; return its status (raise unless 2xx).
+
+        baresip prints e.g. ``alice@example.test: {1/TLS/v4} 200 OK (server) [1 binding]``
+        or ``alice@example.test: reg: 403 Forbidden``-style lines on failure.
+        """
+        user = re.escape(self.user.name)
+        match = self.wait_for_output(
+            rf"^{user}@\S+: \{{[^}}]*\}} (?P<status>\d{{3}}) .*$"
+            rf"|^(?:reg: )?(?:sip:)?{user}@\S+: (?:Register: )?(?P<error>.*(?:\d{{3}}|refused"
+            rf"|failed|timeout|Timeout|error).*)$", timeout)
+        if match.group("error"):
+            raise BaresipError(f"registration failed: {match.group('error')}\n"
+                               f"{self.output()[-6000:]}")
+        status = int(match.group("status"))
+        if not 200 <= status < 300:
+            raise BaresipError(f"registration failed with {status}:\n{self.output()[-6000:]}")
+        return status
+
+    def traced_messages(self) -> list[TracedMessage]:
+        """Every SIP message baresip sent or received so far (needs -s, always on)."""
+        local_server = {self.target.hostport}
+        messages = []
+        for block in _BARESIP_TRACE_BLOCK.finditer(self.output(raw=True)):
+            messages.append(TracedMessage(
+                transport=block["transport"], source=block["source"],
+                destination=block["destination"],
+                text=_ANSI_ESCAPE.sub("", block["message"]).replace("\r\n", "\n"),
+                outgoing=block["source"] not in local_server))
+        return messages
+
+    def sent_requests(self, method: str) -> list[TracedMessage]:
+        return [m for m in self.traced_messages()
+                if m.outgoing and m.start_line.startswith(method + " ")]
+
+    def received_messages(self) -> list[ReceivedMessage]:
+        """MESSAGE requests delivered to this agent (taken from the SIP trace:
+        baresip 1.0.0's menu module does not print incoming MESSAGEs)."""
+        received = []
+        for message in self.traced_messages():
+            if not message.outgoing and message.start_line.startswith("MESSAGE "):
+                content_type = message.header("Content-Type")
+                received.append(ReceivedMessage(
+                    sender=(message.header("From") or [""])[0],
+                    request_uri=message.start_line.split(" ")[1],
+                    content_type=content_type[0] if content_type else None,
+                    body=message.body, traced=message))
+        return received
+
+    def wait_for_message(self, body: str, timeout: float = 10.0) -> ReceivedMessage:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.received_messages():
+                if body in message.body:
+                    return message
+            if time.monotonic() > deadline:
+                raise BaresipError(f"no MESSAGE containing {body!r} within {timeout}s:\n"
+                                   f"{self.output()[-6000:]}")
+            with self._output_changed:
+                self._output_changed.wait(0.2)
+
+    # -- commands ----------------------------------------------------------
+
+    def command(self, command: str, params: str | None = None) -> dict:
+        """Run a baresip command (as typed after '/') over ctrl_tcp; return its JSON answer."""
+        if self._ctrl is None:
+            raise BaresipError("baresip is not running")
+        return self._ctrl.command(command, params, self.command_timeout)
+
+    def _select_contact(self, uri: str) -> None:
+        """Make ``uri`` the current contact: baresip 1.0.0 can only message that one.
+
+        Walks to the start of the list with contact_prev, then forward with
+        contact_next (neither wraps around), bounded by the list length.
+        """
+        if uri not in self.contacts:
+            raise ValueError(f"{uri} is not among this agent's contacts {self.contacts}")
+        wanted = f"<{uri}>"
+        previous = None
+        for _ in range(len(self.contacts) + 1):
+            current = self.command("contact_prev").get("data", "")
+            if wanted in current:
+                return
+            if current == previous:
+                break
+            previous = current
+        for _ in range(len(self.contacts) + 1):
+            current = self.command("contact_next").get("data", "")
+            if wanted in current:
+                return
+        raise BaresipError(f"could not select contact {uri}")
+
+    def send_message(self, to_uri: str, text: str) -> dict:
+        """Send a SIP MESSAGE (RFC 3428) with a text/plain body to ``to_uri``.
+
+        ``to_uri`` must be one of the ``contacts`` given at construction.
+        Returns the ctrl_tcp answer (``ok`` only means it was sent: look at
+        :meth:`sent_requests` / the trace for the final response).
+        """
+        self._select_contact(to_uri)
+        answer = self.command("message", text)
+        if not answer.get("ok"):
+            raise BaresipError(f"message command failed: {answer}")
+        return answer
+
+    def responses_to(self, method: str) -> list[int]:
+        """Status codes of responses baresip received for its ``method`` requests."""
+        statuses = []
+        for message in self.traced_messages():
+            if message.outgoing or not message.start_line.startswith("SIP/2.0 "):
+                continue
+            cseq = message.header("CSeq")
+            if cseq and cseq[0].split()[-1] == method:
+                statuses.append(int(message.start_line.split(" ")[1]))
+        return statuses
