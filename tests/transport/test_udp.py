@@ -123,3 +123,35 @@ async def test_send_to_an_address_family_without_udp_listener_fails(udp_manager)
     assert not udp_manager.send(ok_response(), Target("udp", "::1", 5060))
 
 
+
+
+def _ipv6_loopback_available() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback on this host")
+async def test_ipv6_listener_reports_two_tuple_addresses_and_replies_over_ipv6(recorder):
+    manager = TransportManager(["udp:127.0.0.1:0", "udp:[::1]:0"], **recorder.callbacks())
+    await manager.start()
+    try:
+        _, host, port = manager.listening()[1]
+        assert host == "::1"
+        transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            DatagramClient, remote_addr=(host, port))
+        transport.sendto(options_request())
+        _, source = await next_item(recorder.messages)
+        assert source.remote == transport.get_extra_info("sockname")[:2] and source.remote[0] == "::1"
+        assert source.local == ("::1", port)
+        # The IPv6 socket is chosen for an IPv6 destination.
+        assert manager.send(ok_response(), Target("udp", "[::1]", source.remote[1]))
+        data, addr = await next_item(protocol.received)
+        assert data == ok_response() and addr[:2] == ("::1", port)
+        transport.close()
+    finally:
+        await manager.stop()
