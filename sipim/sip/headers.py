@@ -584,8 +584,11 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> "CSeq":
-        number, _, method = text.strip().partition(" ")
-        method = method.strip(" \t")
+        # CSeq = 1*DIGIT LWS Method
+        parts = text.split()
+        if len(parts) != 2:
+            raise SIPParseError("Bad CSeq header")
+        number, method = parts
         # §8.1.1.5: the sequence number MUST be expressible as a 32-bit unsigned integer.
         if (
             not number.isascii()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .errors import SIPParseError
 from .headers import CANONICAL_NAMES, COMPACT_FORMS, Headers, is_token
 from .message import Request, Response
-from .uri import parse_uri
+from .uri import SipURI, parse_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +149,7 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
 
     triples: list[tuple[str, str, str]] = []
     append = triples.append
+    seen: set[str] = set()
     for line in header_lines:
         name, colon, value = line.partition(":")
         # HCOLON = *( SP / HTAB ) ":" SWS
@@ -164,9 +165,23 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
                 if result.deferred is None:
                     result.deferred = SIPParseError("Malformed header line")
                 continue
-        append((known[0], known[1], value.strip(" \t")))
+        key = known[0]
+        if key in _SINGLE_VALUED:
+            # RFC 4475 torture test "multi01": a second From/To/Call-ID/CSeq/
+            # Max-Forwards makes the request ambiguous (Content-Length: see
+            # _content_length, repeated identical values are tolerated).
+            if key in seen:
+                if result.deferred is None:
+                    result.deferred = SIPParseError(f"Multiple {known[1]} headers")
+                continue
+            seen.add(key)
+        append((key, known[1], value.strip(" \t")))
     result.headers = Headers._from_triples(triples)
     return result
+
+
+# Headers that may appear at most once (§20: no "#" list form in their grammar).
+_SINGLE_VALUED = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
 
 
 def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
@@ -184,7 +199,7 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
         result.reason = parts[2] if len(parts) == 3 else ""
         return
     # Request-Line = Method SP Request-URI SP SIP-Version CRLF (§7.1): exactly
-    # single spaces; RFC 4475 §3.1.2.7 says extra whitespace must be rejected.
+    # single spaces; RFC 4475 "lwsstart" / "trws": extra whitespace is rejected.
     parts = line.split(" ")
     if len(parts) != 3:
         if len(line) > limits.max_uri_length and len(parts) >= 2 and len(parts[1]) > limits.max_uri_length:
@@ -200,9 +215,13 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
     if len(uri_text) > limits.max_uri_length:
         raise SIPParseError("Request-URI Too Long", 414)
     try:
-        result.uri = parse_uri(uri_text)
+        uri = parse_uri(uri_text)
     except SIPParseError:
         raise SIPParseError("Malformed Request-URI") from None
+    if isinstance(uri, SipURI) and uri.headers:
+        # §19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 "escruri").
+        raise SIPParseError("Malformed Request-URI")
+    result.uri = uri
     result.method = method
     result.is_request = True
 
