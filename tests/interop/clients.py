@@ -434,7 +434,9 @@ def _run_sipp_once(binary: str, scenario_path: Path, target: Target, transport: 
     argv = [binary, target.hostport, "-sf", str(scenario_path),
             "-t", SIPP_TRANSPORT_FLAGS[transport],
             "-i", "127.0.0.1", "-p", str(free_port("udp" if transport == "udp" else "tcp")),
-            "-nostdin", "-nd",  # -nd: no BYE/CANCEL "default behaviour" on failure
+            # An unexpected response fails the call at once (abortunexp), but
+            # without sipp's usual BYE/CANCEL to the server after it (-bye).
+            "-nostdin", "-default_behaviors", "all,-bye",
             "-r", str(rate), "-m", str(calls),
             "-timeout", f"{max(1, int(timeout))}s", "-timeout_error",
             "-max_retrans", "3", "-recv_timeout", f"{int(min(timeout, 8) * 1000)}",
@@ -819,8 +821,12 @@ class Baresip:
         if binary is None:
             raise FileNotFoundError("baresip")
         self._write_config()
+        # baresip prints through stdio: to a pipe that is block-buffered, and
+        # registration lines could sit unflushed for ever. stdbuf makes it line-buffered.
+        stdbuf = shutil.which("stdbuf")
+        prefix = [stdbuf, "-oL", "-eL"] if stdbuf else []
         self.process = subprocess.Popen(
-            [binary, "-f", str(self.workdir), "-s"],
+            [*prefix, binary, "-f", str(self.workdir), "-s"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.workdir, start_new_session=True)
         self._reader = threading.Thread(target=self._read_output, daemon=True,
@@ -909,14 +915,15 @@ class Baresip:
     def wait_registered(self, timeout: float = 10.0) -> int:
         """Wait for the account's REGISTER outcome line; return its status (raise unless 2xx).
 
-        baresip prints e.g. ``alice@example.test: {1/TLS/v4} 200 OK (server) [1 binding]``
-        or ``alice@example.test: reg: 403 Forbidden``-style lines on failure.
+        baresip prints ``alice@example.test: {1/TLS/v4} 200 OK (server) [1 binding]``,
+        or on a local failure ``reg: sip:alice@example.test: Register: <error>``
+        (e.g. "Function not implemented" when a 401 carries any challenge whose
+        algorithm libre 1.1 does not know, such as SHA-256 — even next to MD5).
         """
         user = re.escape(self.user.name)
         match = self.wait_for_output(
             rf"^{user}@\S+: \{{[^}}]*\}} (?P<status>\d{{3}}) .*$"
-            rf"|^(?:reg: )?(?:sip:)?{user}@\S+: (?:Register: )?(?P<error>.*(?:\d{{3}}|refused"
-            rf"|failed|timeout|Timeout|error).*)$", timeout)
+            rf"|^reg: sip:{user}@\S+: (?P<error>.*)$", timeout)
         if match.group("error"):
             raise BaresipError(f"registration failed: {match.group('error')}\n"
                                f"{self.output()[-6000:]}")
@@ -1021,3 +1028,81 @@ class Baresip:
             if cseq and cseq[0].split()[-1] == method:
                 statuses.append(int(message.start_line.split(" ")[1]))
         return statuses
+
+
+# ---------------------------------------------------------------------------
+# A scripted UDP registrar, to observe what a client sends
+# ---------------------------------------------------------------------------
+
+
+class RecordingRegistrar:
+    """A tiny UDP "registrar" that challenges with fixed WWW-Authenticate values.
+
+    It does NOT check credentials: a REGISTER without Authorization gets a 401
+    carrying every value of ``challenges`` (one header each, in order), one
+    with Authorization gets a 200 echoing its Contact. Every request is kept
+    in ``requests`` so a test can look at exactly what a client answered,
+    e.g. which of two challenges (SHA-256 and MD5, RFC 8760 §2.4 / RFC 7616
+    §3.7) it picked and which digest ``uri`` it signed.
+    """
+
+    def __init__(self, challenges: Sequence[str], *, host: str = "127.0.0.1") -> None:
+        self.challenges = list(challenges)
+        self.requests: list[str] = []
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind((host, 0))
+        self._socket.settimeout(0.1)
+        self.port = self._socket.getsockname()[1]
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name="recording-registrar")
+
+    def target(self, domain: str = "example.test") -> Target:
+        return Target(self._socket.getsockname()[0], self.port, "udp", domain)
+
+    def __enter__(self) -> RecordingRegistrar:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._running = False
+        self._thread.join(timeout=2)
+        self._socket.close()
+
+    def authorizations(self) -> list[dict[str, str]]:
+        """Parsed Authorization headers of the REGISTERs received, in order."""
+        return [digest_params(value) for request in self.requests
+                for value in header_values(request, "Authorization")]
+
+    def _serve(self) -> None:
+        while self._running:
+            try:
+                data, peer = self._socket.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            text = data.decode(errors="replace").replace("\r\n", "\n")
+            head = text.split("\n\n", 1)[0]
+            if not head.startswith("REGISTER ") and not head.split(" ", 1)[0].isupper():
+                continue
+            if head.startswith("SIP/2.0"):
+                continue
+            self.requests.append(head)
+            # RFC 3261 §8.2.6.2: copy Via, From, To (add a tag), Call-ID, CSeq.
+            copied = [line for line in head.split("\n")[1:]
+                      if line.split(":", 1)[0].strip().lower()
+                      in ("via", "v", "from", "f", "call-id", "i", "cseq")]
+            to = next((line for line in head.split("\n")
+                       if line.split(":", 1)[0].strip().lower() in ("to", "t")), "To: <sip:x>")
+            if ";tag=" not in to:
+                to += ";tag=rec1"
+            if not head.startswith("REGISTER "):
+                status, extra = "200 OK", []
+            elif header_values(head, "Authorization"):
+                status = "200 OK"
+                extra = [f"Contact: {c};expires=60" for c in header_values(head, "Contact")]
+            else:
+                status = "401 Unauthorized"
+                extra = [f"WWW-Authenticate: {c}" for c in self.challenges]
+            response = "\r\n".join([f"SIP/2.0 {status}", *copied, to, *extra,
+                                    "Content-Length: 0", "", ""])
+            self._socket.sendto(response.encode(), peer)
