@@ -49,19 +49,12 @@ class WallTime:
 
 
 class _FakeTimer:
-    __slots__ = ("deadline", "sequence", "callback", "active", "_clock")
+    __slots__ = ("callback", "active", "_clock")
 
-    def __init__(self, clock: FakeClock, deadline: float, sequence: int,
-                 callback: Callable[[], None]) -> None:
+    def __init__(self, clock: FakeClock, callback: Callable[[], None]) -> None:
         self._clock = clock
-        self.deadline = deadline
-        self.sequence = sequence
         self.callback = callback
         self.active = True
-
-    def __lt__(self, other: _FakeTimer) -> bool:
-        # Deadline order; equal deadlines fire in scheduling order.
-        return (self.deadline, self.sequence) < (other.deadline, other.sequence)
 
     def cancel(self) -> None:
         if self.active:
@@ -79,7 +72,9 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._heap: list[_FakeTimer] = []
+        # (deadline, sequence, timer): tuples compare in C; equal deadlines fire in
+        # scheduling order thanks to the sequence number.
+        self._heap: list[tuple[float, int, _FakeTimer]] = []
         self._sequence = 0
         self._active_count = 0
 
@@ -88,10 +83,10 @@ class FakeClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeTimer:
         # asyncio treats a negative delay as "as soon as possible"; so do we.
-        timer = _FakeTimer(self, self._now + max(delay, 0.0), self._sequence, callback)
+        timer = _FakeTimer(self, callback)
+        heapq.heappush(self._heap, (self._now + max(delay, 0.0), self._sequence, timer))
         self._sequence += 1
         self._active_count += 1
-        heapq.heappush(self._heap, timer)
         return timer
 
     def advance(self, seconds: float) -> None:
@@ -99,13 +94,13 @@ class FakeClock:
             raise ValueError("time cannot go backwards")
         end = self._now + seconds
         heap = self._heap
-        while heap and heap[0].deadline <= end:
-            timer = heapq.heappop(heap)
+        while heap and heap[0][0] <= end:
+            deadline, _, timer = heapq.heappop(heap)
             if not timer.active:
                 continue
             timer.active = False
             self._active_count -= 1
-            self._now = timer.deadline
+            self._now = deadline
             timer.callback()
         self._now = end
 

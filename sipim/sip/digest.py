@@ -200,6 +200,12 @@ class DigestCredentials:
     opaque: str | None = None
     userhash: bool = False     # RFC 7616 §3.4.4: username is H(username:realm)
 
+    @property
+    def ha1_algorithm(self) -> str:
+        """Which stored HA1 to pass to `verify`: "MD5" or "SHA-256" (a "-sess"
+        variant uses the same stored H(username:realm:password))."""
+        return self.algorithm[:-5] if self.algorithm.endswith("-sess") else self.algorithm
+
 
 def parse_credentials(value: str) -> DigestCredentials:
     """Parse a Digest Authorization value; raises only DigestError.
