@@ -35,7 +35,7 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 SCENARIOS_DIR = Path(__file__).with_name("scenarios")
