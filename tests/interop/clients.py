@@ -740,13 +740,13 @@ class Baresip:
     and the ``uuid`` file that becomes ``+sip.instance="<urn:uuid:...>"``.
     baresip always puts ``+sip.instance`` (from the uuid file) in its Contact;
     ``reg-id=1`` only comes with ``sipnat=outbound`` (``outbound=True``,
-    RFC 5626 §4.2). It always sends ``Supported: gruu, outbound, path`` and
-    reads pub-gruu/temp-gruu from the 200 (RFC 5627). It runs in the foreground in its own process group with
+    RFC 5626 §4.2), and so does ``Supported: gruu, outbound, path``. It runs in the foreground in its own process group with
     SIP tracing (``-s``) on; :meth:`stop` unregisters (baresip REGISTERs with
     expires=0 on SIGTERM) and kills the group if needed.
 
-    Transports: udp, tcp, tls (``sip_cafile`` = ``target.ca_file``; baresip
-    verifies the server certificate against it).
+    Transports: udp, tcp, tls (``sip_cafile`` = ``target.ca_file`` is written,
+    but baresip 1.0.0 does NOT verify the server certificate: it registers
+    with no CA file and with a CA that did not sign the server's cert).
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
