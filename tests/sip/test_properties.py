@@ -1,0 +1,248 @@
+"""Property-based tests (hypothesis) for the SIP message layer.
+
+1. generated valid messages round-trip: parse(serialize(m)) == m, and the
+   parsed fields are the generated ones;
+2. arbitrary (and mutated valid) bytes make parse_message / StreamFramer raise
+   SIPParseError and nothing else;
+3. a stream of several messages split at random points frames to the same
+   messages.
+"""
+
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sipim.sip import (
+    KeepAlive,
+    NameAddr,
+    Request,
+    Response,
+    SIPParseError,
+    StreamFramer,
+    Via,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+)
+from sipim.sip.headers import TOKEN_CHARS, quote
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CHEAP = settings(SETTINGS, max_examples=1000)
+EXPENSIVE = settings(SETTINGS, max_examples=40)
+
+tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=12)
+labels = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=8)
+domain_hosts = st.lists(labels, min_size=1, max_size=4).map(".".join)
+ipv4_hosts = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+ipv6_hosts = st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8).map(
+    lambda groups: "[" + ":".join(f"{g:x}" for g in groups) + "]"
+)
+hosts = st.one_of(domain_hosts, ipv4_hosts, ipv6_hosts)
+ports = st.none() | st.integers(1, 65535)
+# user parts: unreserved plus characters that need escaping
+users = st.text(alphabet=string.ascii_letters + string.digits + "-_.!~*'()&=+$,;?/ %@:é", min_size=1, max_size=12)
+param_values = st.none() | st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=8)
+param_names = st.text(alphabet=string.ascii_lowercase + "-", min_size=1, max_size=8)
+
+
+@st.composite
+def sip_uris(draw, with_headers=True):
+    from sipim.sip import SipURI
+
+    return SipURI(
+        draw(st.sampled_from(["sip", "sips"])),
+        draw(hosts),
+        user=draw(st.none() | users),
+        port=draw(ports),
+        params=draw(st.dictionaries(param_names, param_values, max_size=3)),
+        headers=draw(st.dictionaries(tokens.filter(lambda t: "%" not in t), st.text(alphabet=string.ascii_letters + " <>@", max_size=6), max_size=2))
+        if with_headers
+        else {},
+    )
+
+
+display_names = st.none() | st.text(alphabet=string.ascii_letters + string.digits + ' "\\,;<>@é', max_size=12)
+header_params = st.dictionaries(
+    param_names.filter(lambda n: n != "tag"),
+    st.none() | tokens | st.text(alphabet=string.ascii_letters + " ;,<>:", max_size=8).map(quote),
+    max_size=3,
+)
+
+
+@st.composite
+def name_addrs(draw, with_tag=True):
+    params = draw(header_params)
+    if with_tag and draw(st.booleans()):
+        params = {"tag": draw(tokens), **params}
+    uri = draw(sip_uris()).without_params()  # fresh object: serialized from components
+    return NameAddr(uri, draw(display_names), params)
+
+
+@st.composite
+def vias(draw):
+    params = {"branch": "z9hG4bK" + draw(tokens)}
+    if draw(st.booleans()):
+        params["rport"] = draw(st.none() | st.integers(1, 65535).map(str))
+    if draw(st.booleans()):
+        params["received"] = draw(ipv4_hosts)
+    return Via(draw(st.sampled_from(["UDP", "TCP", "TLS", "WS", "WSS"])), draw(hosts), draw(ports), params)
+
+
+methods = st.sampled_from(["INVITE", "REGISTER", "MESSAGE", "OPTIONS", "BYE", "SUBSCRIBE", "NOTIFY"]) | tokens
+bodies = st.binary(max_size=200)
+call_ids = st.text(alphabet=string.ascii_letters + string.digits + "-.!%*_+`'~()<>:\\\"/[]?{}@", min_size=1, max_size=20)
+
+
+@st.composite
+def requests(draw):
+    method = draw(methods)
+    headers = [("Via", str(via)) for via in draw(st.lists(vias(), min_size=1, max_size=3))]
+    headers += [
+        ("Max-Forwards", str(draw(st.integers(0, 255)))),
+        ("From", str(draw(name_addrs()))),
+        ("To", str(draw(name_addrs()))),
+        ("Call-ID", draw(call_ids)),
+        ("CSeq", f"{draw(st.integers(0, 2**31 - 1))} {method}"),
+    ]
+    headers += [("Contact", str(c)) for c in draw(st.lists(name_addrs(with_tag=False), max_size=2))]
+    headers += draw(st.lists(st.tuples(st.sampled_from(["Subject", "X-Custom", "User-Agent"]), st.text(alphabet=string.printable.strip() + " é", max_size=20).map(str.strip)), max_size=3))
+    return Request(method, draw(sip_uris(with_headers=False)), headers, draw(bodies))
+
+
+@st.composite
+def responses(draw):
+    request = draw(requests())
+    status = draw(st.integers(100, 699))
+    headers = [(name, value) for name, value in request.headers if name in ("Via", "From", "To", "Call-ID", "CSeq")]
+    reason = draw(st.text(alphabet=string.ascii_letters + " é", max_size=15).map(str.strip))
+    return Response(status, reason, headers, draw(bodies))
+
+
+messages = st.one_of(requests(), responses())
+
+
+# --- 1. round trips ---------------------------------------------------------------------
+
+
+@SETTINGS
+@given(messages)
+def test_property_generated_messages_round_trip(message):
+    data = message.to_bytes()
+    parsed = parse_message(data)
+    assert parsed == message
+    assert parsed.to_bytes() == data
+    # and the typed views agree with what was generated
+    assert parsed.vias == message.vias
+    assert parsed.from_ == message.from_
+    assert parsed.to == message.to
+    assert parsed.cseq == message.cseq
+
+
+@SETTINGS
+@given(sip_uris())
+def test_property_uri_round_trip_and_hash_consistency(uri):
+    again = parse_uri(str(uri))
+    assert again == uri
+    assert hash(again) == hash(uri)
+    assert str(parse_uri(str(again))) == str(again)
+
+
+@SETTINGS
+@given(name_addrs())
+def test_property_name_addr_round_trip(value):
+    assert parse_name_addr(str(value)) == value
+
+
+@SETTINGS
+@given(vias())
+def test_property_via_round_trip(via):
+    assert Via.parse(str(via)) == via
+
+
+# --- 2. hostile input raises SIPParseError only ------------------------------------------
+
+
+_INTERESTING = [b"\r\n", b"\r", b"\n", b" ", b"\t", b":", b";", b",", b'"', b"\\", b"<", b">", b"[", b"]", b"@",
+                b"%", b"=", b"/", b"\x00", b"\xff", b"\xc3", b"SIP/2.0", b"Content-Length: 99999999999", b"l: -1"]
+
+
+_HEADER_STARTS = [b"Via: SIP/2.0/UDP h;branch=z9hG4bK1", b"f: <sip:a@b>;tag=1", b"t: sip:c@d", b"i: x", b"CSeq: 1 INVITE",
+                  b"m: *", b"Contact: ", b"Expires: ", b"Max-Forwards: ", b"l: 4", b"Content-Length: "]
+
+
+def _only_parse_errors(data: bytes) -> None:
+    try:
+        message = parse_message(data)
+    except SIPParseError:
+        pass
+    else:
+        # whatever parsed must serialize and its accessors must not blow up
+        message.to_bytes()
+        for accessor in ("vias", "contacts", "expires", "max_forwards"):
+            try:
+                getattr(message, accessor)
+            except SIPParseError:
+                pass
+    framer = StreamFramer()
+    try:
+        for index in range(0, len(data), 7):
+            framer.feed(data[index : index + 7])
+    except SIPParseError:
+        pass
+
+
+@CHEAP
+@given(st.binary(max_size=400))
+def test_property_arbitrary_bytes_raise_only_sip_parse_error(data):
+    _only_parse_errors(data)
+
+
+@CHEAP
+@given(
+    st.sampled_from([b"INVITE sip:a@b SIP/2.0\r\n", b"SIP/2.0 200 OK\r\n", b"\r\n\r\n"]),
+    st.lists(st.sampled_from(_INTERESTING) | st.binary(max_size=5) | st.sampled_from(_HEADER_STARTS), max_size=40),
+)
+def test_property_arbitrary_header_soup_after_a_valid_start_line_raises_only_sip_parse_error(start, pieces):
+    _only_parse_errors(start + b"".join(pieces) + b"\r\n\r\nbody")
+
+
+@SETTINGS
+@given(messages, st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=0, max_size=3)), min_size=1, max_size=6))
+def test_property_mutated_valid_messages_raise_only_sip_parse_error(message, edits):
+    data = bytearray(message.to_bytes())
+    for position, replacement in edits:
+        position %= len(data) + 1
+        data[position : position + len(replacement) or position + 1] = replacement
+    _only_parse_errors(bytes(data))
+
+
+@SETTINGS
+@given(messages, st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(_INTERESTING)), min_size=1, max_size=6))
+def test_property_grammar_characters_inserted_anywhere_raise_only_sip_parse_error(message, inserts):
+    data = bytearray(message.to_bytes())
+    for position, fragment in inserts:
+        position %= len(data) + 1
+        data[position:position] = fragment
+    _only_parse_errors(bytes(data))
+
+
+# --- 3. stream framing independent of segmentation ------------------------------------------
+
+
+@EXPENSIVE
+@given(
+    st.lists(st.one_of(messages, st.just("ping")), min_size=1, max_size=4),
+    st.lists(st.integers(0, 5000), max_size=12),
+)
+def test_property_stream_split_at_random_points_yields_the_same_messages(items, cuts):
+    stream = b"".join(b"\r\n\r\n" if item == "ping" else item.to_bytes() for item in items)
+    expected = [KeepAlive() if item == "ping" else item for item in items]
+    framer = StreamFramer()
+    out = []
+    previous = 0
+    for cut in sorted({c % (len(stream) + 1) for c in cuts}) + [len(stream)]:
+        out += framer.feed(stream[previous:cut])
+        previous = cut
+    assert out == expected
+    assert framer.buffered == 0
