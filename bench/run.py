@@ -258,6 +258,9 @@ class KamailioTarget(Target):
             "kamailio", "-DD", "-E", "-f", str(KAMAILIO_CFG),
             "-Y", str(run_dir), "-P", str(run_dir / "kamailio.pid"), "-w", str(self.work_dir),
             "-m", "512", "-M", "16",
+            # Let the UDP receive buffer grow to 4 MB (default probing stops at 256 KB):
+            # bursts while a worker is descheduled must not overflow it.
+            "-b", str(4 * 1024 * 1024),
             "-l", f"udp:{LOOPBACK}:{self.port}", "-l", f"tcp:{LOOPBACK}:{self.port}",
             "-l", f"tls:{LOOPBACK}:{self.port + 1}",
             "-A", f'DBURL="sqlite:///{db_path}"', "-A", f'TLSCFG="{tls_cfg}"',
@@ -288,10 +291,13 @@ class SipimTarget(Target):
         self.data_dir = self.work_dir / "sipim-data"
         self.data_dir.mkdir()
         self._provision_users()
+        # sipp answers MD5 challenges only (and reads the first one), so every listener
+        # offers MD5 alone -- the same single challenge Kamailio sends.
+        digest = "?digest=MD5"
         command = [
             str(SIPIM_BIN), "serve", "--data-dir", str(self.data_dir), "--domain", DOMAIN,
-            "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}",
-            "--listen", f"tls:{LOOPBACK}:{self.port + 1}", "--allow-insecure", "--log-level", "warning",
+            "--listen", f"udp:{LOOPBACK}:{self.port}{digest}", "--listen", f"tcp:{LOOPBACK}:{self.port}{digest}",
+            "--listen", f"tls:{LOOPBACK}:{self.port + 1}{digest}", "--allow-insecure", "--log-level", "warning",
         ]
         log(f"   starting sipim on udp/tcp:{self.port} tls:{self.port + 1}")
         self.process = subprocess.Popen(command, cwd=self.work_dir, stdout=subprocess.DEVNULL,
@@ -369,6 +375,7 @@ class TargetResult:
     best: StepResult | None
     steps: list[StepResult] = field(default_factory=list)
     error: str = ""
+    load_average: float = 0.0  # 1-minute load average when the target started
 
 
 class SippRunner:
@@ -383,6 +390,8 @@ class SippRunner:
             "-t", self.endpoint.sipp_transport, "-i", LOOPBACK, "-bind_local",
             "-key", "domain", DOMAIN, "-key", "expires", "3600",
             "-nostdin", "-buff_size", str(4 * 1024 * 1024),
+            # -nd: on a failed call do not send sipp's default BYE/CANCEL (no dialog exists).
+            "-nd",
         ]
 
     def run_step(self, scenario: str, injection: Path, rate: int, duration: float,
@@ -624,7 +633,11 @@ def run_target(name: str, args: argparse.Namespace, stamp: str) -> TargetResult:
     log(f"== {args.scenario} / {name} / {args.transport}  (work dir {run_dir})")
     target = TARGETS[name](run_dir, args.users)
     bench: Benchmark | None = None
-    result = TargetResult(target=name, scenario=args.scenario, transport=args.transport, best=None)
+    result = TargetResult(target=name, scenario=args.scenario, transport=args.transport, best=None,
+                          load_average=round(os.getloadavg()[0], 2))
+    if result.load_average > 0.5:
+        log(f"   warning: load average {result.load_average} before the start -- other processes share "
+            "the CPU with sipp and the server; figures will be low and noisy")
     deadline = time.monotonic() + args.budget
     try:
         target.start()
