@@ -8,6 +8,7 @@ never touch sockets.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -98,19 +99,19 @@ class SipimServer:
         self.wall = WallTime()
 
         ssl_context = None
-        if any(ListenSpec.parse(s).transport in ("tls", "wss") for s in config.listen):
+        if any(l.spec.transport in ("tls", "wss") for l in config.listeners()):
             if config.tls_cert is not None:
                 ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
             else:
                 hosts = {"localhost", "127.0.0.1", "::1"}
-                hosts.update(ListenSpec.parse(s).host for s in config.listen)
+                hosts.update(l.spec.host for l in config.listeners())
                 hosts -= {"0.0.0.0", "::"}
                 self.tls_files = ensure_certificates(config.data_dir, config.domain, sorted(hosts))
                 ssl_context = server_ssl_context(self.tls_files.server_cert, self.tls_files.server_key)
 
         # Requests addressed to this server by IP (simple clients do that) mean our domain.
         aliases = set(config.domain_aliases) | {"localhost", "127.0.0.1", "::1", "[::1]"}
-        aliases.update(ListenSpec.parse(s).host for s in config.listen)
+        aliases.update(l.spec.host for l in config.listeners())
         aliases -= {"0.0.0.0", "::"}
         config.domain_aliases = tuple(sorted(aliases))
 
@@ -120,8 +121,15 @@ class SipimServer:
                                duration=config.lockout_duration)
         self.digest = DigestServer(config.domain, secret, self.wall, nonce_lifetime=config.nonce_lifetime,
                                    max_tracked_nonces=config.max_tracked_nonces)
+        # Filled once the transports are bound (port 0 means "any free port").
+        challenge_orders: dict[tuple[str, int], tuple[str, ...]] = {}
+
+        def challenge_order(source: Source) -> tuple[str, ...]:
+            return challenge_orders.get((source.transport, source.local[1])) or config.auth_algorithms
+
         self.authenticator = Authenticator(realm=config.domain, digest=self.digest, users=self.users,
-                                           lockout=self.lockout, now=self.wall.now)
+                                           lockout=self.lockout, now=self.wall.now,
+                                           challenge_order=challenge_order)
         self.location = LocationService()
         now = time.time()
         loaded = [b for b in await self.store.list_bindings() if b.expires_at > now]
@@ -145,7 +153,7 @@ class SipimServer:
         limits = ParserLimits(max_message_size=config.max_message_size, max_headers=config.max_headers,
                               max_line_length=config.max_line_length, max_uri_length=config.max_uri_length)
         self.transports = TransportManager(
-            [ListenSpec.parse(s) for s in config.listen],
+            [l.spec for l in config.listeners()],
             on_message=self._on_message,
             on_parse_error=self._on_parse_error,
             on_flow_closed=self._on_flow_closed,
@@ -155,6 +163,14 @@ class SipimServer:
             idle_timeout=config.connection_idle_timeout,
         )
         await self.transports.start()
+        # Tens of thousands of live transactions (UDP keeps each 32 s, RFC 3261 §17.2.2
+        # timer J) make every full collection rescan them all.  Freeze what start-up
+        # made and collect young objects less often; reference cycles are rare here.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+        for listener, (transport, _, port) in zip(config.listeners(), self.transports.listening()):
+            challenge_orders[(transport, port)] = listener.digest_algorithms
         self._tasks = [
             loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
