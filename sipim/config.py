@@ -34,6 +34,12 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SIPIM_DATA_DIR", "./sipim-data"))
 
 
+@dataclass(frozen=True)
+class Listener:
+    spec: "ListenSpec"  # noqa: F821 - sipim.transport.base.ListenSpec
+    digest_algorithms: tuple[str, ...]
+
+
 @dataclass
 class Config:
     # -- where and what ---------------------------------------------------
@@ -102,18 +108,42 @@ class Config:
     def local_domains(self) -> frozenset[str]:
         return frozenset({self.domain.lower(), *(a.lower() for a in self.domain_aliases)})
 
-    def validate(self) -> None:
+    def listeners(self) -> list[Listener]:
+        """The listen addresses with their per-listener options.
+
+        ``PROTO:HOST:PORT`` may end in ``?digest=MD5,SHA-256``: the order of the
+        digest challenges on that listener.  Clients that read only the first
+        challenge and know only MD5 (sipp, JsSIP, SIP.js) need MD5 first; others
+        get SHA-256 first (RFC 8760 §2.4).  WebSocket listeners default to MD5 first.
+        """
         from sipim.transport.base import ListenSpec  # late: keeps config import-light
 
+        found = []
+        for text in self.listen:
+            address, _, options = text.partition("?")
+            try:
+                spec = ListenSpec.parse(address)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            algorithms = (self.websocket_auth_algorithms if spec.transport in ("ws", "wss")
+                          else self.auth_algorithms)
+            for option in filter(None, options.split("&")):
+                name, _, value = option.partition("=")
+                if name != "digest" or not value:
+                    raise ConfigError(f"listen address {text!r}: unknown option {option!r} "
+                                      f"(known: digest=MD5,SHA-256)")
+                algorithms = tuple(a.strip().upper() for a in value.split(","))
+                if not set(algorithms) <= {"MD5", "SHA-256"} or len(set(algorithms)) != len(algorithms):
+                    raise ConfigError(f"listen address {text!r}: digest= takes MD5 and/or SHA-256")
+            found.append(Listener(spec, algorithms))
+        return found
+
+    def validate(self) -> None:
         if not self.domain or any(c in self.domain for c in " @:;<>\"/"):
             raise ConfigError(f"invalid domain {self.domain!r}")
         if not self.listen:
             raise ConfigError("nothing to listen on: give at least one --listen PROTO:HOST:PORT")
-        for spec in self.listen:
-            try:
-                ListenSpec.parse(spec)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        self.listeners()
         if not 0 < self.min_expires <= self.default_expires <= self.max_expires:
             raise ConfigError("expires settings must satisfy 0 < min_expires <= default_expires <= max_expires")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -125,7 +155,7 @@ class Config:
             raise ConfigError("max_devices_per_user must be at least 1")
 
     def insecure_listeners(self) -> list[str]:
-        return [spec for spec in self.listen if spec.split(":", 1)[0].lower() not in SECURE_TRANSPORTS]
+        return [str(l.spec) for l in self.listeners() if l.spec.transport not in SECURE_TRANSPORTS]
 
     # ------------------------------------------------------------------------
     @classmethod

@@ -17,6 +17,7 @@ from sipim.sip.digest import DigestCredentials, DigestError, DigestResult, Diges
 from sipim.sip.message import Request
 from sipim.store.base import Store
 from sipim.store.models import User
+from sipim.transport.base import Source
 
 # Audit results (also used by the registrar).
 CHALLENGED = "challenged"
@@ -91,8 +92,10 @@ class Authenticator:
         users: UserCache,
         lockout: Lockout,
         now: Callable[[], float],
+        challenge_order: Callable[[Source], tuple[str, ...]] = lambda source: ("SHA-256", "MD5"),
     ) -> None:
         self.realm = realm
+        self.challenge_order = challenge_order
         self._digest = digest
         self._users = users
         self._lockout = lockout
@@ -102,10 +105,10 @@ class Authenticator:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         return [(name, value) for value in self._digest.challenges(algorithms, stale=stale)]
 
-    async def authenticate(
-        self, request: Request, source_ip: str, *, proxy: bool, algorithms: tuple[str, ...]
-    ) -> AuthOutcome:
+    async def authenticate(self, request: Request, source: Source, *, proxy: bool) -> AuthOutcome:
         """Authenticate ``request`` (RFC 3261 §22.2 for UAS, §22.3 for proxies)."""
+        source_ip = source.remote[0]
+        algorithms = self.challenge_order(source)
         challenge_status = 407 if proxy else 401
         header = "Proxy-Authorization" if proxy else "Authorization"
 

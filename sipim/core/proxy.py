@@ -54,9 +54,7 @@ class CoreProxy:
         if request.method == "CANCEL":
             # RFC 3261 §9.2: a CANCEL matching no transaction of ours.
             return make_response(request, 481, "Call/Transaction Does Not Exist")
-        algorithms = (self._config.websocket_auth_algorithms if source.transport in ("ws", "wss")
-                      else self._config.auth_algorithms)
-        outcome = await self._auth.authenticate(request, source.remote[0], proxy=True, algorithms=algorithms)
+        outcome = await self._auth.authenticate(request, source, proxy=True)
         if not outcome.ok:
             response = make_response(request, outcome.status, outcome.reason)
             for name, value in outcome.challenge_headers:

@@ -90,8 +90,7 @@ class Registrar:
                 raise RegisterRefused(403, "REGISTER requires a secure transport (TLS or WSS)",
                                       audit_reason=f"REGISTER over {source.transport} refused (no --allow-insecure)")
             self._check_require(request)
-            outcome = await self._auth.authenticate(
-                request, source.remote[0], proxy=False, algorithms=self._algorithms_for(source))
+            outcome = await self._auth.authenticate(request, source, proxy=False)
             if not outcome.ok:
                 return self._auth_failure(request, source, aor, outcome, now)
             assert outcome.user is not None
@@ -108,11 +107,6 @@ class Registrar:
         self._audit(request, source, aor, outcome.user.username, result, reason, now, instance)
         await self._writer.committed()
         return response
-
-    def _algorithms_for(self, source: Source) -> tuple[str, ...]:
-        if source.transport in ("ws", "wss"):
-            return self._config.websocket_auth_algorithms
-        return self._config.auth_algorithms
 
     # -- RFC 3261 §10.3 steps 1-5 ----------------------------------------
     def _address_of_record(self, request: Request) -> str:

@@ -45,7 +45,8 @@ class SipimProcess:
     extra_args: tuple[str, ...] = ()
     config_text: str | None = None
     domain: str = DOMAIN
-    ports: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # first listener of each transport
+    listening: list[tuple[str, int]] = field(default_factory=list)  # every listener, in --listen order
     process: subprocess.Popen | None = None
     output: list[str] = field(default_factory=list)
 
@@ -69,6 +70,7 @@ class SipimProcess:
         deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
         self.ports = {}
+        self.listening = []
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:
@@ -76,7 +78,8 @@ class SipimProcess:
             self.output.append(line)
             match = _LISTEN_LINE.search(line.strip())
             if match:
-                self.ports[match.group(1)] = int(match.group(3))
+                self.ports.setdefault(match.group(1), int(match.group(3)))
+                self.listening.append((match.group(1), int(match.group(3))))
             if line.startswith("  add a user"):
                 return self
         self.stop()
