@@ -141,7 +141,7 @@ class Authenticator:
         user = await self._users.get(credentials.username)
         ha1 = None
         if user is not None and not user.disabled:
-            ha1 = user.ha1_sha256 if credentials.algorithm.upper() == "SHA-256" else user.ha1_md5
+            ha1 = user.ha1_sha256 if credentials.ha1_algorithm == "SHA-256" else user.ha1_md5
         if ha1 is None:
             # Same answer as a wrong password: the client must not learn which names exist.
             return self._failure(credentials.username, source_ip, now,
