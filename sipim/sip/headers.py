@@ -139,19 +139,21 @@ def unquote(text: str) -> str:
 def _end_of_quoted(text: str, start: int) -> int:
     """Index just past the closing quote of the quoted string opening at ``start``.
 
+    Jumps from quote to quote with str.find; a quote preceded by an odd
+    number of backslashes is a quoted-pair (§25.1) and does not close.
     Raises SIPParseError when the string is not terminated.
     """
     i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            return i + 1
-        i += 1
-    raise SIPParseError("Unterminated quoted string")
+    while True:
+        close = text.find('"', i)
+        if close < 0:
+            raise SIPParseError("Unterminated quoted string")
+        backslash = close - 1
+        while backslash > start and text[backslash] == "\\":
+            backslash -= 1
+        if (close - 1 - backslash) % 2 == 0:
+            return close + 1
+        i = close + 1
 
 
 def split_outside_quotes(text: str, separator: str, *, angle: bool = True) -> list[str]:
@@ -235,6 +237,15 @@ def format_params(params: dict[str, str | None]) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _checked(value: str) -> str:
+    """Refuse values that would break the framing when written out (a CR or
+    LF would let a value inject header lines).  A programming error, not a
+    parse error, hence ValueError."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"header value contains CR, LF or NUL: {value!r}")
+    return value
+
+
 class Headers:
     """Ordered multi-dict of header fields.
 
@@ -250,7 +261,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [
-            (header_key(name), canonical_name(name), value) for name, value in items
+            (header_key(name), canonical_name(name), _checked(value)) for name, value in items
         ]
         self._cache: dict[str, Any] = {}
 
@@ -323,7 +334,7 @@ class Headers:
         line of the same name (or at the very top), as a proxy does with Via
         (§16.6 step 8) or Record-Route."""
         key = header_key(name)
-        item = (key, canonical_name(name), value)
+        item = (key, canonical_name(name), _checked(value))
         self._cache.clear()
         if first:
             for index, (item_key, _, _) in enumerate(self._items):
@@ -342,7 +353,7 @@ class Headers:
         """Replace every line of ``name`` by one line per value, keeping position."""
         key = header_key(name)
         spelled = canonical_name(name)
-        new_items = [(key, spelled, value) for value in values]
+        new_items = [(key, spelled, _checked(value)) for value in values]
         position = None
         kept: list[tuple[str, str, str]] = []
         for item in self._items:

@@ -119,11 +119,19 @@ class Message:
 
     @property
     def from_(self) -> NameAddr:
-        return self.headers.cached("from", lambda: self._name_addr("From"))
+        cache = self.headers._cache  # inline fast path of Headers.cached
+        value = cache.get("from")
+        if value is None:
+            value = cache["from"] = self._name_addr("From")
+        return value
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.cached("to", lambda: self._name_addr("To"))
+        cache = self.headers._cache
+        value = cache.get("to")
+        if value is None:
+            value = cache["to"] = self._name_addr("To")
+        return value
 
     def _name_addr(self, name: str) -> NameAddr:
         value = self.headers.get(name)

@@ -99,6 +99,13 @@ class SipURI:
     headers: dict[str, str] = field(default_factory=dict)
     _text: str | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # Only for URIs built in code (the parser bypasses __init__):
+        # normalise what comparison and serialization assume is normalised.
+        object.__setattr__(self, "scheme", self.scheme.lower())
+        if any(key != key.lower() for key in self.params):
+            object.__setattr__(self, "params", {k.lower(): v for k, v in self.params.items()})
+
     # -- RFC 3261 §19.1.4 comparison ---------------------------------------
 
     def _host_key(self) -> str:
@@ -425,6 +432,10 @@ def parse_uri(text: str) -> URI:
 
 
 def _parse_uri(text: str) -> URI:
+    if text.startswith("sip:"):  # the hot path: skip the generic scheme checks
+        if not text.isprintable() or " " in text or "<" in text or ">" in text or '"' in text:
+            raise SIPParseError("bad character")
+        return _parse_sip_uri(text, "sip", text[4:])
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme or not scheme[0].isalpha() or scheme.strip(_SCHEME_CHARS):
         raise SIPParseError("no scheme")

@@ -8,6 +8,7 @@
    messages.
 """
 
+import os
 import string
 
 from hypothesis import HealthCheck, given, settings
@@ -27,9 +28,11 @@ from sipim.sip import (
 )
 from sipim.sip.headers import TOKEN_CHARS, quote
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CHEAP = settings(SETTINGS, max_examples=1000)
-EXPENSIVE = settings(SETTINGS, max_examples=40)
+# SIPIM_FUZZ_SCALE=50 pytest tests/sip/test_properties.py  -> a long fuzzing run
+SCALE = int(os.environ.get("SIPIM_FUZZ_SCALE", "1"))
+SETTINGS = settings(max_examples=100 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CHEAP = settings(SETTINGS, max_examples=1000 * SCALE)
+EXPENSIVE = settings(SETTINGS, max_examples=40 * SCALE)
 
 tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=12)
 labels = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=8)
