@@ -182,3 +182,14 @@ def test_rfc3261_20_16_cseq():
 def test_rfc3261_8_1_1_5_bad_cseq_raises(text):
     with pytest.raises(SIPParseError, match="Bad CSeq"):
         CSeq.parse(text)
+
+
+@pytest.mark.parametrize("value", ["a\r\nVia: injected", "a\nb", "a\rb", "a\x00b"])
+def test_header_values_with_cr_lf_or_nul_are_refused_so_serialization_cannot_inject_lines(value):
+    headers = Headers()
+    with pytest.raises(ValueError):
+        headers.add("Subject", value)
+    with pytest.raises(ValueError):
+        headers.set("Subject", value)
+    with pytest.raises(ValueError):
+        Headers([("Subject", value)])

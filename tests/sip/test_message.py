@@ -139,3 +139,12 @@ def test_make_response_is_independent_of_later_request_changes():
     response = make_response(request, 200, to_tag="x")
     request.headers.remove("Via")
     assert len(response.vias) == 3
+
+
+def test_headers_not_needed_for_routing_are_parsed_only_when_asked():
+    # A malformed Contact does not stop the message from being parsed (the
+    # hot path never looks at it); the accessor reports it when used.
+    data = INVITE.replace(b"Contact: <sip:alice@pc33.atlanta.com>", b"Contact: <sip:alice@pc33")
+    request = parse_message(data)
+    with pytest.raises(SIPParseError, match="Bad Contact"):
+        request.contacts

@@ -316,3 +316,10 @@ def test_name_addr_serialization_round_trips():
 def test_malformed_name_addr_raises_sip_parse_error(text):
     with pytest.raises(SIPParseError):
         parse_name_addr(text)
+
+
+def test_sip_uri_built_in_code_is_normalised_like_a_parsed_one():
+    built = SipURI("SIP", "Example.com", user="bob", params={"Transport": "TCP"})
+    assert built.scheme == "sip"
+    assert built.params == {"transport": "TCP"}
+    assert built == parse_uri("sip:bob@example.com;transport=tcp")
