@@ -13,6 +13,7 @@ serializes to exactly that, so forwarding never rewrites a URI it did not change
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -109,7 +110,14 @@ class SipURI:
     # -- RFC 3261 §19.1.4 comparison ---------------------------------------
 
     def _host_key(self) -> str:
-        return self.host.lower()
+        host = self.host.lower()
+        if host.startswith("["):
+            # "[2001:DB8:0::1]" and "[2001:db8::1]" are the same address
+            try:
+                return "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
+            except ValueError:
+                return host
+        return host
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SipURI):
@@ -166,7 +174,8 @@ class SipURI:
         Choice (documented for the core): keep the scheme (sips stays sips,
         RFC 3261 §10.3 step 5 canonicalizes to "sip:" only for user/host
         comparison, but a sips AOR demands TLS so we do not merge them), then
-        the unescaped-then-minimally-re-escaped user, the lower-cased host,
+        the unescaped-then-minimally-re-escaped user, the lower-cased host
+        (IPv6 in compressed form),
         and the port only when present and not the scheme's default.
         Parameters, password and headers are dropped.
         """
@@ -174,7 +183,7 @@ class SipURI:
         port = ""
         if self.port is not None and self.port != DEFAULT_PORTS.get(self.scheme):
             port = f":{self.port}"
-        return f"{self.scheme}:{user}{self.host.lower()}{port}"
+        return f"{self.scheme}:{user}{self._host_key()}{port}"
 
     @property
     def transport(self) -> str | None:

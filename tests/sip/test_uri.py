@@ -323,3 +323,9 @@ def test_sip_uri_built_in_code_is_normalised_like_a_parsed_one():
     assert built.scheme == "sip"
     assert built.params == {"transport": "TCP"}
     assert built == parse_uri("sip:bob@example.com;transport=tcp")
+
+
+def test_rfc3261_19_1_4_ipv6_hosts_compare_as_addresses():
+    assert parse_uri("sip:a@[2001:DB8:0::1]") == parse_uri("sip:a@[2001:db8::1]")
+    assert hash(parse_uri("sip:a@[2001:DB8:0::1]")) == hash(parse_uri("sip:a@[2001:db8::1]"))
+    assert parse_uri("sip:a@[2001:db8::1]") != parse_uri("sip:a@[2001:db8::2]")
