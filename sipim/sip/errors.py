@@ -13,10 +13,12 @@ class SIPParseError(Exception):
 
     ``reason`` is short enough to be used as a SIP reason phrase
     ("Bad CSeq header", "Missing Via").  ``status`` is the response code a
-    server should answer with (400, 413, 414, 505, 513).  ``partial`` is the
-    request as far as it could be read when the start line and the headers
-    needed to build a response (Via, From, To, Call-ID, CSeq) were valid, so
-    the server can answer instead of silently dropping (RFC 3261 §8.2, §16.3).
+    server should answer with (400, 414, 505, 513).  ``partial`` is the
+    request as far as it could be read, set when the start line was valid,
+    the top Via parsed and From, To, Call-ID and CSeq were present, so the
+    server can answer (``make_response`` copies those verbatim) instead of
+    silently dropping (RFC 3261 §8.2.6; RFC 4475 expects 400s).  Its headers are raw:
+    an accessor on the offending header raises SIPParseError again.
 
     ``recoverable`` is only meaningful for StreamFramer: True when the
     offending message was fully framed and consumed, so the stream is still in

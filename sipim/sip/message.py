@@ -302,6 +302,15 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+def _has_to_tag(request: Request) -> bool:
+    try:
+        return request.to.tag is not None
+    except SIPParseError:
+        # Answering a malformed request (SIPParseError.partial): its To is
+        # copied verbatim, without a tag we could not place reliably.
+        return True
+
+
 def make_response(
     request: Request,
     status: int,
@@ -325,7 +334,7 @@ def make_response(
     for key in ("via", "from", "to", "call-id", "cseq"):
         for item in source._items:
             if item[0] == key:
-                if key == "to" and to_tag is not None and request.to.tag is None:
+                if key == "to" and to_tag is not None and not _has_to_tag(request):
                     item = (item[0], item[1], f"{item[2]};tag={to_tag}")
                 items.append(item)
     for name, value in headers:

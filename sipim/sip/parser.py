@@ -239,31 +239,38 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _validate(message: Request | Response) -> None:
-    """The headers every message needs before anything can answer it
-    (§8.1.1: To, From, CSeq, Call-ID, Via; Max-Forwards checked later and
-    allowed to be absent).  Failing here means there is no ``partial``."""
-    # Each accessor raises "Missing X" / "Bad X header" and caches its result.
-    if message.top_via is None:
+    """What a server needs to *answer* the message at all (§8.2.6.2: the
+    response copies Via, From, To, Call-ID and CSeq; §18.2.2: it is routed by
+    the top Via).  The top Via must parse; the other four must be present —
+    they are copied verbatim, so a malformed From/To/CSeq can still be
+    answered with a 400 naming it.  Failing here means there is no ``partial``.
+    """
+    if message.top_via is None:  # raises "Bad Via header" when unparsable
         raise SIPParseError("Missing Via")
-    message.from_
-    message.to
-    message.call_id
-    message.cseq
+    headers = message.headers
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if not headers.get(name):
+            raise SIPParseError(f"Missing {name}")
 
 
 def _validate_after_partial(message: Request | Response, head: _Head) -> None:
-    """Checks whose failure still leaves a request the server can answer."""
+    """The rest of §8.1.1 and §7.3; a failure here still leaves a request the
+    server can answer (the error carries it as ``partial``)."""
+    # Each accessor raises "Bad X header" and caches its result.
+    message.from_
+    message.to
+    cseq = message.cseq
     if head.deferred is not None:
         raise head.deferred
     if isinstance(message, Request):
-        if message.cseq.method != message.method:
+        if cseq.method != message.method:
             raise SIPParseError("CSeq method does not match request method")
         message.max_forwards  # validates the value if present
 
 
 def _finish(head: _Head, message: Request | Response, validated: bool = False) -> Request | Response:
-    """Run the validations; attach ``partial`` to errors raised after the
-    dialog-identifying headers were known to be good."""
+    """Run the validations; attach ``partial`` to errors raised once the
+    message was known to be answerable."""
     if not validated:
         _validate(message)
     try:

@@ -334,16 +334,14 @@ def test_non_utf8_header_bytes_decode_as_latin1_instead_of_failing():
         ("missing Via", with_header_replaced(REGISTER, "Via", None), "Missing Via"),
         ("missing From", with_header_replaced(REGISTER, "From", None), "Missing From"),
         ("missing To", with_header_replaced(REGISTER, "To", None), "Missing To"),
-        ("missing Call-ID", with_header_replaced(REGISTER, "Call-ID", None), "Missing Call-ID"),
+        ("insuf: missing Call-ID", with_header_replaced(REGISTER, "Call-ID", None), "Missing Call-ID"),
         ("missing CSeq", with_header_replaced(REGISTER, "CSeq", None), "Missing CSeq"),
-        ("bad CSeq", with_header_replaced(REGISTER, "CSeq", "CSeq: abc REGISTER"), "Bad CSeq header"),
-        ("scalar02 huge CSeq", with_header_replaced(REGISTER, "CSeq", "CSeq: 36893488147419103232 REGISTER"), "Bad CSeq header"),
         ("bad Via", with_header_replaced(REGISTER, "Via", "Via: SIP/2.0/UDP"), "Bad Via header"),
-        ("quotbal", with_header_replaced(REGISTER, "To", 'To: "Mr. J. User <sip:j.user@example.com>'), "Bad To header"),
-        ("baddn", with_header_replaced(REGISTER, "From", "From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43"), "Bad From header"),
     ],
 )
-def test_rfc3261_8_1_1_bad_or_missing_mandatory_header_has_no_partial(case, data, reason):
+def test_rfc3261_8_2_6_unanswerable_messages_have_no_partial(case, data, reason):
+    # Without a routable top Via, or without the headers a response must copy,
+    # there is nothing the server could send back.
     with pytest.raises(SIPParseError) as info:
         parse_message(data)
     assert info.value.reason.startswith(reason), case
@@ -355,6 +353,10 @@ def test_rfc3261_8_1_1_bad_or_missing_mandatory_header_has_no_partial(case, data
     "case, data, reason",
     [
         ("mismatch01", with_header_replaced(REGISTER, "CSeq", "CSeq: 1826 OPTIONS"), "CSeq method does not match"),
+        ("bad CSeq", with_header_replaced(REGISTER, "CSeq", "CSeq: abc REGISTER"), "Bad CSeq header"),
+        ("scalar02 huge CSeq", with_header_replaced(REGISTER, "CSeq", "CSeq: 36893488147419103232 REGISTER"), "Bad CSeq header"),
+        ("quotbal", with_header_replaced(REGISTER, "To", 'To: "Mr. J. User <sip:j.user@example.com>'), "Bad To header"),
+        ("baddn", with_header_replaced(REGISTER, "From", "From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43"), "Bad From header"),
         ("scalar02 Max-Forwards", with_header_replaced(REGISTER, "Max-Forwards", "Max-Forwards: 300"), "Bad Max-Forwards"),
         ("negative Content-Length", with_header_replaced(REGISTER, "Content-Length", "Content-Length: -999"), "Bad Content-Length"),
         ("mcl01", with_header_replaced(MESSAGE, "Content-Length", "Content-Length: 18\r\nl: 19"), "Bad Content-Length"),
@@ -363,7 +365,7 @@ def test_rfc3261_8_1_1_bad_or_missing_mandatory_header_has_no_partial(case, data
         ("bad header name", with_header_replaced(REGISTER, "Expires", "Exp ires: 7200"), "Malformed header line"),
     ],
 )
-def test_errors_after_the_dialog_headers_carry_a_partial_request(case, data, reason):
+def test_rfc4475_errors_in_answerable_requests_carry_a_partial_request(case, data, reason):
     with pytest.raises(SIPParseError) as info:
         parse_message(data)
     assert info.value.reason.startswith(reason), case
@@ -563,3 +565,15 @@ def test_stream_body_bytes_are_not_scanned_for_message_boundaries():
     data = MESSAGE.replace(b"Content-Length: 18\r\n\r\nWatson, come here.", b"Content-Length: %d\r\n\r\n" % len(body) + body)
     out = feed_pieces(StreamFramer(), data + REGISTER, [10, 300, len(data) - 3])
     assert [m.body for m in out] == [body, b""]
+
+
+def test_rfc3261_8_2_6_a_400_can_be_built_from_the_partial_of_a_bad_cseq():
+    from sipim.sip import make_response
+
+    with pytest.raises(SIPParseError) as info:
+        parse_message(with_header_replaced(REGISTER, "CSeq", "CSeq: one REGISTER"))
+    response = make_response(info.value.partial, info.value.status, info.value.reason, to_tag="x")
+    data = response.to_bytes()
+    assert data.startswith(b"SIP/2.0 400 Bad CSeq header\r\n")
+    assert b"\r\nCSeq: one REGISTER\r\n" in data
+    assert b"\r\nTo: <sip:alice@example.com>;tag=x\r\n" in data
