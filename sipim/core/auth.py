@@ -9,7 +9,7 @@ decision of what to answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sipim.core.lockout import Lockout
@@ -23,6 +23,9 @@ from sipim.transport.base import Source
 CHALLENGED = "challenged"
 AUTH_FAILED = "auth failed"
 LOCKED = "locked"
+
+
+NOT_CACHED = object()
 
 
 class UserCache:
@@ -44,10 +47,17 @@ class UserCache:
         for user in await self._store.list_users(self._domain):
             self._users[user.username] = user
 
-    async def get(self, username: str) -> User | None:
+    def peek(self, username: str) -> User | None | object:
+        """The cached user, None if known not to exist, or NOT_CACHED."""
         user = self._users.get(username)
         if user is not None or username in self._unknown:
             return user
+        return NOT_CACHED
+
+    async def get(self, username: str) -> User | None:
+        user = self.peek(username)
+        if user is not NOT_CACHED:
+            return user  # type: ignore[return-value]
         user = await self._store.get_user(username, self._domain)
         if user is None:
             if len(self._unknown) >= self._max_negative:
@@ -105,8 +115,12 @@ class Authenticator:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         return [(name, value) for value in self._digest.challenges(algorithms, stale=stale)]
 
-    async def authenticate(self, request: Request, source: Source, *, proxy: bool) -> AuthOutcome:
-        """Authenticate ``request`` (RFC 3261 §22.2 for UAS, §22.3 for proxies)."""
+    def authenticate(self, request: Request, source: Source, *, proxy: bool) -> AuthOutcome | Awaitable[AuthOutcome]:
+        """Authenticate ``request`` (RFC 3261 §22.2 for UAS, §22.3 for proxies).
+
+        Answers at once when the user's HA1 is in memory (the hot path); returns an
+        awaitable only when the user must first be read from the store.
+        """
         source_ip = source.remote[0]
         algorithms = self.challenge_order(source)
         challenge_status = 407 if proxy else 401
@@ -138,7 +152,18 @@ class Authenticator:
                                audit_result=CHALLENGED, audit_reason="no credentials for this realm",
                                challenge_headers=self.challenge(proxy, algorithms))
 
+        user = self._users.peek(credentials.username)
+        if user is NOT_CACHED:
+            return self._verify_after_load(request, source_ip, credentials, proxy, algorithms, now)
+        return self._verify(request, source_ip, credentials, user, proxy, algorithms, now)
+
+    async def _verify_after_load(self, request, source_ip, credentials, proxy, algorithms, now) -> AuthOutcome:
         user = await self._users.get(credentials.username)
+        return self._verify(request, source_ip, credentials, user, proxy, algorithms, now)
+
+    def _verify(self, request: Request, source_ip: str, credentials: DigestCredentials, user: User | None,
+                proxy: bool, algorithms: tuple[str, ...], now: float) -> AuthOutcome:
+        challenge_status = 407 if proxy else 401
         ha1 = None
         if user is not None and not user.disabled:
             ha1 = user.ha1_sha256 if credentials.ha1_algorithm == "SHA-256" else user.ha1_md5

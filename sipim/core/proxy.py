@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sipim.config import Config
-from sipim.core.auth import Authenticator
+from sipim.core.auth import Authenticator, AuthOutcome
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.headers import quote
 from sipim.sip.uri import SipURI
@@ -54,7 +54,9 @@ class CoreProxy:
         if request.method == "CANCEL":
             # RFC 3261 §9.2: a CANCEL matching no transaction of ours.
             return make_response(request, 481, "Call/Transaction Does Not Exist")
-        outcome = await self._auth.authenticate(request, source, proxy=True)
+        outcome = self._auth.authenticate(request, source, proxy=True)
+        if not isinstance(outcome, AuthOutcome):
+            outcome = await outcome
         if not outcome.ok:
             response = make_response(request, outcome.status, outcome.reason)
             for name, value in outcome.challenge_headers:

@@ -11,8 +11,10 @@ crash.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from sipim.config import Config
@@ -81,7 +83,9 @@ class Registrar:
         self._local_domains = config.local_domains()
 
     # ------------------------------------------------------------------
-    async def handle(self, request: Request, source: Source) -> Response:
+    def handle(self, request: Request, source: Source) -> Response | Awaitable[Response]:
+        """Answer a REGISTER: a Response at once (refusals, challenges), or an
+        awaitable that resolves once the changed bindings are committed."""
         now = self._now()
         aor = ""
         try:
@@ -90,22 +94,52 @@ class Registrar:
                 raise RegisterRefused(403, "REGISTER requires a secure transport (TLS or WSS)",
                                       audit_reason=f"REGISTER over {source.transport} refused (no --allow-insecure)")
             self._check_require(request)
-            outcome = await self._auth.authenticate(request, source, proxy=False)
-            if not outcome.ok:
-                return self._auth_failure(request, source, aor, outcome, now)
-            assert outcome.user is not None
+        except RegisterRefused as refusal:
+            return self._refuse(request, source, aor, refusal, now)
+        outcome = self._auth.authenticate(request, source, proxy=False)
+        if isinstance(outcome, AuthOutcome):
+            return self._register(request, source, aor, outcome, now)
+        return self._register_after_auth(request, source, aor, outcome, now)
+
+    async def _register_after_auth(self, request, source, aor, pending, now) -> Response:
+        result = self._register(request, source, aor, await pending, now)
+        return result if isinstance(result, Response) else await result
+
+    def _register(self, request: Request, source: Source, aor: str, outcome: AuthOutcome,
+                  now: float) -> Response | Awaitable[Response]:
+        if not outcome.ok:
+            return self._auth_failure(request, source, aor, outcome, now)
+        assert outcome.user is not None
+        try:
             if f"sip:{outcome.user.username}@{self._config.domain}" != aor:
                 raise RegisterRefused(403, "Not allowed to register this address",
                                       audit_reason=f"{outcome.user.username} tried to register {aor}")
             response, result, reason, instance = self._apply(request, source, aor, now)
         except RegisterRefused as refusal:
-            response = make_response(request, refusal.status, refusal.reason)
-            for name, value in refusal.headers:
-                response.headers.add(name, value)
-            self._audit(request, source, aor, None, REFUSED, refusal.audit_reason, now)
-            return response
+            return self._refuse(request, source, aor, refusal, now)
         self._audit(request, source, aor, outcome.user.username, result, reason, now, instance)
-        await self._writer.committed()
+        return self._once_committed(response)
+
+    def _once_committed(self, response: Response) -> asyncio.Future[Response]:
+        """A future of ``response`` that resolves when the writer's batch commits."""
+        answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+        def resolve(committed: asyncio.Future[None]) -> None:
+            if answered.done():
+                return
+            if committed.exception() is not None:
+                answered.set_exception(committed.exception())
+            else:
+                answered.set_result(response)
+
+        self._writer.committed().add_done_callback(resolve)
+        return answered
+
+    def _refuse(self, request: Request, source: Source, aor: str, refusal: RegisterRefused, now: float) -> Response:
+        response = make_response(request, refusal.status, refusal.reason)
+        for name, value in refusal.headers:
+            response.headers.add(name, value)
+        self._audit(request, source, aor, None, REFUSED, refusal.audit_reason, now)
         return response
 
     # -- RFC 3261 §10.3 steps 1-5 ----------------------------------------
