@@ -69,6 +69,20 @@ def response_target(request: Request, source: Source) -> Target:
     return Target(source.transport, via.received or via.host, via.rport or via.port or 5060)
 
 
+def stamp_via(request: Request, source: Source) -> None:
+    """RFC 3261 §18.2.1 and RFC 3581 §4: note in the top Via where the request really came from."""
+    via = request.top_via
+    ip, port = source.remote
+    if via.has_rport:
+        stamped = via.with_params(received=ip, rport=str(port))
+    elif via.host != ip:
+        stamped = via.with_params(received=ip)
+    else:
+        return
+    request.headers.remove_first("Via")
+    request.headers.add("Via", str(stamped), first=True)
+
+
 def add_to_tag(response: Response) -> None:
     """RFC 3261 §8.2.6.2: a final response carries a To tag (the UAS picks it)."""
     if response.status > 100 and "tag" not in response.to.params:
@@ -204,18 +218,7 @@ class SipimServer:
             self._on_parse_error(SIPParseError(error.reason, error.status, message), source, b"")
 
     def _on_request(self, request: Request, source: Source) -> None:
-        via = request.top_via
-        # RFC 3261 §18.2.1 and RFC 3581 §4: note where the request really came from.
-        ip, port = source.remote
-        if via.has_rport:
-            stamped = via.with_params(received=ip, rport=str(port))
-        elif via.host != ip:
-            stamped = via.with_params(received=ip)
-        else:
-            stamped = via
-        if stamped is not via:
-            request.headers.remove_first("Via")
-            request.headers.add("Via", str(stamped), first=True)
+        stamp_via(request, source)
         target = response_target(request, source)
         transaction = self.transactions.receive_request(request, target)
         if transaction is None or request.method == "ACK":
@@ -274,6 +277,7 @@ class SipimServer:
         partial = error.partial
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
+                stamp_via(partial, source)
                 response = make_response(partial, error.status, error.reason)
                 add_to_tag(response)
                 self._send(response, response_target(partial, source))
