@@ -81,11 +81,15 @@ def stamp_via(request: Request, source: Source) -> None:
         return
     request.headers.remove_first("Via")
     request.headers.add("Via", str(stamped), first=True)
+    request.headers.remember("top_via", stamped)
 
 
-def add_to_tag(response: Response) -> None:
-    """RFC 3261 §8.2.6.2: a final response carries a To tag (the UAS picks it)."""
-    if response.status > 100 and "tag" not in response.to.params:
+def add_to_tag(request: Request, response: Response) -> None:
+    """RFC 3261 §8.2.6.2: a final response carries a To tag (the UAS picks it).
+
+    Decided on the request's To, already parsed, rather than parsing the response's.
+    """
+    if response.status > 100 and request.to.tag is None:
         response.headers.set("To", f"{response.headers.get('To')};tag={secrets.token_hex(6)}")
 
 
@@ -270,7 +274,7 @@ class SipimServer:
         self._respond(transaction, response)
 
     def _respond(self, transaction, response: Response) -> None:
-        add_to_tag(response)
+        add_to_tag(transaction.request, response)
         self.transactions.respond(transaction, response)
 
     def _on_parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
@@ -279,7 +283,7 @@ class SipimServer:
             try:
                 stamp_via(partial, source)
                 response = make_response(partial, error.status, error.reason)
-                add_to_tag(response)
+                add_to_tag(partial, response)
                 self._send(response, response_target(partial, source))
                 return
             except Exception:  # not even enough to answer: drop it

@@ -81,6 +81,8 @@ class Registrar:
         self._temp_gruus = temp_gruus
         self._now = now
         self._local_domains = config.local_domains()
+        # Contact as stored -> Contact without expires/GRUU params: parsed once, not per 200 OK.
+        self._contact_bases: dict[str, str] = {}
 
     # ------------------------------------------------------------------
     def handle(self, request: Request, source: Source) -> Response | Awaitable[Response]:
@@ -327,16 +329,21 @@ class Registrar:
         return response
 
     def _contact_value(self, binding: Binding, supported: set[str], now: float) -> str:
-        contact = parse_name_addr(binding.contact)
-        expires = max(0, int(binding.expires_at - now))
-        params = {k: v for k, v in contact.params.items() if k not in ("expires", "pub-gruu", "temp-gruu")}
-        params["expires"] = str(expires)
+        """The binding's Contact as the 200 OK lists it (RFC 3261 §10.3 step 8, RFC 5627 §5.2)."""
+        base = self._contact_bases.get(binding.contact)
+        if base is None:
+            contact = parse_name_addr(binding.contact)
+            params = {k: v for k, v in contact.params.items() if k not in ("expires", "pub-gruu", "temp-gruu")}
+            base = str(NameAddr(contact.uri, contact.display_name, params))
+            if len(self._contact_bases) >= 100_000:
+                self._contact_bases.clear()
+            self._contact_bases[binding.contact] = base
+        value = f"{base};expires={max(0, int(binding.expires_at - now))}"
         if binding.instance_id and "gruu" in supported:
-            # RFC 5627 §5.2
-            params["pub-gruu"] = f'"{public_gruu(binding.aor, binding.instance_id)}"'
+            value += f';pub-gruu="{public_gruu(binding.aor, binding.instance_id)}"'
             if binding.gruu_tag:
-                params["temp-gruu"] = f'"{binding.gruu_tag}"'
-        return str(NameAddr(contact.uri, contact.display_name, params))
+                value += f';temp-gruu="{binding.gruu_tag}"'
+        return value
 
     # -- failures and audit ------------------------------------------------------
     def _auth_failure(self, request: Request, source: Source, aor: str, outcome: AuthOutcome, now: float) -> Response:
@@ -392,15 +399,19 @@ def _contact_key(uri) -> str:
 
 
 def _first_instance(request: Request) -> str | None:
-    try:
-        contacts = request.contacts
-    except Exception:  # a malformed Contact is reported elsewhere; audit must not fail
-        return None
-    if isinstance(contacts, list):
-        for contact in contacts:
-            value = contact.params.get("+sip.instance")
-            if value:
-                return value.strip('"')
+    """The +sip.instance of the first Contact, for the audit trail.
+
+    Read from the raw header text: a challenged or refused REGISTER need not
+    pay for parsing its Contacts, nor fail on a malformed one.
+    """
+    for value in request.headers.raw_values("Contact"):
+        start = value.find("+sip.instance=")
+        if start >= 0:
+            rest = value[start + len("+sip.instance="):].lstrip()
+            if rest.startswith('"'):
+                end = rest.find('"', 1)
+                return rest[1:end] if end > 0 else None
+            return rest.split(";", 1)[0].split(",", 1)[0].strip() or None
     return None
 
 

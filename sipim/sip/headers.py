@@ -246,6 +246,13 @@ def _checked(value: str) -> str:
     return value
 
 
+# Which header each typed view of Message is computed from (see Headers._forget).
+_SLOT_HEADERS = {
+    "vias": "via", "top_via": "via", "from": "from", "to": "to", "cseq": "cseq",
+    "contacts": "contact", "expires": "expires", "max_forwards": "max-forwards",
+}
+
+
 class Headers:
     """Ordered multi-dict of header fields.
 
@@ -335,7 +342,7 @@ class Headers:
         (§16.6 step 8) or Record-Route."""
         key = header_key(name)
         item = (key, canonical_name(name), _checked(value))
-        self._cache.clear()
+        self._forget(key)
         if first:
             for index, (item_key, _, _) in enumerate(self._items):
                 if item_key == key:
@@ -366,14 +373,14 @@ class Headers:
             position = len(kept)
         kept[position:position] = new_items
         self._items = kept
-        self._cache.clear()
+        self._forget(key)
 
     def remove(self, name: str) -> int:
         """Remove every line of ``name``; returns how many were removed."""
         key = header_key(name)
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
-        self._cache.clear()
+        self._forget(key)
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
@@ -383,7 +390,7 @@ class Headers:
         for index, (item_key, spelled, value) in enumerate(self._items):
             if item_key == key:
                 parts = split_list(value) if key in LIST_HEADERS else [value]
-                self._cache.clear()
+                self._forget(key)
                 if len(parts) <= 1:
                     del self._items[index]
                 else:
@@ -392,6 +399,18 @@ class Headers:
         return None
 
     # -- typed-view cache --------------------------------------------------
+
+    def remember(self, slot: str, value: Any) -> None:
+        """Store a view computed elsewhere (e.g. the Via a server just stamped)."""
+        self._cache[slot] = value
+
+    def _forget(self, key: str) -> None:
+        """Drop the cached views derived from header ``key`` (and any view of
+        unknown origin).  Stamping a Via must not cost re-parsing From and To."""
+        cache = self._cache
+        if cache:
+            for slot in [slot for slot in cache if _SLOT_HEADERS.get(slot, key) == key]:
+                del cache[slot]
 
     def cached(self, slot: str, compute: Callable[[], Any]) -> Any:
         """Memoize a value derived from the headers until the next mutation."""
