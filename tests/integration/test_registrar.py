@@ -212,3 +212,24 @@ def test_registration_attempts_are_recorded_with_their_details(server):
     registered = next(r for r in records if r["result"] == "registered")
     assert registered["user"] == "bob" and registered["user_agent"] == "sipim-test-ua"
     assert registered["instance"].startswith("<urn:uuid:")
+
+
+def test_rfc3261_17_2_2_retransmitted_register_gets_the_same_answer_once_processed(server):
+    with ua(server, user="alice", transport="udp", instance=str(uuid.uuid4())) as alice:
+        first = alice.transact(alice.build("REGISTER", headers=[("Contact", alice.contact()), ("Expires", "600")]))
+        assert first.status == 401
+        from sipim.sip.digest import build_authorization, ha1, parse_challenge
+
+        challenge = parse_challenge(first.headers.get_all("WWW-Authenticate")[1])  # MD5
+        authorization = build_authorization(challenge, "REGISTER", "sip:example.test", "alice",
+                                            ha1("alice", "example.test", "alice-secret", "MD5"))
+        request = alice.build("REGISTER", headers=[("Contact", alice.contact()), ("Expires", "600"),
+                                                   ("Authorization", authorization)])
+        data = request.to_bytes()
+        alice.send_raw(data)
+        answer = alice.receive()
+        alice.send_raw(data)  # a UDP retransmission: same branch, same CSeq
+        again = alice.receive()
+        assert answer.status == again.status == 200
+        assert answer.to.tag == again.to.tag  # the transaction re-sent its response (§17.2.2)
+        alice.register(expires=0)
