@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 apt_install_missing \
-    sip-tester sipsak baresip socat \
+    sip-tester sipsak baresip socat linphone-cli \
     kamailio kamailio-sqlite-modules kamailio-tls-modules \
     kamailio-websocket-modules kamailio-postgres-modules
