@@ -115,6 +115,17 @@ def test_rfc3261_10_linphone_registers_over_plain_transports(linphonec_binary, s
                audit(sipim, "--user", "bob", "--result", "registered"))
 
 
+def test_rfc3261_10_2_8_linphone_retries_with_min_expires_after_423(linphonec_binary, sipim):
+    # sipim's default min_expires is 60: a 30 s registration gets 423 + Min-Expires,
+    # and linphonec asks again for that interval (re-using the nonce, nc=2).
+    with linphone(sipim, "tcp", BOB, expires=30) as agent:
+        assert agent.wait_registered().ok, agent.describe()
+        answers = agent.received_responses("REGISTER")
+        assert [m.status for m in answers] == [401, 423, 200]
+        assert answers[1].header("Min-Expires") == ["60"]
+        assert agent.sent_requests("REGISTER")[-1].header("Expires") == ["60"]
+
+
 def test_rfc3261_22_4_linphone_with_a_wrong_password_is_refused_and_recorded(linphonec_binary, sipim):
     instance = str(uuid.uuid4())
     with linphone(sipim, "tls", ("alice", "not-alices-password"), instance_uuid=instance) as agent:
