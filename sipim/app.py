@@ -31,7 +31,7 @@ from sipim.sip.clock import WallTime
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
 from sipim.store.models import CHANGE_USER
-from sipim.transport.base import ListenSpec, Source, Target
+from sipim.transport.base import Source, Target
 from sipim.transport.clock import AsyncioClock
 from sipim.transport.manager import TransportManager
 from sipim.transport.tls import ensure_certificates, server_ssl_context
@@ -90,7 +90,7 @@ def add_to_tag(request: Request, response: Response) -> None:
     Decided on the request's To, already parsed, rather than parsing the response's.
     """
     if response.status > 100 and request.to.tag is None:
-        response.headers.set("To", f"{response.headers.get('To')};tag={secrets.token_hex(6)}")
+        response.headers.set("To", f"{response.headers.get('To')};tag={os.urandom(6).hex()}")
 
 
 class SipimServer:

@@ -14,6 +14,10 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipim.transport.base import ListenSpec
 
 SECURE_TRANSPORTS = frozenset({"tls", "wss"})
 ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
@@ -36,7 +40,7 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Listener:
-    spec: "ListenSpec"  # noqa: F821 - sipim.transport.base.ListenSpec
+    spec: ListenSpec
     digest_algorithms: tuple[str, ...]
 
 

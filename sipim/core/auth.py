@@ -87,6 +87,7 @@ class AuthOutcome:
     audit_reason: str = ""
     challenge_headers: list[tuple[str, str]] = field(default_factory=list)
     username: str | None = None  # the name the client claimed, for the audit trail
+    algorithm: str | None = None  # the digest algorithm the client answered with
 
     @property
     def ok(self) -> bool:
@@ -176,7 +177,7 @@ class Authenticator:
         result = self._digest.verify(credentials, request.method, ha1, body=request.body)
         if result is DigestResult.OK:
             self._lockout.record_success(credentials.username, source_ip)
-            return AuthOutcome(user=user, username=credentials.username)
+            return AuthOutcome(user=user, username=credentials.username, algorithm=credentials.algorithm)
         if result is DigestResult.STALE:
             # RFC 7616 §3.3: the password was right, only the nonce is old.
             return AuthOutcome(status=challenge_status, reason="Stale nonce", audit_result=CHALLENGED,

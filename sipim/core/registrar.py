@@ -119,7 +119,8 @@ class Registrar:
             response, result, reason, instance = self._apply(request, source, aor, now)
         except RegisterRefused as refusal:
             return self._refuse(request, source, aor, refusal, now)
-        self._audit(request, source, aor, outcome.user.username, result, reason, now, instance)
+        self._audit(request, source, aor, outcome.user.username, result, f"{reason}; digest {outcome.algorithm}",
+                    now, instance)
         return self._once_committed(response)
 
     def _once_committed(self, response: Response) -> asyncio.Future[Response]:

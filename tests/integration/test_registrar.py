@@ -212,6 +212,7 @@ def test_registration_attempts_are_recorded_with_their_details(server):
     registered = next(r for r in records if r["result"] == "registered")
     assert registered["user"] == "bob" and registered["user_agent"] == "sipim-test-ua"
     assert registered["instance"].startswith("<urn:uuid:")
+    assert registered["reason"].endswith("digest SHA-256")  # the test UA answers the first challenge
 
 
 def test_rfc3261_17_2_2_retransmitted_register_gets_the_same_answer_once_processed(server):

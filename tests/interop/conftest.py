@@ -41,6 +41,11 @@ def sipsak_binary() -> str:
 
 
 @pytest.fixture(scope="session")
+def linphonec_binary() -> str:
+    return require_binary("linphonec", "linphone-cli")
+
+
+@pytest.fixture(scope="session")
 def baresip_binary() -> str:
     require_binary("stdbuf", "coreutils")
     return require_binary("baresip", "baresip-core")

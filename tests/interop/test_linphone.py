@@ -16,7 +16,6 @@ import trustme
 
 from tests.support.server import DOMAIN, SipimProcess
 
-from .conftest import require_binary
 from .linphone import Linphone
 
 pytestmark = pytest.mark.interop
@@ -33,11 +32,6 @@ LISTEN = (
     "tls:127.0.0.1:0",
     f"tls:127.0.0.1:0{MD5_FIRST}",
 )
-
-
-@pytest.fixture(scope="session")
-def linphonec_binary() -> str:
-    return require_binary("linphonec", "linphone-cli")
 
 
 @pytest.fixture(scope="module")
