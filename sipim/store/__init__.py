@@ -15,22 +15,41 @@ from __future__ import annotations
 
 from .base import Store
 from .errors import StoreError, StoreUnavailable, UserExists
+from .base import CLAIM_LEASE
 from .models import (
     CHANGE_USER,
+    HISTORY_IN,
+    HISTORY_OUT,
+    MESSAGE_DELIVERED,
+    MESSAGE_EXPIRED,
+    MESSAGE_PENDING,
     AuditRecord,
+    BatchResult,
     Binding,
     Change,
+    HistoryEntry,
+    StoredMessage,
     User,
     aor_of,
     aor_user_part,
+    new_message_id,
     user_key,
 )
 
 __all__ = [
     "CHANGE_USER",
+    "CLAIM_LEASE",
+    "HISTORY_IN",
+    "HISTORY_OUT",
+    "MESSAGE_DELIVERED",
+    "MESSAGE_EXPIRED",
+    "MESSAGE_PENDING",
     "AuditRecord",
+    "BatchResult",
     "Binding",
     "Change",
+    "HistoryEntry",
+    "StoredMessage",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -39,6 +58,7 @@ __all__ = [
     "aor_of",
     "aor_user_part",
     "is_postgres_url",
+    "new_message_id",
     "open_store",
     "user_key",
 ]

@@ -11,9 +11,16 @@ import abc
 from collections.abc import Sequence
 from types import TracebackType
 
-from .models import AuditRecord, Binding, Change, User
+from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User
 
 DEFAULT_AUDIT_LIMIT = 1000
+DEFAULT_HISTORY_LIMIT = 50
+DEFAULT_UNDELIVERED_LIMIT = 100
+
+CLAIM_LEASE = 64.0
+"""Seconds after which an unfinished delivery claim counts as abandoned (its node died
+mid-delivery) and another node may take it over. A MESSAGE client transaction ends
+within Timer F = 64*T1 = 32 s (RFC 3261 §17.1.2.2); twice that leaves a margin."""
 
 
 class Store(abc.ABC):
@@ -82,14 +89,28 @@ class Store(abc.ABC):
         upserts: Sequence[Binding] = (),
         deletes: Sequence[tuple[str, str]] = (),
         audit: Sequence[AuditRecord] = (),
-    ) -> None:
+        messages: Sequence[StoredMessage] = (),
+        history: Sequence[HistoryEntry] = (),
+    ) -> BatchResult:
         """Apply a group commit in ONE transaction: all of it or none of it.
 
         ``upserts`` insert or replace bindings by (aor, binding_key); ``deletes`` are
         (aor, binding_key) pairs (absent ones are ignored); ``audit`` rows are appended.
         The batch describes final states: the same key must not be both upserted and
         deleted (ValueError); if a key is upserted twice, the last one wins.
-        A failing row (e.g. a constraint violation) raises StoreError and nothing is written.
+
+        ``messages`` are stored for delivery (a MESSAGE is answered 202 only once its
+        batch committed, RFC 3428 §7). A message equal to one already stored -- same
+        sender and (call_id, cseq), or same sender and imdn_message_id -- or to an
+        earlier one of the same batch is a resent request: it is skipped, not an error,
+        and its id is reported in the result's ``duplicate_message_ids``; history
+        entries whose ``message_id`` is a skipped id are skipped with it. History
+        entries are otherwise appended, except that one (message_id, owner, direction)
+        is stored once.
+
+        A failing row (e.g. a constraint violation other than a duplicate message)
+        raises StoreError and nothing is written. Callers that only write bindings and
+        audit may ignore the result.
         """
 
     # ---- audit trail --------------------------------------------------------------
@@ -113,6 +134,130 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_audit(self, before_ts: float) -> int:
         """Delete audit records with ``ts < before_ts``; returns how many."""
+
+    # ---- pager messages: store-and-forward (RFC 3428 §7) -----------------------------
+    # Semantics. A pager MESSAGE to an AOR goes to EVERY device of the recipient
+    # (RFC 3428 §6: it forks like any non-INVITE request), including devices that
+    # register later while the message lives (until expires_at). Per device, delivery is
+    # decided by the database so that several nodes racing for the same device deliver
+    # once: claim_delivery() -> send -> finish_delivery(). The message's state is
+    # "delivered" as soon as ONE device took it (RFC 5438 §5.1: the IM was delivered to
+    # the IM Recipient), yet it keeps being offered to the recipient's other devices
+    # until it expires. "expired" is set by expire_messages() once expires_at passed;
+    # a message that expired still "pending" was never delivered to anyone (RFC 5438
+    # §8.2: the intermediary may then send a negative delivery notification).
+
+    @abc.abstractmethod
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        """The message with this id, whatever its state."""
+
+    @abc.abstractmethod
+    async def find_duplicate(
+        self, sender: str, imdn_message_id: str | None, call_id: str, cseq: int
+    ) -> StoredMessage | None:
+        """The stored message a new request from ``sender`` would duplicate: same
+        imdn_message_id (when not None; RFC 5438 §6.3 ids are globally unique), or same
+        call_id and cseq (a request resent after its transaction ended). None if new."""
+
+    @abc.abstractmethod
+    async def claim_delivery(
+        self,
+        message_id: str,
+        device_key: str,
+        node_id: str,
+        now: float,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> bool:
+        """Try to become the one sender of ``message_id`` to the device ``device_key``.
+
+        True when this caller got the claim and must now send the message and then call
+        finish_delivery(). False when the device already received it, another caller
+        holds a live claim (taken less than ``claim_lease`` seconds before ``now``), or
+        the message is unknown or no longer live (expired). A claim older than the lease
+        is taken over: its node presumably died mid-delivery. Atomic across processes
+        and nodes sharing the database.
+        """
+
+    @abc.abstractmethod
+    async def finish_delivery(
+        self, message_id: str, device_key: str, delivered: bool, now: float
+    ) -> bool:
+        """End a claim.
+
+        ``delivered=True``: the device took the message (a 2xx answered it); recorded
+        for good, and the message becomes "delivered" if it was "pending" (an expired
+        message stays "expired"). Returns True when THIS call made the message
+        delivered -- the first device -- so a caller can report delivery once.
+        ``delivered=False``: the attempt failed; the claim is released so a later
+        attempt (from any node) may retry. Returns False.
+        """
+
+    @abc.abstractmethod
+    async def undelivered_for_device(
+        self,
+        recipient: str,
+        device_key: str,
+        instance_id: str | None,
+        now: float,
+        limit: int = DEFAULT_UNDELIVERED_LIMIT,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> list[StoredMessage]:
+        """Live messages (``expires_at > now``, not "expired") to ``recipient`` that the
+        device ``device_key`` neither received nor has a live claim on, oldest first
+        (by created_at, then acceptance order). Messages targeted at another device
+        (``target_instance`` set and != ``instance_id``, RFC 5627 GRUU) are left out.
+        The caller still claims each one before sending it."""
+
+    @abc.abstractmethod
+    async def messages_pending(self, recipient: str | None = None) -> list[StoredMessage]:
+        """Messages in state "pending" (no device took them yet), oldest first,
+        optionally to one recipient. For the CLI and tests."""
+
+    @abc.abstractmethod
+    async def expire_messages(self, now: float) -> list[StoredMessage]:
+        """Mark every message with ``expires_at <= now`` not yet "expired" as "expired";
+        return (with state "expired") those that no device ever received, oldest first,
+        so the server can send the senders a failure report (RFC 5438 §8.2). Each
+        message is returned by exactly one call, even with several nodes calling."""
+
+    @abc.abstractmethod
+    async def purge_messages(self, before_ts: float) -> int:
+        """Delete messages that are done with (state "expired" or "delivered") and whose
+        ``expires_at < before_ts``, with their delivery claims; returns how many
+        messages. Live delivered messages are kept: later devices still get them, and
+        a pending one past expiry waits for expire_messages() to report it."""
+
+    # ---- message history -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def query_history(
+        self,
+        owner: str,
+        *,
+        peer: str | None = None,
+        since: float | None = None,
+        before: tuple[float, int] | None = None,
+        limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> list[HistoryEntry]:
+        """``owner``'s history, newest first, ordered by (ts, row_id) descending.
+
+        ``peer`` keeps one conversation; ``since`` keeps ``ts >= since``; ``before`` is
+        a cursor -- the :attr:`HistoryEntry.cursor` of the last entry of the previous
+        page -- and keeps entries strictly older than it in that order, so paging
+        returns every entry exactly once even when timestamps are equal.
+        """
+
+    @abc.abstractmethod
+    async def update_history_status(self, message_id: str, status: str) -> int:
+        """Set ``status`` on every history entry of ``message_id`` (the sender's and
+        the recipient's). Returns how many entries changed. The caller decides whether
+        a status may replace another (e.g. not "delivered" over "displayed")."""
+
+    @abc.abstractmethod
+    async def prune_history(self, before_ts: float) -> int:
+        """Delete history entries with ``ts < before_ts`` (retention); returns how many."""
 
     # ---- change feed ---------------------------------------------------------------
 

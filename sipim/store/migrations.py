@@ -170,6 +170,115 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX changes_ts ON changes (ts)",
         ),
     ),
+    Migration(
+        version=2,
+        description="pager messages (store-and-forward), per-device deliveries, history",
+        sqlite=(
+            # seq: a monotonic row id (AUTOINCREMENT never reuses one) that orders
+            # messages accepted within the same created_at.
+            """CREATE TABLE messages (
+                seq                      INTEGER PRIMARY KEY AUTOINCREMENT,
+                id                       TEXT NOT NULL UNIQUE,
+                sender                   TEXT NOT NULL,
+                recipient                TEXT NOT NULL,
+                target_instance          TEXT,
+                call_id                  TEXT NOT NULL,
+                cseq                     INTEGER NOT NULL,
+                imdn_message_id          TEXT,
+                content_type             TEXT NOT NULL,
+                body                     BLOB NOT NULL,
+                disposition_notification TEXT,
+                created_at               REAL NOT NULL,
+                expires_at               REAL NOT NULL,
+                state                    TEXT NOT NULL
+                    CHECK (state IN ('pending', 'delivered', 'expired'))
+            )""",
+            # Resent requests (write_batch skips them): RFC 3261 §8.2.2.2 merged-request
+            # identity (Call-ID, CSeq) and the RFC 5438 §6.3 Message-ID.
+            "CREATE UNIQUE INDEX messages_sender_call ON messages (sender, call_id, cseq)",
+            "CREATE UNIQUE INDEX messages_sender_imdn ON messages (sender, imdn_message_id) "
+            "WHERE imdn_message_id IS NOT NULL",
+            # undelivered_for_device / messages_pending: one recipient, oldest first.
+            "CREATE INDEX messages_recipient_created ON messages (recipient, created_at, seq)",
+            # expire_messages / purge_messages.
+            "CREATE INDEX messages_expires_at ON messages (expires_at)",
+            # One row per (message, device): a claim (delivered_at NULL) or a delivery.
+            """CREATE TABLE message_deliveries (
+                message_id   TEXT NOT NULL,
+                device_key   TEXT NOT NULL,
+                node_id      TEXT NOT NULL,
+                claimed_at   REAL NOT NULL,
+                delivered_at REAL,
+                PRIMARY KEY (message_id, device_key)
+            )""",
+            """CREATE TABLE history (
+                seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+                owner           TEXT NOT NULL,
+                peer            TEXT NOT NULL,
+                direction       TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+                message_id      TEXT NOT NULL,
+                imdn_message_id TEXT,
+                content_type    TEXT NOT NULL,
+                body            BLOB NOT NULL,
+                ts              REAL NOT NULL,
+                status          TEXT NOT NULL DEFAULT ''
+            )""",
+            # query_history pages by (ts, seq) descending, per owner or per conversation.
+            "CREATE INDEX history_owner_ts ON history (owner, ts, seq)",
+            "CREATE INDEX history_owner_peer_ts ON history (owner, peer, ts, seq)",
+            # update_history_status, and one entry per (message, owner, direction).
+            "CREATE UNIQUE INDEX history_message ON history (message_id, owner, direction)",
+            "CREATE INDEX history_ts ON history (ts)",
+        ),
+        postgresql=(
+            """CREATE TABLE messages (
+                seq                      bigserial PRIMARY KEY,
+                id                       text NOT NULL UNIQUE,
+                sender                   text NOT NULL,
+                recipient                text NOT NULL,
+                target_instance          text,
+                call_id                  text NOT NULL,
+                cseq                     bigint NOT NULL,
+                imdn_message_id          text,
+                content_type             text NOT NULL,
+                body                     bytea NOT NULL,
+                disposition_notification text,
+                created_at               double precision NOT NULL,
+                expires_at               double precision NOT NULL,
+                state                    text NOT NULL
+                    CHECK (state IN ('pending', 'delivered', 'expired'))
+            )""",
+            "CREATE UNIQUE INDEX messages_sender_call ON messages (sender, call_id, cseq)",
+            "CREATE UNIQUE INDEX messages_sender_imdn ON messages (sender, imdn_message_id) "
+            "WHERE imdn_message_id IS NOT NULL",
+            "CREATE INDEX messages_recipient_created ON messages (recipient, created_at, seq)",
+            "CREATE INDEX messages_expires_at ON messages (expires_at)",
+            """CREATE TABLE message_deliveries (
+                message_id   text NOT NULL,
+                device_key   text NOT NULL,
+                node_id      text NOT NULL,
+                claimed_at   double precision NOT NULL,
+                delivered_at double precision,
+                PRIMARY KEY (message_id, device_key)
+            )""",
+            """CREATE TABLE history (
+                seq             bigserial PRIMARY KEY,
+                owner           text NOT NULL,
+                peer            text NOT NULL,
+                direction       text NOT NULL CHECK (direction IN ('in', 'out')),
+                message_id      text NOT NULL,
+                imdn_message_id text,
+                content_type    text NOT NULL,
+                body            bytea NOT NULL,
+                ts              double precision NOT NULL,
+                status          text NOT NULL DEFAULT ''
+            )""",
+            "CREATE INDEX history_owner_ts ON history (owner, ts, seq)",
+            "CREATE INDEX history_owner_peer_ts ON history (owner, peer, ts, seq)",
+            "CREATE UNIQUE INDEX history_message ON history (message_id, owner, direction)",
+            "CREATE INDEX history_ts ON history (ts)",
+        ),
+    ),
 )
 
 

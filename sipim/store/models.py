@@ -5,7 +5,8 @@ Times are POSIX timestamps (float seconds, time.time()) everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,103 @@ class Change:
     kind: str
     key: str
     ts: float
+
+
+# ---- pager-mode messaging (RFC 3428) -------------------------------------------------------
+
+MESSAGE_PENDING = "pending"
+"""Accepted (answered 202, RFC 3428 §7) and no device has taken it yet."""
+MESSAGE_DELIVERED = "delivered"
+"""At least one device of the recipient took it (RFC 5438 §5.1 "delivered")."""
+MESSAGE_EXPIRED = "expired"
+"""Its lifetime passed (RFC 3428 §7 "expired"); no further delivery is attempted."""
+MESSAGE_STATES = (MESSAGE_PENDING, MESSAGE_DELIVERED, MESSAGE_EXPIRED)
+
+HISTORY_IN = "in"
+HISTORY_OUT = "out"
+
+
+def new_message_id() -> str:
+    """A fresh :attr:`StoredMessage.id` (uuid4 hex: 122 random bits)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A pager-mode MESSAGE (RFC 3428) the IM server accepted for store-and-forward.
+
+    ``sender`` and ``recipient`` are canonical AORs (``sip:alice@example.com``).
+    ``target_instance`` is the ``+sip.instance`` of the one device the message was
+    addressed to (its GRUU, RFC 5627 §3); None means "every device of the recipient"
+    (RFC 3428 §6: a pager message forks to all of them).
+    ``call_id``/``cseq`` and ``imdn_message_id`` (the CPIM Message-ID, RFC 5438 §6.3)
+    identify a resent request: the store keeps one message per (sender, call_id, cseq)
+    and per (sender, imdn_message_id) when the latter is set.
+    ``disposition_notification`` is the sender's Disposition-Notification value
+    (RFC 5438 §6.2), e.g. ``"positive-delivery, negative-delivery, display"``.
+    ``expires_at`` comes from the request's Expires (RFC 3428 §7) or the server default.
+    ``state`` is one of :data:`MESSAGE_STATES`.
+    """
+
+    id: str
+    sender: str
+    recipient: str
+    target_instance: str | None
+    call_id: str
+    cseq: int
+    imdn_message_id: str | None
+    content_type: str
+    body: bytes
+    disposition_notification: str | None
+    created_at: float
+    expires_at: float
+    state: str = MESSAGE_PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One message in a user's history: ``owner`` sent it to ``peer`` (direction
+    ``"out"``) or received it from ``peer`` (``"in"``).
+
+    A message between two users is normally two entries, one per owner, sharing
+    ``message_id`` (the :attr:`StoredMessage.id`). ``status`` is free text kept by the
+    IM server, e.g. "delivered", "displayed", "failed" (RFC 5438 §5).
+    ``row_id`` is assigned by the store (0 before insertion): with ``ts`` it orders
+    entries and makes the paging cursor (:attr:`cursor`). It takes no part in equality,
+    so an entry read back compares equal to the one written.
+    """
+
+    owner: str
+    peer: str
+    direction: str
+    message_id: str
+    imdn_message_id: str | None
+    content_type: str
+    body: bytes
+    ts: float
+    status: str = ""
+    row_id: int = field(default=0, compare=False)
+
+    @property
+    def cursor(self) -> tuple[float, int]:
+        """Pass as ``query_history(before=...)`` to get the next (older) page."""
+        return (self.ts, self.row_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What write_batch() did beyond "everything committed".
+
+    ``duplicate_message_ids`` are the ids of the messages of the batch that were NOT
+    stored because an equal message already existed (same sender and call_id/cseq, or
+    same sender and imdn_message_id) -- in the database or earlier in the same batch.
+    Their history entries were skipped too. The original is found with find_duplicate().
+    """
+
+    duplicate_message_ids: frozenset[str] = frozenset()
+
+
+EMPTY_BATCH_RESULT = BatchResult()
 
 
 # Change kinds the store itself publishes. Others are free-form strings chosen by callers.

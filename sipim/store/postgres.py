@@ -23,13 +23,27 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from . import migrations
-from .base import DEFAULT_AUDIT_LIMIT, Store, normalise_batch
+from .base import (
+    CLAIM_LEASE,
+    DEFAULT_AUDIT_LIMIT,
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_UNDELIVERED_LIMIT,
+    Store,
+    normalise_batch,
+)
 from .errors import StoreError, StoreUnavailable, UserExists
 from .models import (
     CHANGE_USER,
+    EMPTY_BATCH_RESULT,
+    MESSAGE_DELIVERED,
+    MESSAGE_EXPIRED,
+    MESSAGE_PENDING,
     AuditRecord,
+    BatchResult,
     Binding,
     Change,
+    HistoryEntry,
+    StoredMessage,
     User,
     aor_of,
     aor_user_part,
@@ -84,6 +98,37 @@ _INSERT_AUDIT = (
 # unnest(arrays) measured no faster than executemany, so upserts stay simple.
 _AUDIT_COPY_THRESHOLD = 32
 _USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled"
+_MESSAGE_COLUMNS = (
+    "id, sender, recipient, target_instance, call_id, cseq, imdn_message_id, content_type, "
+    "body, disposition_notification, created_at, expires_at, state"
+)
+# The whole batch of messages in ONE statement (one array per column): RETURNING then
+# names the rows actually inserted, which executemany() cannot tell. Without a conflict
+# target, a clash on ANY unique key (id, sender+call_id+cseq, sender+imdn_message_id),
+# including with an earlier row of the same statement or with a concurrent transaction
+# (which it waits for), skips the row; NOT NULL and CHECK failures still raise.
+# WITH ORDINALITY ... ORDER BY keeps the batch order for the seq column.
+_INSERT_MESSAGES = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
+    f"SELECT {_MESSAGE_COLUMNS} FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], "
+    "$8::text[], $9::bytea[], $10::text[], $11::float8[], $12::float8[], $13::text[]"
+    f") WITH ORDINALITY AS batch ({_MESSAGE_COLUMNS}, ord) ORDER BY ord "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_HISTORY_COLUMNS = (
+    "owner, peer, direction, message_id, imdn_message_id, content_type, body, ts, status"
+)
+# COPY cannot skip the (message_id, owner, direction) duplicates, so history also goes
+# in as one unnest() statement.
+_INSERT_HISTORY = (
+    f"INSERT INTO history ({_HISTORY_COLUMNS}) "
+    f"SELECT {_HISTORY_COLUMNS} FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], "
+    "$8::float8[], $9::text[]"
+    f") WITH ORDINALITY AS batch ({_HISTORY_COLUMNS}, ord) ORDER BY ord "
+    "ON CONFLICT (message_id, owner, direction) DO NOTHING"
+)
 
 
 class PostgresURL:
@@ -160,6 +205,59 @@ def _audit_from_record(r: asyncpg.Record) -> AuditRecord:
         ts=r["ts"], aor=r["aor"], username=r["username"], instance_id=r["instance_id"],
         user_agent=r["user_agent"], source=r["source"], transport=r["transport"],
         result=r["result"], reason=r["reason"],
+    )  # fmt: skip
+
+
+def _message_columns(messages: Sequence[StoredMessage]) -> list[list[Any]]:
+    """Column arrays for _INSERT_MESSAGES."""
+    return [
+        [m.id for m in messages],
+        [m.sender for m in messages],
+        [m.recipient for m in messages],
+        [m.target_instance for m in messages],
+        [m.call_id for m in messages],
+        [m.cseq for m in messages],
+        [m.imdn_message_id for m in messages],
+        [m.content_type for m in messages],
+        [m.body for m in messages],
+        [m.disposition_notification for m in messages],
+        [m.created_at for m in messages],
+        [m.expires_at for m in messages],
+        [m.state for m in messages],
+    ]
+
+
+def _history_columns(history: Sequence[HistoryEntry]) -> list[list[Any]]:
+    """Column arrays for _INSERT_HISTORY."""
+    return [
+        [h.owner for h in history],
+        [h.peer for h in history],
+        [h.direction for h in history],
+        [h.message_id for h in history],
+        [h.imdn_message_id for h in history],
+        [h.content_type for h in history],
+        [h.body for h in history],
+        [h.ts for h in history],
+        [h.status for h in history],
+    ]
+
+
+def _message_from_record(r: asyncpg.Record) -> StoredMessage:
+    return StoredMessage(
+        id=r["id"], sender=r["sender"], recipient=r["recipient"],
+        target_instance=r["target_instance"], call_id=r["call_id"], cseq=r["cseq"],
+        imdn_message_id=r["imdn_message_id"], content_type=r["content_type"],
+        body=r["body"], disposition_notification=r["disposition_notification"],
+        created_at=r["created_at"], expires_at=r["expires_at"], state=r["state"],
+    )  # fmt: skip
+
+
+def _history_from_record(r: asyncpg.Record) -> HistoryEntry:
+    return HistoryEntry(
+        owner=r["owner"], peer=r["peer"], direction=r["direction"],
+        message_id=r["message_id"], imdn_message_id=r["imdn_message_id"],
+        content_type=r["content_type"], body=r["body"], ts=r["ts"], status=r["status"],
+        row_id=r["seq"],
     )  # fmt: skip
 
 
@@ -303,12 +401,15 @@ class PostgresStore(Store):
         upserts: Sequence[Binding] = (),
         deletes: Sequence[tuple[str, str]] = (),
         audit: Sequence[AuditRecord] = (),
-    ) -> None:
+        messages: Sequence[StoredMessage] = (),
+        history: Sequence[HistoryEntry] = (),
+    ) -> BatchResult:
         upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit):
-            return
+        if not (upsert_list or delete_list or audit or messages or history):
+            return EMPTY_BATCH_RESULT
         upsert_rows = [_binding_row(b) for b in upsert_list]
         audit_rows = [_audit_row(a) for a in audit]
+        duplicates: frozenset[str] = frozenset()
         async with self._connection() as conn, conn.transaction():
             if delete_list:
                 await conn.executemany(
@@ -322,6 +423,17 @@ class PostgresStore(Store):
                 )
             elif audit_rows:
                 await conn.executemany(_INSERT_AUDIT, audit_rows)
+            if messages:
+                inserted = await conn.fetch(_INSERT_MESSAGES, *_message_columns(messages))
+                # Counting is enough when nothing was skipped (the common case).
+                if len(inserted) != len(messages):
+                    duplicates = frozenset(m.id for m in messages) - {r["id"] for r in inserted}
+            kept_history = (
+                [h for h in history if h.message_id not in duplicates] if duplicates else history
+            )
+            if kept_history:
+                await conn.execute(_INSERT_HISTORY, *_history_columns(kept_history))
+        return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
     # ---- audit -----------------------------------------------------------------------
 
@@ -357,6 +469,200 @@ class PostgresStore(Store):
     async def prune_audit(self, before_ts: float) -> int:
         async with self._connection() as conn:
             return _row_count(await conn.execute("DELETE FROM audit WHERE ts < $1", before_ts))
+
+    # ---- pager messages -----------------------------------------------------------------
+    # Several nodes may run these at once: each decision is one atomic statement (an
+    # upsert, or an UPDATE on rows locked FOR UPDATE), never read-then-write.
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        async with self._connection() as conn:
+            record = await conn.fetchrow(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id
+            )
+        return _message_from_record(record) if record else None
+
+    async def find_duplicate(
+        self, sender: str, imdn_message_id: str | None, call_id: str, cseq: int
+    ) -> StoredMessage | None:
+        # Two index look-ups (messages_sender_imdn, messages_sender_call); the IMDN id wins.
+        async with self._connection() as conn:
+            record = await conn.fetchrow(
+                f"(SELECT {_MESSAGE_COLUMNS}, 0 AS rank FROM messages "
+                " WHERE sender = $1 AND imdn_message_id = $2) "
+                f"UNION ALL (SELECT {_MESSAGE_COLUMNS}, 1 AS rank FROM messages "
+                " WHERE sender = $1 AND call_id = $3 AND cseq = $4) "
+                "ORDER BY rank LIMIT 1",
+                sender, imdn_message_id, call_id, cseq,
+            )  # fmt: skip
+        return _message_from_record(record) if record else None
+
+    async def claim_delivery(
+        self,
+        message_id: str,
+        device_key: str,
+        node_id: str,
+        now: float,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> bool:
+        # One statement. A concurrent claimer of the same (message, device) waits for
+        # the first one's insert to commit, then re-checks the DO UPDATE condition on
+        # the committed row: a fresh claim fails it, so exactly one caller wins.
+        async with self._connection() as conn:
+            won = await conn.fetchval(
+                "INSERT INTO message_deliveries (message_id, device_key, node_id, claimed_at) "
+                "SELECT id, $2, $3, $4 FROM messages WHERE id = $1 AND expires_at > $4 "
+                "AND state <> 'expired' "
+                "ON CONFLICT (message_id, device_key) DO UPDATE SET "
+                "node_id = excluded.node_id, claimed_at = excluded.claimed_at "
+                "WHERE message_deliveries.delivered_at IS NULL "
+                "AND message_deliveries.claimed_at <= $5 "
+                "RETURNING true",
+                message_id, device_key, node_id, now, now - claim_lease,
+            )  # fmt: skip
+        return bool(won)
+
+    async def finish_delivery(
+        self, message_id: str, device_key: str, delivered: bool, now: float
+    ) -> bool:
+        async with self._connection() as conn:
+            if not delivered:
+                await conn.execute(
+                    "DELETE FROM message_deliveries WHERE message_id = $1 AND device_key = $2 "
+                    "AND delivered_at IS NULL",
+                    message_id, device_key,
+                )  # fmt: skip
+                return False
+            async with conn.transaction():
+                # An upsert: the claim may have been taken over meanwhile; the device
+                # took the message anyway, and the first delivery time is kept.
+                await conn.execute(
+                    "INSERT INTO message_deliveries "
+                    "(message_id, device_key, node_id, claimed_at, delivered_at) "
+                    "VALUES ($1, $2, '', $3, $3) ON CONFLICT (message_id, device_key) DO UPDATE "
+                    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
+                    message_id, device_key, now,
+                )  # fmt: skip
+                # Row lock + re-check under READ COMMITTED: one device's call wins.
+                status = await conn.execute(
+                    "UPDATE messages SET state = $2 WHERE id = $1 AND state = $3",
+                    message_id, MESSAGE_DELIVERED, MESSAGE_PENDING,
+                )  # fmt: skip
+            return _row_count(status) == 1
+
+    async def undelivered_for_device(
+        self,
+        recipient: str,
+        device_key: str,
+        instance_id: str | None,
+        now: float,
+        limit: int = DEFAULT_UNDELIVERED_LIMIT,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> list[StoredMessage]:
+        async with self._connection() as conn:
+            records = await conn.fetch(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m "
+                "WHERE m.recipient = $1 AND m.expires_at > $2 AND m.state <> 'expired' "
+                "AND (m.target_instance IS NULL OR m.target_instance = $3) "
+                "AND NOT EXISTS (SELECT 1 FROM message_deliveries d "
+                "    WHERE d.message_id = m.id AND d.device_key = $4 "
+                "    AND (d.delivered_at IS NOT NULL OR d.claimed_at > $5)) "
+                "ORDER BY m.created_at, m.seq LIMIT $6",
+                recipient, now, instance_id, device_key, now - claim_lease, max(0, limit),
+            )  # fmt: skip
+        return [_message_from_record(r) for r in records]
+
+    async def messages_pending(self, recipient: str | None = None) -> list[StoredMessage]:
+        async with self._connection() as conn:
+            if recipient is None:
+                records = await conn.fetch(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = $1 "
+                    "ORDER BY created_at, seq",
+                    MESSAGE_PENDING,
+                )
+            else:
+                records = await conn.fetch(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE recipient = $1 "
+                    "AND state = $2 ORDER BY created_at, seq",
+                    recipient, MESSAGE_PENDING,
+                )  # fmt: skip
+        return [_message_from_record(r) for r in records]
+
+    async def expire_messages(self, now: float) -> list[StoredMessage]:
+        # FOR UPDATE SKIP LOCKED: two nodes sweeping at once take disjoint rows, and a
+        # row being delivered right now (locked by finish_delivery) is left for the next
+        # sweep, when its state is settled. previous_state tells "never delivered".
+        async with self._connection() as conn:
+            records = await conn.fetch(
+                "WITH due AS ("
+                "  SELECT seq, state FROM messages WHERE expires_at <= $1 AND state <> $2 "
+                "  FOR UPDATE SKIP LOCKED"
+                "), expired AS ("
+                "  UPDATE messages m SET state = $2 FROM due WHERE m.seq = due.seq "
+                f"  RETURNING {', '.join('m.' + c.strip() for c in _MESSAGE_COLUMNS.split(','))}, "
+                "  m.seq, due.state AS previous_state"
+                ") SELECT * FROM expired WHERE previous_state = $3 ORDER BY created_at, seq",
+                now, MESSAGE_EXPIRED, MESSAGE_PENDING,
+            )  # fmt: skip
+        return [_message_from_record(r) for r in records]
+
+    async def purge_messages(self, before_ts: float) -> int:
+        async with self._connection() as conn, conn.transaction():
+            purged = await conn.fetch(
+                "DELETE FROM messages WHERE expires_at < $1 AND state <> $2 RETURNING id",
+                before_ts, MESSAGE_PENDING,
+            )  # fmt: skip
+            if purged:
+                await conn.execute(
+                    "DELETE FROM message_deliveries WHERE message_id = ANY($1::text[])",
+                    [r["id"] for r in purged],
+                )
+            return len(purged)
+
+    # ---- history ----------------------------------------------------------------------
+
+    async def query_history(
+        self,
+        owner: str,
+        *,
+        peer: str | None = None,
+        since: float | None = None,
+        before: tuple[float, int] | None = None,
+        limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> list[HistoryEntry]:
+        params: list[Any] = [owner]
+        conditions = ["owner = $1"]
+        if peer is not None:
+            params.append(peer)
+            conditions.append(f"peer = ${len(params)}")
+        if since is not None:
+            params.append(since)
+            conditions.append(f"ts >= ${len(params)}")
+        if before is not None:
+            # A row comparison, which the (owner, [peer,] ts, seq) indexes serve directly.
+            params += [float(before[0]), int(before[1])]
+            conditions.append(f"(ts, seq) < (${len(params) - 1}, ${len(params)})")
+        params.append(max(0, limit))
+        sql = (
+            f"SELECT seq, {_HISTORY_COLUMNS} FROM history WHERE {' AND '.join(conditions)} "
+            f"ORDER BY ts DESC, seq DESC LIMIT ${len(params)}"
+        )
+        async with self._connection() as conn:
+            records = await conn.fetch(sql, *params)
+        return [_history_from_record(r) for r in records]
+
+    async def update_history_status(self, message_id: str, status: str) -> int:
+        async with self._connection() as conn:
+            return _row_count(
+                await conn.execute(
+                    "UPDATE history SET status = $2 WHERE message_id = $1", message_id, status
+                )
+            )
+
+    async def prune_history(self, before_ts: float) -> int:
+        async with self._connection() as conn:
+            return _row_count(await conn.execute("DELETE FROM history WHERE ts < $1", before_ts))
 
     # ---- change feed -------------------------------------------------------------------
 

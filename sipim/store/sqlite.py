@@ -14,6 +14,7 @@ transactions on a power loss. That is what sipim promises.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -23,13 +24,27 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import migrations
-from .base import DEFAULT_AUDIT_LIMIT, Store, normalise_batch
+from .base import (
+    CLAIM_LEASE,
+    DEFAULT_AUDIT_LIMIT,
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_UNDELIVERED_LIMIT,
+    Store,
+    normalise_batch,
+)
 from .errors import StoreError, StoreUnavailable, UserExists
 from .models import (
     CHANGE_USER,
+    EMPTY_BATCH_RESULT,
+    MESSAGE_DELIVERED,
+    MESSAGE_EXPIRED,
+    MESSAGE_PENDING,
     AuditRecord,
+    BatchResult,
     Binding,
     Change,
+    HistoryEntry,
+    StoredMessage,
     User,
     aor_of,
     aor_user_part,
@@ -61,6 +76,23 @@ _INSERT_AUDIT = (
     "transport, result, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled"
+_MESSAGE_COLUMNS = (
+    "id, sender, recipient, target_instance, call_id, cseq, imdn_message_id, content_type, "
+    "body, disposition_notification, created_at, expires_at, state"
+)
+# No conflict target: a clash on ANY unique key (id, sender+call_id+cseq,
+# sender+imdn_message_id) skips the row; NOT NULL and CHECK failures still raise.
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_HISTORY_COLUMNS = (
+    "owner, peer, direction, message_id, imdn_message_id, content_type, body, ts, status"
+)
+_INSERT_HISTORY = (
+    f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (message_id, owner, direction) DO NOTHING"
+)
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -139,6 +171,39 @@ def _audit_from_row(r: sqlite3.Row) -> AuditRecord:
         ts=r["ts"], aor=r["aor"], username=r["username"], instance_id=r["instance_id"],
         user_agent=r["user_agent"], source=r["source"], transport=r["transport"],
         result=r["result"], reason=r["reason"],
+    )  # fmt: skip
+
+
+def _message_row(m: StoredMessage) -> tuple[Any, ...]:
+    return (
+        m.id, m.sender, m.recipient, m.target_instance, m.call_id, m.cseq, m.imdn_message_id,
+        m.content_type, m.body, m.disposition_notification, m.created_at, m.expires_at, m.state,
+    )  # fmt: skip
+
+
+def _message_from_row(r: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        id=r["id"], sender=r["sender"], recipient=r["recipient"],
+        target_instance=r["target_instance"], call_id=r["call_id"], cseq=r["cseq"],
+        imdn_message_id=r["imdn_message_id"], content_type=r["content_type"],
+        body=bytes(r["body"]), disposition_notification=r["disposition_notification"],
+        created_at=r["created_at"], expires_at=r["expires_at"], state=r["state"],
+    )  # fmt: skip
+
+
+def _history_row(h: HistoryEntry) -> tuple[Any, ...]:
+    return (
+        h.owner, h.peer, h.direction, h.message_id, h.imdn_message_id, h.content_type,
+        h.body, h.ts, h.status,
+    )  # fmt: skip
+
+
+def _history_from_row(r: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(
+        owner=r["owner"], peer=r["peer"], direction=r["direction"],
+        message_id=r["message_id"], imdn_message_id=r["imdn_message_id"],
+        content_type=r["content_type"], body=bytes(r["body"]), ts=r["ts"],
+        status=r["status"], row_id=r["seq"],
     )  # fmt: skip
 
 
@@ -330,15 +395,19 @@ class SQLiteStore(Store):
         upserts: Sequence[Binding] = (),
         deletes: Sequence[tuple[str, str]] = (),
         audit: Sequence[AuditRecord] = (),
-    ) -> None:
+        messages: Sequence[StoredMessage] = (),
+        history: Sequence[HistoryEntry] = (),
+    ) -> BatchResult:
         upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit):
-            return
+        if not (upsert_list or delete_list or audit or messages or history):
+            return EMPTY_BATCH_RESULT
         # Convert on the event loop: cheap, and a bad value fails before touching the DB.
         upsert_rows = [_binding_row(b) for b in upsert_list]
         audit_rows = [_audit_row(a) for a in audit]
+        message_rows = [_message_row(m) for m in messages]
+        history_rows = [(h.message_id, _history_row(h)) for h in history]
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> BatchResult:
             with _Transaction(conn):
                 if delete_list:
                     conn.executemany(
@@ -348,8 +417,18 @@ class SQLiteStore(Store):
                     conn.executemany(_UPSERT_BINDING, upsert_rows)
                 if audit_rows:
                     conn.executemany(_INSERT_AUDIT, audit_rows)
+                # One execute per message: its rowcount (0 = skipped) names the duplicates.
+                duplicates = frozenset(
+                    row[0] for row in message_rows if conn.execute(_INSERT_MESSAGE, row).rowcount == 0
+                )
+                if history_rows:
+                    conn.executemany(
+                        _INSERT_HISTORY,
+                        [row for message_id, row in history_rows if message_id not in duplicates],
+                    )
+            return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
-        await self._run(work)
+        return await self._run(work)
 
     # ---- audit -----------------------------------------------------------------------
 
@@ -388,6 +467,224 @@ class SQLiteStore(Store):
         def work(conn: sqlite3.Connection) -> int:
             with _Transaction(conn):
                 return conn.execute("DELETE FROM audit WHERE ts < ?", (before_ts,)).rowcount
+
+        return await self._run(work)
+
+    # ---- pager messages -----------------------------------------------------------------
+    # SQLite runs one write transaction at a time (BEGIN IMMEDIATE), across processes
+    # too, so read-then-write inside one transaction is race-free here.
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        def work(conn: sqlite3.Connection) -> StoredMessage | None:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            return _message_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def find_duplicate(
+        self, sender: str, imdn_message_id: str | None, call_id: str, cseq: int
+    ) -> StoredMessage | None:
+        def work(conn: sqlite3.Connection) -> StoredMessage | None:
+            row = None
+            if imdn_message_id is not None:
+                row = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages "
+                    "WHERE sender = ? AND imdn_message_id = ?",
+                    (sender, imdn_message_id),
+                ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages "
+                    "WHERE sender = ? AND call_id = ? AND cseq = ?",
+                    (sender, call_id, cseq),
+                ).fetchone()
+            return _message_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def claim_delivery(
+        self,
+        message_id: str,
+        device_key: str,
+        node_id: str,
+        now: float,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                # The SELECT only yields a row for a live message; the upsert's WHERE
+                # lets it take over nothing but an abandoned (older than the lease) claim.
+                cursor = conn.execute(
+                    "INSERT INTO message_deliveries (message_id, device_key, node_id, claimed_at) "
+                    "SELECT id, ?, ?, ? FROM messages WHERE id = ? AND expires_at > ? "
+                    "AND state != 'expired' "
+                    "ON CONFLICT (message_id, device_key) DO UPDATE SET "
+                    "node_id = excluded.node_id, claimed_at = excluded.claimed_at "
+                    "WHERE message_deliveries.delivered_at IS NULL "
+                    "AND message_deliveries.claimed_at <= ?",
+                    (device_key, node_id, now, message_id, now, now - claim_lease),
+                )
+                return cursor.rowcount == 1
+
+        return await self._run(work)
+
+    async def finish_delivery(
+        self, message_id: str, device_key: str, delivered: bool, now: float
+    ) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                if not delivered:
+                    conn.execute(
+                        "DELETE FROM message_deliveries WHERE message_id = ? AND device_key = ? "
+                        "AND delivered_at IS NULL",
+                        (message_id, device_key),
+                    )
+                    return False
+                # An upsert: the claim may have been taken over meanwhile; the device
+                # took the message anyway, and the first delivery time is kept.
+                conn.execute(
+                    "INSERT INTO message_deliveries "
+                    "(message_id, device_key, node_id, claimed_at, delivered_at) "
+                    "VALUES (?, ?, '', ?, ?) ON CONFLICT (message_id, device_key) DO UPDATE "
+                    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
+                    (message_id, device_key, now, now),
+                )
+                return (
+                    conn.execute(
+                        "UPDATE messages SET state = ? WHERE id = ? AND state = ?",
+                        (MESSAGE_DELIVERED, message_id, MESSAGE_PENDING),
+                    ).rowcount
+                    == 1
+                )
+
+        return await self._run(work)
+
+    async def undelivered_for_device(
+        self,
+        recipient: str,
+        device_key: str,
+        instance_id: str | None,
+        now: float,
+        limit: int = DEFAULT_UNDELIVERED_LIMIT,
+        *,
+        claim_lease: float = CLAIM_LEASE,
+    ) -> list[StoredMessage]:
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m "
+            "WHERE m.recipient = ? AND m.expires_at > ? AND m.state != 'expired' "
+            "AND (m.target_instance IS NULL OR m.target_instance = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM message_deliveries d "
+            "    WHERE d.message_id = m.id AND d.device_key = ? "
+            "    AND (d.delivered_at IS NOT NULL OR d.claimed_at > ?)) "
+            "ORDER BY m.created_at, m.seq LIMIT ?"
+        )
+        params = (recipient, now, instance_id, device_key, now - claim_lease, max(0, limit))
+
+        def work(conn: sqlite3.Connection) -> list[StoredMessage]:
+            return [_message_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._run(work)
+
+    async def messages_pending(self, recipient: str | None = None) -> list[StoredMessage]:
+        def work(conn: sqlite3.Connection) -> list[StoredMessage]:
+            if recipient is None:
+                rows = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = ? "
+                    "ORDER BY created_at, seq",
+                    (MESSAGE_PENDING,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE recipient = ? AND state = ? "
+                    "ORDER BY created_at, seq",
+                    (recipient, MESSAGE_PENDING),
+                ).fetchall()
+            return [_message_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def expire_messages(self, now: float) -> list[StoredMessage]:
+        def work(conn: sqlite3.Connection) -> list[StoredMessage]:
+            with _Transaction(conn):
+                never_delivered = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE expires_at <= ? AND state = ? "
+                    "ORDER BY created_at, seq",
+                    (now, MESSAGE_PENDING),
+                ).fetchall()
+                conn.execute(
+                    "UPDATE messages SET state = ? WHERE expires_at <= ? AND state != ?",
+                    (MESSAGE_EXPIRED, now, MESSAGE_EXPIRED),
+                )
+            return [
+                dataclasses.replace(_message_from_row(r), state=MESSAGE_EXPIRED)
+                for r in never_delivered
+            ]
+
+        return await self._run(work)
+
+    async def purge_messages(self, before_ts: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                done = "expires_at < ? AND state != 'pending'"
+                conn.execute(
+                    "DELETE FROM message_deliveries WHERE message_id IN "
+                    f"(SELECT id FROM messages WHERE {done})",
+                    (before_ts,),
+                )
+                return conn.execute(f"DELETE FROM messages WHERE {done}", (before_ts,)).rowcount
+
+        return await self._run(work)
+
+    # ---- history ----------------------------------------------------------------------
+
+    async def query_history(
+        self,
+        owner: str,
+        *,
+        peer: str | None = None,
+        since: float | None = None,
+        before: tuple[float, int] | None = None,
+        limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> list[HistoryEntry]:
+        conditions = ["owner = ?"]
+        params: list[Any] = [owner]
+        if peer is not None:
+            conditions.append("peer = ?")
+            params.append(peer)
+        if since is not None:
+            conditions.append("ts >= ?")
+            params.append(since)
+        if before is not None:
+            # A row value comparison: strictly before (ts, seq) in the page order.
+            conditions.append("(ts, seq) < (?, ?)")
+            params += [before[0], before[1]]
+        params.append(max(0, limit))
+        sql = (
+            f"SELECT seq, {_HISTORY_COLUMNS} FROM history WHERE {' AND '.join(conditions)} "
+            "ORDER BY ts DESC, seq DESC LIMIT ?"
+        )
+
+        def work(conn: sqlite3.Connection) -> list[HistoryEntry]:
+            return [_history_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._run(work)
+
+    async def update_history_status(self, message_id: str, status: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute(
+                    "UPDATE history SET status = ? WHERE message_id = ?", (status, message_id)
+                ).rowcount
+
+        return await self._run(work)
+
+    async def prune_history(self, before_ts: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM history WHERE ts < ?", (before_ts,)).rowcount
 
         return await self._run(work)
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from sipim.store import AuditRecord, Binding, User
+from sipim.store import (
+    HISTORY_IN,
+    HISTORY_OUT,
+    MESSAGE_PENDING,
+    AuditRecord,
+    Binding,
+    HistoryEntry,
+    StoredMessage,
+    User,
+)
 
 DOMAIN = "example.com"
 
@@ -59,3 +68,52 @@ def sample_audit(ts: float, user: str = "alice", username: str | None = "alice",
         result=result,
         reason="",
     )
+
+
+ALICE = f"sip:alice@{DOMAIN}"
+BOB = f"sip:bob@{DOMAIN}"
+T0 = 1_700_000_000.0
+
+
+def sample_message(
+    n: int = 1,
+    sender: str = ALICE,
+    recipient: str = BOB,
+    *,
+    created_at: float = T0,
+    lifetime: float = 3600.0,
+    **changes,
+) -> StoredMessage:
+    """Message number ``n``: its id, Call-ID, CSeq and IMDN Message-ID derive from n."""
+    fields = dict(
+        id=f"{n:032x}",
+        sender=sender,
+        recipient=recipient,
+        target_instance=None,
+        call_id=f"call-{n}",
+        cseq=n,
+        imdn_message_id=f"imdn-{n}",
+        content_type="text/plain",
+        body=f"hello {n}\x00\xff".encode("latin-1"),
+        disposition_notification="positive-delivery, negative-delivery, display",
+        created_at=created_at,
+        expires_at=created_at + lifetime,
+        state=MESSAGE_PENDING,
+    )
+    fields.update(changes)
+    return StoredMessage(**fields)
+
+
+def sample_history_pair(message: StoredMessage, ts: float | None = None) -> list[HistoryEntry]:
+    """The sender's "out" entry and the recipient's "in" entry of a message."""
+    common = dict(
+        message_id=message.id,
+        imdn_message_id=message.imdn_message_id,
+        content_type=message.content_type,
+        body=message.body,
+        ts=message.created_at if ts is None else ts,
+    )
+    return [
+        HistoryEntry(owner=message.sender, peer=message.recipient, direction=HISTORY_OUT, **common),
+        HistoryEntry(owner=message.recipient, peer=message.sender, direction=HISTORY_IN, **common),
+    ]

@@ -118,7 +118,7 @@ async def test_appended_migration_runs_exactly_once(database_url: str, monkeypat
     store = await open_store(database_url)
     await store.close()
     probe = "INSERT INTO changes (kind, key, ts) VALUES ('migration', 'v2', 0)"
-    extra = migrations.Migration(2, "probe", sqlite=(probe,), postgresql=(probe,))
+    extra = migrations.Migration(migrations.latest_version() + 1, "probe", sqlite=(probe,), postgresql=(probe,))
     monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, extra))
     for _ in range(2):
         store = await open_store(database_url)
