@@ -534,12 +534,14 @@ class PostgresStore(Store):
                 )  # fmt: skip
                 return False
             async with conn.transaction():
-                # An upsert: the claim may have been taken over meanwhile; the device
-                # took the message anyway, and the first delivery time is kept.
+                # An upsert, so no claim is needed (a live delivery records itself) and a
+                # claim taken over meanwhile does not matter: the device took the message.
+                # The first delivery time is kept; an unknown message records nothing.
                 await conn.execute(
                     "INSERT INTO message_deliveries "
                     "(message_id, device_key, node_id, claimed_at, delivered_at) "
-                    "VALUES ($1, $2, '', $3, $3) ON CONFLICT (message_id, device_key) DO UPDATE "
+                    "SELECT id, $2, '', $3, $3 FROM messages WHERE id = $1 "
+                    "ON CONFLICT (message_id, device_key) DO UPDATE "
                     "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
                     message_id, device_key, now,
                 )  # fmt: skip

@@ -543,14 +543,16 @@ class SQLiteStore(Store):
                         (message_id, device_key),
                     )
                     return False
-                # An upsert: the claim may have been taken over meanwhile; the device
-                # took the message anyway, and the first delivery time is kept.
+                # An upsert, so no claim is needed (a live delivery records itself) and a
+                # claim taken over meanwhile does not matter: the device took the message.
+                # The first delivery time is kept; an unknown message records nothing.
                 conn.execute(
                     "INSERT INTO message_deliveries "
                     "(message_id, device_key, node_id, claimed_at, delivered_at) "
-                    "VALUES (?, ?, '', ?, ?) ON CONFLICT (message_id, device_key) DO UPDATE "
+                    "SELECT id, ?, '', ?, ? FROM messages WHERE id = ? "
+                    "ON CONFLICT (message_id, device_key) DO UPDATE "
                     "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
-                    (message_id, device_key, now, now),
+                    (device_key, now, now, message_id),
                 )
                 return (
                     conn.execute(

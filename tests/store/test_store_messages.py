@@ -291,7 +291,8 @@ async def test_history_filters_by_peer_and_since(store: Store):
 async def test_rfc5438_history_status_updates_both_owners_entries(store: Store):
     message = sample_message(1)
     other = sample_message(2)
-    await store.write_batch(messages=[message, other], history=sample_history_pair(message) + sample_history_pair(other))
+    history = sample_history_pair(message) + sample_history_pair(other)
+    await store.write_batch(messages=[message, other], history=history)
     assert await store.update_history_status(message.id, "delivered") == 2
     assert await store.update_history_status(message.id, "displayed") == 2
     assert await store.update_history_status("nope", "failed") == 0
@@ -305,3 +306,13 @@ async def test_prune_history_deletes_only_older_entries(store: Store):
     assert await store.prune_history(T0 + 3) == 3
     assert [e.message_id for e in await store.query_history(BOB)] == ["m4", "m3"]
     assert await store.prune_history(T0 + 3) == 0
+
+
+async def test_live_delivery_is_recorded_without_a_claim_and_blocks_later_claims(store: Store):
+    message = sample_message(1)
+    await store.write_batch(messages=[message])
+    assert await store.claim_delivery(message.id, "laptop", "node-b", T0)  # another node catching up
+    assert await store.finish_delivery(message.id, "phone", True, T0) is True  # answered live, no claim
+    assert await store.claim_delivery(message.id, "phone", "node-b", T0) is False
+    assert await store.undelivered_for_device(BOB, "phone", PHONE, T0) == []
+    assert await store.finish_delivery("0" * 32, "phone", True, T0) is False  # unknown: nothing recorded
