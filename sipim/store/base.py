@@ -188,8 +188,9 @@ class Store(abc.ABC):
         ``delivered=True``: the device took the message (a 2xx answered it); recorded
         for good, with or without a prior claim (a message delivered live, before it
         was offered from the store, is recorded this way directly), and the message
-        becomes "delivered" if it was "pending" (an expired message stays "expired"). Returns True when THIS call made the message
-        delivered -- the first device -- so a caller can report delivery once.
+        becomes "delivered" if it was "pending" (an expired message stays "expired").
+        Returns True when THIS call made the message delivered -- the first device --
+        so a caller can report delivery once.
         ``delivered=False``: the attempt failed; the claim is released so a later
         attempt (from any node) may retry. Returns False.
         """
