@@ -23,6 +23,10 @@ from sipim.core.lockout import Lockout
 from sipim.core.proxy import CoreProxy
 from sipim.core.registrar import Registrar
 from sipim.core.writer import StoreWriter
+from sipim.im.devices import CoreGateway
+from sipim.im.pager import PagerService
+from sipim.web.app import make_web_app
+from sipim.web.auth import HttpDigestAuth
 from sipim.sip.digest import DigestServer
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
@@ -41,7 +45,7 @@ log = logging.getLogger("sipim")
 # Change-feed kinds published by the CLI for a running server (besides the store's "user").
 CHANGE_BINDING_REMOVED = "binding-removed"
 
-ALLOW = "REGISTER, OPTIONS, MESSAGE, ACK, CANCEL, BYE"
+ALLOW = "REGISTER, OPTIONS, MESSAGE, ACK, CANCEL"
 
 
 def load_secret(data_dir: Path) -> bytes:
@@ -155,11 +159,12 @@ class SipimServer:
         self.writer = StoreWriter(self.store, flush_interval=config.store_flush_interval,
                                   max_batch=config.store_max_batch)
         self.writer.start()
+        self.temp_gruus = TempGruuCodec(secret, config.domain)
         self.registrar = Registrar(config, location=self.location, writer=self.writer,
                                    authenticator=self.authenticator,
-                                   temp_gruus=TempGruuCodec(secret, config.domain), now=self.wall.now)
-        self.proxy = CoreProxy(config, authenticator=self.authenticator)
+                                   temp_gruus=self.temp_gruus, now=self.wall.now)
         self.transactions = TransactionLayer(self.clock, self._send, t1=config.t1, t2=config.t2, t4=config.t4)
+        self.proxy = CoreProxy(config, authenticator=self.authenticator)
         self._last_change_id = await self.store.latest_change_id()
 
         # Bindings that came over connections of the previous process: their flows are
@@ -179,7 +184,22 @@ class SipimServer:
             parser_limits=limits,
             max_connections_per_ip=config.max_connections_per_ip,
             idle_timeout=config.connection_idle_timeout,
+            http_app_factory=make_web_app(
+                store=self.store, domain=config.domain,
+                auth=HttpDigestAuth(realm=config.domain, domain=config.domain, digest=self.digest,
+                                    users=self.users, lockout=self.lockout, now=self.wall.now)),
         )
+        self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
+                                   transports=self.transports, now=self.wall.now)
+
+        async def user_exists(aor: str) -> bool:
+            return await self.users.get(aor.split(":", 1)[1].rpartition("@")[0]) is not None
+
+        self.pager = PagerService(config, store=self.store, writer=self.writer, gateway=self.gateway,
+                                  temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now)
+        await self.pager.start()
+        self.proxy.role = self.pager
+        self.registrar.on_registered.append(self.pager.on_registered)
         await self.transports.start()
         # Tens of thousands of live transactions (UDP keeps each 32 s, RFC 3261 §17.2.2
         # timer J) make every full collection rescan them all.  Freeze what start-up
@@ -193,6 +213,7 @@ class SipimServer:
             loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
             loop.create_task(self._every(3600, self._prune), name="prune"),
+            loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages), name="messages"),
         ]
 
     async def stop(self) -> None:
@@ -202,6 +223,8 @@ class SipimServer:
             await self.transports.stop()
         if self._pending:
             await asyncio.wait(self._pending, timeout=2)
+        if getattr(self, "pager", None) is not None:
+            await self.pager.stop()
         if getattr(self, "writer", None) is not None:
             await self.writer.stop()
         if self.store is not None:
@@ -340,6 +363,9 @@ class SipimServer:
                     flow = self.transports.get_flow(removed.flow_id) if self.transports else None
                     if flow is not None:
                         flow.close()
+
+    async def _expire_messages(self) -> None:
+        await self.pager.expire()
 
     async def _prune(self) -> None:
         cutoff = time.time() - self.config.audit_retention_days * 86400

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.add_argument("instance", help="the device's instance id (+sip.instance) or binding key, as `device list` shows")
 
+    history = commands.add_parser("history", parents=[common], help="a user's message history, newest first")
+    history.add_argument("name")
+    history.add_argument("--with", dest="peer", metavar="PEER", help="only the conversation with PEER")
+    history.add_argument("--since", help="ISO time (2026-11-25T10:00) or an age: 30m, 12h, 7d")
+    history.add_argument("--limit", type=int, default=50, help="entries per page (default 50)")
+    history.add_argument("--before", metavar="CURSOR", help="the next_cursor a previous page printed")
+    history.add_argument("--json", action="store_true")
+
     audit = commands.add_parser("audit", parents=[common], help="registration attempts")
     audit.add_argument("--user")
     audit.add_argument("--since", help="ISO time (2026-11-25T10:00) or an age: 30m, 12h, 7d")
@@ -295,6 +303,47 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def parse_cursor(text: str) -> tuple[float, int]:
+    ts, sep, row = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(ts), int(row)
+    except ValueError:
+        raise CommandError(f"--before {text!r}: give the cursor a previous page printed (TIME:ROW)") from None
+
+
+def peer_aor(name: str, domain: str) -> str:
+    return f"sip:{split_user(name, domain)}@{domain}"
+
+
+def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    owner = peer_aor(args.name, config.domain)
+    peer = peer_aor(args.peer, config.domain) if args.peer else None
+    since = parse_since(args.since) if args.since else None
+    before = parse_cursor(args.before) if args.before else None
+    if not 1 <= args.limit <= 1000:
+        raise CommandError("--limit must be from 1 to 1000")
+    entries = asyncio.run(with_store(config, lambda s: s.query_history(
+        owner, peer=peer, since=since, before=before, limit=args.limit)))
+    cursor = f"{entries[-1].cursor[0]!r}:{entries[-1].cursor[1]}" if len(entries) == args.limit else None
+    if args.json:
+        print(json.dumps([{"time": e.ts, "direction": e.direction, "peer": e.peer, "message_id": e.message_id,
+                           "imdn_message_id": e.imdn_message_id, "content_type": e.content_type,
+                           "body": e.body.decode("utf-8", "replace"), "status": e.status} for e in entries],
+                         indent=2))
+        return 0
+    for e in entries:
+        arrow = "->" if e.direction == "out" else "<-"
+        text = e.body.decode("utf-8", "replace").replace("\n", " ")
+        if len(text) > 120:
+            text = text[:117] + "..."
+        print(f"{format_time(e.ts)}  {arrow} {e.peer}  [{e.content_type}] {text}  {e.status}".rstrip())
+    if cursor:
+        print(f"(more: --before {cursor})")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     since = parse_since(args.since) if args.since else None
     username = split_user(args.user, config.domain) if args.user else None
@@ -369,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_device(args, config)
         if args.command == "audit":
             return cmd_audit(args, config)
+        if args.command == "history":
+            return cmd_history(args, config)
         parser.error(f"unknown command {args.command}")
     except ConfigError as exc:
         print(f"sipim: configuration error: {exc}", file=sys.stderr)

@@ -83,11 +83,28 @@ class Config:
     lockout_window: int = 300
     lockout_duration: int = 900
 
+    # -- instant messaging (RFC 3428 pager mode) -------------------------------
+    # Bodies over stream transports larger than this get 413; over UDP a request
+    # larger than im_max_udp_message_size gets 513 (RFC 3428 §8: 1300 bytes unless
+    # the path MTU is known).
+    im_max_message_size: int = 65536
+    im_max_udp_message_size: int = 1300
+    im_content_types: tuple[str, ...] = (
+        "text/plain", "message/cpim", "message/imdn+xml", "application/im-iscomposing+xml")
+    # Other content types are passed through unless this is true (then 415).
+    im_refuse_other_types: bool = False
+    # How long the sender's MESSAGE waits for a device to take it before the
+    # server answers 202 (stored) instead of 200.
+    im_delivery_wait: float = 4.0
+    deferred_lifetime: int = 7 * 86400
+    history_retention_days: int = 90
+    im_expiry_sweep_interval: float = 30.0
+
     # -- audit ----------------------------------------------------------------
     audit_retention_days: int = 90
 
     # -- transports and parser bounds ---------------------------------------
-    max_message_size: int = 65535
+    max_message_size: int = 131072  # a whole SIP message; IM bodies have their own limit below
     max_headers: int = 128
     max_line_length: int = 8192
     max_uri_length: int = 4096

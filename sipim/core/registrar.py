@@ -81,6 +81,8 @@ class Registrar:
         self._temp_gruus = temp_gruus
         self._now = now
         self._local_domains = config.local_domains()
+        # Called with each binding added or refreshed, once it is committed.
+        self.on_registered: list = []
         # Contact as stored -> Contact without expires/GRUU params: parsed once, not per 200 OK.
         self._contact_bases: dict[str, str] = {}
 
@@ -116,15 +118,16 @@ class Registrar:
             if f"sip:{outcome.user.username}@{self._config.domain}" != aor:
                 raise RegisterRefused(403, "Not allowed to register this address",
                                       audit_reason=f"{outcome.user.username} tried to register {aor}")
-            response, result, reason, instance = self._apply(request, source, aor, now)
+            response, result, reason, instance, registered = self._apply(request, source, aor, now)
         except RegisterRefused as refusal:
             return self._refuse(request, source, aor, refusal, now)
         self._audit(request, source, aor, outcome.user.username, result, f"{reason}; digest {outcome.algorithm}",
                     now, instance)
-        return self._once_committed(response)
+        return self._once_committed(response, registered)
 
-    def _once_committed(self, response: Response) -> asyncio.Future[Response]:
-        """A future of ``response`` that resolves when the writer's batch commits."""
+    def _once_committed(self, response: Response, registered: list[Binding]) -> asyncio.Future[Response]:
+        """A future of ``response`` that resolves when the writer's batch commits;
+        then the roles behind the core hear of the devices that registered."""
         answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
         def resolve(committed: asyncio.Future[None]) -> None:
@@ -132,8 +135,14 @@ class Registrar:
                 return
             if committed.exception() is not None:
                 answered.set_exception(committed.exception())
-            else:
-                answered.set_result(response)
+                return
+            answered.set_result(response)
+            for binding in registered:
+                for listener in self.on_registered:
+                    try:
+                        listener(binding)
+                    except Exception:
+                        log.exception("registration listener failed")
 
         self._writer.committed().add_done_callback(resolve)
         return answered
@@ -177,9 +186,9 @@ class Registrar:
                 raise RegisterRefused(400, "Contact * needs Expires: 0 and no other Contact")
             for binding in self._location.remove_all(aor):
                 self._writer.delete(aor, binding.binding_key)
-            return self._ok(request, aor, supported, False, now), REMOVED, "all bindings removed", None
+            return self._ok(request, aor, supported, False, now), REMOVED, "all bindings removed", None, []
         if not contacts:
-            return self._ok(request, aor, supported, False, now), QUERIED, "bindings queried", None
+            return self._ok(request, aor, supported, False, now), QUERIED, "bindings queried", None, []
 
         outbound = self._outbound_applies(request, supported)
         wanted = [self._read_contact(c, request, aor, outbound) for c in contacts]
@@ -206,6 +215,7 @@ class Registrar:
             changes.append((contact, existing))
 
         instance = None
+        registered: list[Binding] = []
         for contact, existing in changes:
             instance = instance or contact.instance_id
             if contact.expires == 0:
@@ -238,6 +248,7 @@ class Registrar:
                 binding = replace(binding, gruu_tag=self._temp_gruus.make(aor, binding.instance_id, request.call_id))
             self._location.put(binding)
             self._writer.upsert(binding)
+            registered.append(binding)
             if existing is None:
                 added += 1
             else:
@@ -252,7 +263,7 @@ class Registrar:
         else:
             result = QUERIED
         reason = f"{added} added, {refreshed} refreshed, {removed} removed"
-        return self._ok(request, aor, supported, outbound, now), result, reason, instance
+        return self._ok(request, aor, supported, outbound, now), result, reason, instance, registered
 
     def _outbound_applies(self, request: Request, supported: set[str]) -> bool:
         """RFC 5626 §6: outbound processing only when we are the first hop or the edge says "ob"."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from sipim.store.base import Store
-from sipim.store.models import AuditRecord, Binding
+from sipim.store.models import AuditRecord, Binding, HistoryEntry, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ class StoreWriter:
         # (aor, key) -> Binding to upsert, or None to delete
         self._bindings: dict[tuple[str, str], Binding | None] = {}
         self._audit: list[AuditRecord] = []
+        self._messages: list[StoredMessage] = []
+        self._history: list[HistoryEntry] = []
+        self._message_waiters: dict[str, asyncio.Future[bool]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -54,6 +57,20 @@ class StoreWriter:
         self._audit.append(record)
         self._poke()
 
+    def message(self, message: StoredMessage, history: list[HistoryEntry]) -> asyncio.Future[bool]:
+        """Store an accepted message and its history entries; the future says True once
+        committed, False when the store already had it (a re-sent message)."""
+        future = asyncio.get_running_loop().create_future()
+        self._messages.append(message)
+        self._history.extend(history)
+        self._message_waiters[message.id] = future
+        self._poke()
+        return future
+
+    def history(self, entries: list[HistoryEntry]) -> None:
+        self._history.extend(entries)
+        self._poke()
+
     def committed(self) -> asyncio.Future[None]:
         """A future that resolves once everything submitted so far is committed."""
         future = asyncio.get_running_loop().create_future()
@@ -70,29 +87,40 @@ class StoreWriter:
         while not self._closing:
             await self._wakeup.wait()
             # Let more changes gather unless the batch is already large.
-            if len(self._bindings) + len(self._audit) < self._max_batch and not self._closing:
+            if self._pending_count() < self._max_batch and not self._closing:
                 await asyncio.sleep(self._flush_interval)
             self._wakeup.clear()
             await self._flush()
 
+    def _pending_count(self) -> int:
+        return len(self._bindings) + len(self._audit) + len(self._messages) + len(self._history)
+
     async def _flush(self) -> None:
-        if not (self._bindings or self._audit or self._waiters):
+        if not (self._pending_count() or self._waiters):
             return
         bindings, self._bindings = self._bindings, {}
         audit, self._audit = self._audit, []
-        waiters, self._waiters = self._waiters, []
+        messages, self._messages = self._messages, []
+        history, self._history = self._history, []
+        message_waiters, self._message_waiters = self._message_waiters, {}
+        waiters: list[asyncio.Future] = self._waiters
+        self._waiters = []
         upserts = [b for b in bindings.values() if b is not None]
         deletes = [key for key, b in bindings.items() if b is None]
         try:
-            if upserts or deletes or audit:
-                await self._store.write_batch(upserts=upserts, deletes=deletes, audit=audit)
+            result = await self._store.write_batch(upserts=upserts, deletes=deletes, audit=audit,
+                                                   messages=messages, history=history)
         except Exception as exc:  # the store is down: fail the waiters, keep serving
-            log.error("store write of %d bindings / %d audit records failed: %s",
-                      len(upserts) + len(deletes), len(audit), exc)
-            for waiter in waiters:
+            log.error("store write of %d bindings, %d messages, %d audit records failed: %s",
+                      len(upserts) + len(deletes), len(messages), len(audit), exc)
+            for waiter in (*waiters, *message_waiters.values()):
                 if not waiter.done():
                     waiter.set_exception(exc)
             return
+        duplicates = result.duplicate_message_ids
+        for message_id, waiter in message_waiters.items():
+            if not waiter.done():
+                waiter.set_result(message_id not in duplicates)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

@@ -213,6 +213,18 @@ class Store(abc.ABC):
         The caller still claims each one before sending it."""
 
     @abc.abstractmethod
+    async def taken_at_once(self, message_id: str) -> None:
+        """A device took the message while the sender waited (the sender got 200):
+        it is no longer offered to devices that register later
+        (:meth:`undelivered_for_device` skips it).  Messages are written as owed to
+        later devices, so a crash before this call errs on the side of delivery."""
+
+    @abc.abstractmethod
+    async def recipients_owed_messages(self, now: float) -> dict[str, float]:
+        """Recipients with live messages owed to devices that register later, each
+        with the latest expiry among them (the IM role's "mailbox flags")."""
+
+    @abc.abstractmethod
     async def messages_pending(self, recipient: str | None = None) -> list[StoredMessage]:
         """Messages in state "pending" (no device took them yet), oldest first,
         optionally to one recipient. For the CLI and tests."""

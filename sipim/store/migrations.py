@@ -279,6 +279,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX history_ts ON history (ts)",
         ),
     ),
+    Migration(
+        version=3,
+        description="messages owed to devices that register later (the sender was answered 202)",
+        # A message a device took at once (the sender got 200) is not replayed to the
+        # recipient's later devices -- they catch up through the history API.  One the
+        # server stored for later (202) goes to every device as it registers.
+        sqlite=(
+            "ALTER TABLE messages ADD COLUMN for_late_devices INTEGER NOT NULL DEFAULT 1",
+        ),
+        postgresql=(
+            "ALTER TABLE messages ADD COLUMN for_late_devices BOOLEAN NOT NULL DEFAULT TRUE",
+        ),
+    ),
 )
 
 

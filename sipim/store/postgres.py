@@ -565,7 +565,7 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             records = await conn.fetch(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "
-                "WHERE m.recipient = $1 AND m.expires_at > $2 AND m.state <> 'expired' "
+                "WHERE m.recipient = $1 AND m.expires_at > $2 AND m.state <> 'expired' AND m.for_late_devices "
                 "AND (m.target_instance IS NULL OR m.target_instance = $3) "
                 "AND NOT EXISTS (SELECT 1 FROM message_deliveries d "
                 "    WHERE d.message_id = m.id AND d.device_key = $4 "
@@ -574,6 +574,17 @@ class PostgresStore(Store):
                 recipient, now, instance_id, device_key, now - claim_lease, max(0, limit),
             )  # fmt: skip
         return [_message_from_record(r) for r in records]
+
+    async def taken_at_once(self, message_id: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute("UPDATE messages SET for_late_devices = FALSE WHERE id = $1", message_id)
+
+    async def recipients_owed_messages(self, now: float) -> dict[str, float]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT recipient, MAX(expires_at) AS expires FROM messages "
+                "WHERE for_late_devices AND expires_at > $1 AND state <> 'expired' GROUP BY recipient", now)
+        return {row["recipient"]: float(row["expires"]) for row in rows}
 
     async def messages_pending(self, recipient: str | None = None) -> list[StoredMessage]:
         async with self._connection() as conn:

@@ -576,7 +576,7 @@ class SQLiteStore(Store):
     ) -> list[StoredMessage]:
         sql = (
             f"SELECT {_MESSAGE_COLUMNS} FROM messages m "
-            "WHERE m.recipient = ? AND m.expires_at > ? AND m.state != 'expired' "
+            "WHERE m.recipient = ? AND m.expires_at > ? AND m.state != 'expired' AND m.for_late_devices "
             "AND (m.target_instance IS NULL OR m.target_instance = ?) "
             "AND NOT EXISTS (SELECT 1 FROM message_deliveries d "
             "    WHERE d.message_id = m.id AND d.device_key = ? "
@@ -587,6 +587,23 @@ class SQLiteStore(Store):
 
         def work(conn: sqlite3.Connection) -> list[StoredMessage]:
             return [_message_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._run(work)
+
+    async def taken_at_once(self, message_id: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute("UPDATE messages SET for_late_devices = 0 WHERE id = ?", (message_id,))
+
+        await self._run(work)
+
+    async def recipients_owed_messages(self, now: float) -> dict[str, float]:
+        def work(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute(
+                "SELECT recipient, MAX(expires_at) FROM messages "
+                "WHERE for_late_devices AND expires_at > ? AND state != 'expired' GROUP BY recipient",
+                (now,)).fetchall()
+            return {recipient: float(expires) for recipient, expires in rows}
 
         return await self._run(work)
 

@@ -316,3 +316,22 @@ async def test_live_delivery_is_recorded_without_a_claim_and_blocks_later_claims
     assert await store.claim_delivery(message.id, "phone", "node-b", T0) is False
     assert await store.undelivered_for_device(BOB, "phone", PHONE, T0) == []
     assert await store.finish_delivery("0" * 32, "phone", True, T0) is False  # unknown: nothing recorded
+
+
+async def test_a_message_taken_at_once_is_not_offered_to_later_devices(store):
+    from sipim.store.models import StoredMessage
+
+    now = 1_000_000.0
+    owed = StoredMessage(id="m-owed", sender="sip:a@x", recipient="sip:b@x", target_instance=None, call_id="c1",
+                         cseq=1, imdn_message_id=None, content_type="text/plain", body=b"stored",
+                         disposition_notification=None, created_at=now, expires_at=now + 60, state="pending")
+    taken = StoredMessage(id="m-taken", sender="sip:a@x", recipient="sip:b@x", target_instance=None, call_id="c2",
+                          cseq=1, imdn_message_id=None, content_type="text/plain", body=b"live",
+                          disposition_notification=None, created_at=now + 1, expires_at=now + 90, state="pending")
+    await store.write_batch(messages=[owed, taken])
+    assert await store.recipients_owed_messages(now) == {"sip:b@x": now + 90}
+    await store.taken_at_once("m-taken")
+    later = await store.undelivered_for_device("sip:b@x", "laptop", None, now + 2)
+    assert [m.id for m in later] == ["m-owed"]
+    assert await store.recipients_owed_messages(now) == {"sip:b@x": now + 60}
+    assert await store.recipients_owed_messages(now + 61) == {}

@@ -8,8 +8,11 @@ digest client helpers.
 
 from __future__ import annotations
 
+import queue
 import socket
 import ssl
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +43,11 @@ class TestUA:
     cseq: int = 0
     sock: socket.socket | None = None
     _framer: StreamFramer | None = None
-    _pending: list = field(default_factory=list)
+    # Status a request arriving at this UA is answered with (0: not answered).
+    auto_answer: int = 200
+    _responses: queue.Queue = field(default_factory=queue.Queue)
+    _requests: queue.Queue = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
 
     # -- connection ---------------------------------------------------------------
     def connect(self) -> "TestUA":
@@ -60,13 +67,44 @@ class TestUA:
                 raw = context.wrap_socket(raw, server_hostname=self.host)
             self.sock = raw
             self._framer = StreamFramer()
-        self.sock.settimeout(self.timeout)
+        self.sock.settimeout(0.2)
+        self._reader = threading.Thread(target=self._read_loop, args=(self.sock,), daemon=True)
+        self._reader.start()
         return self
+
+    def _read_loop(self, sock) -> None:
+        """Everything the server sends: responses to the waiting caller, requests
+        answered at once (as a real device does) and queued for the test."""
+        while self.sock is sock:
+            try:
+                data = sock.recv(65535)
+            except (TimeoutError, socket.timeout):
+                continue
+            except (OSError, ValueError):
+                break
+            if not data:
+                self._responses.put(ConnectionError("server closed the connection"))
+                break
+            try:
+                messages = [parse_message(data)] if self.transport == "udp" else \
+                    [m for m in self._framer.feed(data) if isinstance(m, (Request, Response))]
+            except Exception as error:  # noqa: BLE001 - hand it to the test
+                self._responses.put(error)
+                continue
+            for message in messages:
+                if isinstance(message, Response):
+                    self._responses.put(message)
+                else:
+                    if self.auto_answer and message.method != "ACK":
+                        self.answer(message, self.auto_answer, "OK" if self.auto_answer == 200 else "Error")
+                    self._requests.put(message)
 
     def close(self) -> None:
         if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+            sock, self.sock = self.sock, None
+            if self._reader is not None:
+                self._reader.join(timeout=1)
+            sock.close()
 
     @property
     def local(self) -> tuple[str, int]:
@@ -81,20 +119,16 @@ class TestUA:
         self.connect()
         self.sock.send(data) if self.transport == "udp" else self.sock.sendall(data)
 
-    def receive(self) -> Request | Response:
+    def receive(self, timeout: float | None = None) -> Response:
+        """The next response from the server."""
         self.connect()
-        if self._pending:
-            return self._pending.pop(0)
-        if self.transport == "udp":
-            return parse_message(self.sock.recv(65535))
-        while True:
-            data = self.sock.recv(65535)
-            if not data:
-                raise ConnectionError("server closed the connection")
-            messages = [m for m in self._framer.feed(data) if isinstance(m, (Request, Response))]
-            if messages:
-                self._pending.extend(messages[1:])
-                return messages[0]
+        try:
+            item = self._responses.get(timeout=timeout or self.timeout)
+        except queue.Empty:
+            raise TimeoutError("no response from the server") from None
+        if isinstance(item, Exception):
+            raise item
+        return item
 
     # -- requests ----------------------------------------------------------------------
     def build(self, method: str, *, uri: str | None = None, headers: list[tuple[str, str]] = (),
@@ -119,8 +153,47 @@ class TestUA:
         self.send_raw(request.to_bytes())
         while True:
             message = self.receive()
-            if isinstance(message, Response) and message.status >= 200:
+            if message.status >= 200:
                 return message
+
+    def answer(self, request: Request, status: int = 200, reason: str = "OK") -> None:
+        from sipim.sip.message import make_response
+
+        self.send_raw(make_response(request, status, reason, to_tag=uuid.uuid4().hex[:8]).to_bytes())
+
+    def wait_request(self, method: str = "MESSAGE", *, timeout: float = 5.0) -> Request:
+        """The next incoming request of ``method`` (already answered with ``auto_answer``)."""
+        self.connect()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {method} arrived")
+            try:
+                request = self._requests.get(timeout=remaining)
+            except queue.Empty:
+                raise TimeoutError(f"no {method} arrived") from None
+            if request.method == method:
+                return request
+
+    def no_request(self, timeout: float = 1.0) -> bool:
+        """True when no request arrives within ``timeout``."""
+        try:
+            request = self._requests.get(timeout=timeout)
+        except queue.Empty:
+            return True
+        self._requests.put(request)
+        return False
+
+    def message(self, to_user: str, text: str | bytes, *, uri: str | None = None,
+                content_type: str = "text/plain", extra_headers: list[tuple[str, str]] = ()) -> Response:
+        """Send an authenticated MESSAGE (answering the 407) and return the final response."""
+        body = text.encode() if isinstance(text, str) else text
+        target = uri or f"sip:{to_user}@{self.domain}"
+        headers = [("Content-Type", content_type), *extra_headers]
+        first, second = self.request_with_auth("MESSAGE", uri=target, to=f"<sip:{to_user}@{self.domain}>",
+                                               headers=headers, body=body)
+        return second if second is not None else first
 
     def request_with_auth(self, method: str, *, password: str | None = None, algorithm: str | None = None,
                           **kwargs) -> tuple[Response, Response | None]:
@@ -133,7 +206,7 @@ class TestUA:
         if algorithm:
             challenges = [c for c in challenges if c.algorithm == algorithm]
         challenge = challenges[0]
-        uri = kwargs.get("uri") or f"sip:{self.domain}"
+        uri = str(kwargs.get("uri") or f"sip:{self.domain}")
         authorization = build_authorization(
             challenge, method, uri, self.user,
             ha1(self.user, challenge.realm, password or self.password, challenge.algorithm))

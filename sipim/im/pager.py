@@ -1,0 +1,361 @@
+"""Pager-mode instant messaging: the IM server role for SIP MESSAGE (RFC 3428).
+
+The core has already authenticated the sender and asserted who they are
+(P-Asserted-Identity, RFC 3325); this role never authenticates by itself.
+
+What happens to an accepted MESSAGE:
+
+1. it is committed to the store, with a history entry for each side, before
+   any 2xx is sent -- an acknowledged message survives a crash;
+2. it goes to every registered device of the recipient in parallel (or to the
+   one device its GRUU names, RFC 5627 §3); the sender's other devices get a
+   copy, so each device of a user shows the whole conversation;
+3. the sender gets 200 when a device took it within ``im_delivery_wait``, else
+   202 (stored: RFC 3428 §7 "Accepted");
+4. every device of the recipient that has not had it yet gets it, in order,
+   when it next registers, for as long as the message lives.
+
+Each delivery carries the sender's asserted identity in From and
+P-Asserted-Identity, never what the sending client wrote, and the body
+(a CPIM envelope included) unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from sipim.config import Config
+from sipim.core.gruu import TempGruuCodec
+from sipim.core.proxy import AssertedIdentity
+from sipim.core.writer import StoreWriter
+from sipim.im.devices import DeviceGateway
+from sipim.sip.message import Request, Response, make_response
+from sipim.sip.uri import SipURI
+from sipim.store.base import Store
+from sipim.store.models import Binding, HistoryEntry, StoredMessage
+from sipim.transport.base import Source
+
+log = logging.getLogger(__name__)
+
+ALLOW = "MESSAGE, OPTIONS"
+_RECENT_LIMIT = 50_000
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+def device_key(binding: Binding) -> str:
+    """The stable name of a device: its instance id, or (without one) its binding key."""
+    return binding.instance_id or binding.binding_key
+
+
+def content_type_of(request: Request) -> str:
+    value = request.headers.get("Content-Type") or ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+class PagerService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        writer: StoreWriter,
+        gateway: DeviceGateway,
+        temp_gruus: TempGruuCodec,
+        user_exists: Callable[[str], Awaitable[bool]],
+        now: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._writer = writer
+        self._gateway = gateway
+        self._temp_gruus = temp_gruus
+        self._user_exists = user_exists
+        self._now = now
+        self._local_domains = config.local_domains()
+        # (sender, call_id, cseq) and (sender, imdn id) -> status already answered
+        self._recent: OrderedDict[tuple, int] = OrderedDict()
+        # Recipients owed stored messages by devices that register later -> until when.
+        self._mailboxes: dict[str, float] = {}
+        # (message id, device key) being delivered right now
+        self._in_flight: set[tuple[str, str]] = set()
+        self._catching_up: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._mailboxes.update(await self._store.recipients_owed_messages(self._now()))
+
+    # -- receiving -----------------------------------------------------------------
+    async def handle(self, request: Request, identity: AssertedIdentity, source: Source) -> Response:
+        if request.method != "MESSAGE":
+            response = make_response(request, 405, "Method Not Allowed")
+            response.headers.add("Allow", ALLOW)
+            return response
+        try:
+            self._check_size_and_type(request, source)
+            recipient, instance = await self._resolve(request)
+        except Refusal as refusal:
+            response = make_response(request, refusal.status, refusal.reason)
+            for name, value in refusal.headers:
+                response.headers.add(name, value)
+            return response
+
+        imdn_id = _imdn_message_id(request)
+        keys = [(identity.aor, request.call_id, request.cseq.seq)]
+        if imdn_id:
+            keys.append((identity.aor, imdn_id))
+        for key in keys:
+            if key in self._recent:
+                # A retransmitted or re-sent message is delivered once.
+                return make_response(request, self._recent[key], "OK" if self._recent[key] == 200 else "Accepted")
+
+        now = self._now()
+        message = StoredMessage(
+            id=uuid.uuid4().hex, sender=identity.aor, recipient=recipient, target_instance=instance,
+            call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=imdn_id,
+            content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
+            disposition_notification=_disposition_notification(request), created_at=now,
+            expires_at=now + self._expires(request), state="pending")
+        history = [
+            HistoryEntry(owner=identity.aor, peer=recipient, direction="out", message_id=message.id,
+                         imdn_message_id=imdn_id, content_type=message.content_type, body=message.body, ts=now),
+            HistoryEntry(owner=recipient, peer=identity.aor, direction="in", message_id=message.id,
+                         imdn_message_id=imdn_id, content_type=message.content_type, body=message.body, ts=now),
+        ] if recipient != identity.aor else []
+        if not await self._writer.message(message, history):
+            self._remember(keys, 200)
+            return make_response(request, 200, "OK")  # the store already had it: delivered once
+        self._mailboxes[recipient] = max(self._mailboxes.get(recipient, 0.0), message.expires_at)
+
+        self._copy_to_other_devices(message, identity, source)
+        delivered = await self._deliver_live(message, identity)
+        if delivered:
+            # Taken at once: later devices catch up through history, not by replay.
+            self._spawn(self._store.taken_at_once(message.id))
+        status = 200 if delivered else 202
+        self._remember(keys, status)
+        return make_response(request, status, "OK" if delivered else "Accepted")
+
+    def _check_size_and_type(self, request: Request, source: Source) -> None:
+        config = self._config
+        if not request.body:
+            raise Refusal(400, "MESSAGE without a body")
+        if source.transport == "udp":
+            if len(request.body) > config.im_max_udp_message_size:
+                # RFC 3428 §8: too large for UDP; the client should use a stream transport.
+                raise Refusal(513, "Message Too Large")
+        elif len(request.body) > config.im_max_message_size:
+            raise Refusal(413, "Request Entity Too Large")
+        content_type = content_type_of(request)
+        if not content_type:
+            raise Refusal(400, "MESSAGE without Content-Type")
+        if config.im_refuse_other_types and content_type not in config.im_content_types:
+            raise Refusal(415, "Unsupported Media Type", [("Accept", ", ".join(config.im_content_types))])
+
+    async def _resolve(self, request: Request) -> tuple[str, str | None]:
+        """The recipient AOR and, for a GRUU, the one device instance (RFC 5627 §3)."""
+        uri = request.uri
+        if not isinstance(uri, SipURI) or uri.params.get("user") == "phone":
+            raise Refusal(404, "Phone numbers are not looked up yet")
+        if uri.host.lower() not in self._local_domains:
+            raise Refusal(403, "Relaying to other domains is not allowed")
+        if not uri.user:
+            raise Refusal(404, "Not Found")
+        instance = None
+        user = uri.user
+        temp = self._temp_gruus.resolve(user)
+        if temp is not None:
+            aor, instance = temp.aor, temp.instance_id
+        else:
+            aor = f"sip:{user}@{self._config.domain}"
+            gr = uri.params.get("gr")
+            if gr:
+                instance = f"<{gr}>"
+        if not await self._user_exists(aor):
+            raise Refusal(404, "Not Found")
+        return aor, instance
+
+    def _expires(self, request: Request) -> int:
+        requested = request.expires
+        lifetime = self._config.deferred_lifetime
+        return min(requested, lifetime) if requested else lifetime
+
+    def _remember(self, keys: list[tuple], status: int) -> None:
+        for key in keys:
+            self._recent[key] = status
+        while len(self._recent) > _RECENT_LIMIT:
+            self._recent.popitem(last=False)
+
+    # -- delivering ------------------------------------------------------------------
+    def build_delivery(self, message: StoredMessage, binding: Binding, *, stored: bool) -> Request:
+        """The MESSAGE one device receives: the asserted sender, the body unchanged."""
+        uri = self._gateway.request_uri(binding)  # type: ignore[attr-defined]
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", f"<{message.sender}>;tag={uuid.uuid4().hex[:12]}"),
+            ("To", f"<{message.recipient}>"),
+            ("Call-ID", f"{message.id}.{uuid.uuid4().hex[:8]}"),
+            ("CSeq", "1 MESSAGE"),
+            ("P-Asserted-Identity", f"<{message.sender}>"),
+            ("Content-Type", message.content_type),
+        ]
+        if stored:
+            # When the message was really sent (RFC 3261 §20.17), for a device catching up.
+            headers.append(("Date", email.utils.formatdate(message.created_at, usegmt=True)))
+        return Request("MESSAGE", uri, headers, message.body)
+
+    def _send(self, message: StoredMessage, binding: Binding, *, stored: bool) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        key = (message.id, device_key(binding))
+        self._in_flight.add(key)
+
+        def on_result(status: int) -> None:
+            self._in_flight.discard(key)
+            if not future.done():
+                future.set_result(status)
+
+        self._gateway.send(binding, self.build_delivery(message, binding, stored=stored), on_result)
+        return future
+
+    def _targets(self, message: StoredMessage) -> list[Binding]:
+        devices = self._gateway.devices(message.recipient)
+        if message.target_instance is not None:
+            devices = [b for b in devices if b.instance_id == message.target_instance]
+        # RFC 5626 §7: one branch per instance (several reg-ids are one device).
+        seen: dict[str, Binding] = {}
+        for binding in devices:
+            seen.setdefault(device_key(binding), binding)
+        return list(seen.values())
+
+    async def _deliver_live(self, message: StoredMessage, identity: AssertedIdentity) -> bool:
+        targets = self._targets(message)
+        if not targets:
+            return False
+        sends = {asyncio.ensure_future(self._send(message, b, stored=False)): b for b in targets}
+        delivered = False
+        pending = set(sends)
+        deadline = self._config.im_delivery_wait
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while pending and not delivered:
+            done, pending = await asyncio.wait(pending, timeout=max(0.0, end - loop.time()),
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for task in done:
+                if 200 <= task.result() < 300:
+                    delivered = True
+        # Record every device that took it, also those answering after the sender's
+        # 200/202 went out, so catching up never sends it to them again.
+        for task, binding in sends.items():
+            task.add_done_callback(lambda t, b=binding: self._after_live_send(message, b, t.result()))
+        return delivered
+
+    def _after_live_send(self, message: StoredMessage, binding: Binding, status: int) -> None:
+        if 200 <= status < 300:
+            self._spawn(self._record_delivery(message, binding))
+
+    async def _record_delivery(self, message: StoredMessage, binding: Binding) -> None:
+        await self._store.finish_delivery(message.id, device_key(binding), True, self._now())
+
+    def _copy_to_other_devices(self, message: StoredMessage, identity: AssertedIdentity, source: Source) -> None:
+        """The sender's other devices get what was sent (From = themselves marks it as sent)."""
+        if message.recipient == identity.aor:
+            return
+        origin_flow = source.flow.id if source.flow is not None else None
+        origin = f"{source.remote[0]}:{source.remote[1]}"
+        for binding in self._gateway.devices(identity.aor):
+            if (origin_flow and binding.flow_id == origin_flow) or (not binding.flow_id and binding.source == origin):
+                continue
+            self._gateway.send(binding, self.build_delivery(message, binding, stored=False), lambda status: None)
+
+    # -- catching up (RFC 3428 store-and-forward) -------------------------------------
+    def on_registered(self, binding: Binding) -> None:
+        """A device (re-)registered: send what it has not had yet, oldest first."""
+        owed_until = self._mailboxes.get(binding.aor)
+        if owed_until is None:
+            return
+        if owed_until <= self._now():
+            del self._mailboxes[binding.aor]
+            return
+        key = f"{binding.aor} {device_key(binding)}"
+        if key in self._catching_up:
+            return
+        self._catching_up.add(key)
+        self._spawn(self._catch_up(binding, key))
+
+    async def _catch_up(self, binding: Binding, key: str) -> None:
+        device = device_key(binding)
+        try:
+            while True:
+                now = self._now()
+                messages = await self._store.undelivered_for_device(binding.aor, device, binding.instance_id, now)
+                messages = [m for m in messages if (m.id, device) not in self._in_flight]
+                if not messages:
+                    return
+                for message in messages:
+                    if not await self._store.claim_delivery(message.id, device, self._config.node_id, now):
+                        continue
+                    status = await self._send(message, binding, stored=True)
+                    ok = 200 <= status < 300
+                    await self._store.finish_delivery(message.id, device, ok, self._now())
+                    if not ok:
+                        return  # keep the order: the rest waits for the next registration
+        except Exception:
+            log.exception("delivering stored messages to %s failed", binding.contact)
+        finally:
+            self._catching_up.discard(key)
+
+    # -- housekeeping -------------------------------------------------------------------
+    async def expire(self) -> list[StoredMessage]:
+        """Stored messages past their lifetime that no device ever received."""
+        now = self._now()
+        expired = await self._store.expire_messages(now)
+        await self._store.prune_history(now - self._config.history_retention_days * 86400)
+        await self._store.purge_messages(now - self._config.deferred_lifetime)
+        return expired
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+
+
+def _imdn_message_id(request: Request) -> str | None:
+    """The CPIM imdn.Message-ID (RFC 5438 §6.3), if the body is a CPIM message carrying one."""
+    if content_type_of(request) != "message/cpim":
+        return None
+    head = request.body.split(b"\r\n\r\n", 2)
+    for part in head[:2]:
+        for line in part.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower().endswith(b".message-id") and value.strip():
+                return value.strip().decode("utf-8", "replace")
+    return None
+
+
+def _disposition_notification(request: Request) -> str | None:
+    if content_type_of(request) != "message/cpim":
+        return None
+    head = request.body.split(b"\r\n\r\n", 2)
+    for part in head[:2]:
+        for line in part.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower().endswith(b".disposition-notification") and value.strip():
+                return value.strip().decode("utf-8", "replace")
+    return None

@@ -1,0 +1,65 @@
+"""The HTTPS side of sipim, served on the port of each ws/wss listener.
+
+SIP WebSocket upgrades are taken by the transport's middleware before these
+routes see anything; everything else is an HTTP API for users' devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from sipim.store.base import Store
+from sipim.web.auth import HttpDigestAuth, HttpIdentity, require_user
+
+API = "/api/v1"
+MAX_PAGE = 200
+
+
+def _bad(reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=400)
+
+
+def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str) -> Callable[[], web.Application]:
+    async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
+        """A page of the authenticated user's own history, newest first.
+
+        Query: ``with`` (a user name or AOR), ``since`` (epoch seconds),
+        ``before`` (the ``next_cursor`` of the previous page), ``limit``.
+        """
+        query = request.query
+        try:
+            limit = int(query.get("limit", "50"))
+            since = float(query["since"]) if "since" in query else None
+            before = None
+            if "before" in query:
+                ts, _, row = query["before"].partition(":")
+                before = (float(ts), int(row))
+        except ValueError:
+            return _bad("limit, since and before must be numbers (before is TIME:ROW)")
+        if not 1 <= limit <= MAX_PAGE:
+            return _bad(f"limit must be from 1 to {MAX_PAGE}")
+        peer = query.get("with")
+        if peer:
+            name = peer.split(":", 1)[-1]
+            user, _, host = name.partition("@")
+            if host and host.lower() != domain:
+                return _bad(f"{peer!r} is not in domain {domain}")
+            peer = f"sip:{user}@{domain}"
+        entries = await store.query_history(identity.aor, peer=peer, since=since, before=before, limit=limit)
+        next_cursor = f"{entries[-1].ts!r}:{entries[-1].row_id}" if len(entries) == limit else None
+        return web.json_response({
+            "owner": identity.aor,
+            "entries": [{"time": e.ts, "direction": e.direction, "peer": e.peer, "message_id": e.message_id,
+                         "imdn_message_id": e.imdn_message_id, "content_type": e.content_type,
+                         "body": e.body.decode("utf-8", "replace"), "status": e.status} for e in entries],
+            "next_cursor": next_cursor,
+        })
+
+    def factory() -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_get(f"{API}/history", require_user(auth, history))
+        return app
+
+    return factory

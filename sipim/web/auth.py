@@ -1,0 +1,91 @@
+"""HTTP Digest authentication (RFC 7616) for sipim's HTTPS side.
+
+The same user credentials as SIP (the stored HA1 values, realm = the SIP
+domain), the same HMAC-signed nonces and the same lock-out: a user proves who
+they are before reading their history or profile, exactly as at registration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sipim.core.auth import UserCache
+from sipim.core.lockout import Lockout
+from sipim.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
+from sipim.store.models import User
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpIdentity:
+    user: User
+    aor: str
+
+
+class HttpDigestAuth:
+    def __init__(self, *, realm: str, domain: str, digest: DigestServer, users: UserCache, lockout: Lockout,
+                 now: Callable[[], float], algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> None:
+        self._realm = realm
+        self._domain = domain
+        self._digest = digest
+        self._users = users
+        self._lockout = lockout
+        self._now = now
+        self._algorithms = algorithms
+
+    def _challenge(self, reason: str, *, stale: bool = False, status: int = 401) -> web.Response:
+        response = web.json_response({"error": reason}, status=status)
+        if status == 401:
+            for value in self._digest.challenges(self._algorithms, stale=stale):
+                response.headers.add("WWW-Authenticate", value)
+        return response
+
+    async def identify(self, request: web.Request) -> HttpIdentity | web.Response:
+        """The authenticated user, or the response to send instead (401/403)."""
+        source_ip = request.remote or ""
+        header = request.headers.get("Authorization", "")
+        credentials = None
+        if header[:7].lower() == "digest ":
+            try:
+                credentials = parse_credentials(header)
+            except DigestError as exc:
+                return web.json_response({"error": f"malformed Authorization header: {exc}"}, status=400)
+        claimed = credentials.username if credentials else None
+        now = self._now()
+        if self._lockout.check(claimed, source_ip, now) is not None:
+            return self._challenge("too many failed attempts, try again later", status=403)
+        if credentials is None or credentials.realm != self._realm:
+            return self._challenge("authentication required")
+        # RFC 7616 §3.4: the digest covers the request-target actually requested.
+        if credentials.uri != request.path_qs:
+            return web.json_response({"error": "digest uri does not match the request"}, status=400)
+        user = await self._users.get(credentials.username)
+        ha1 = None
+        if user is not None and not user.disabled:
+            ha1 = user.ha1_sha256 if credentials.ha1_algorithm == "SHA-256" else user.ha1_md5
+        if not ha1:
+            self._lockout.record_failure(credentials.username, source_ip, now)
+            return self._challenge("authentication failed", status=403)
+        result = self._digest.verify(credentials, request.method, ha1)
+        if result is DigestResult.OK:
+            self._lockout.record_success(credentials.username, source_ip)
+            return HttpIdentity(user, f"sip:{user.username}@{self._domain}")
+        if result in (DigestResult.STALE, DigestResult.BAD_NONCE, DigestResult.BAD_REALM):
+            return self._challenge("authentication required", stale=result is DigestResult.STALE)
+        self._lockout.record_failure(credentials.username, source_ip, now)
+        return self._challenge("authentication failed", status=403)
+
+
+def require_user(auth: HttpDigestAuth, handler: Callable[[web.Request, HttpIdentity], Awaitable[web.StreamResponse]]
+                 ) -> Handler:
+    async def authenticated(request: web.Request) -> web.StreamResponse:
+        identity = await auth.identify(request)
+        if isinstance(identity, web.Response):
+            return identity
+        return await handler(request, identity)
+
+    return authenticated

@@ -1,0 +1,174 @@
+"""Pager-mode messaging through a real `sipim serve` (RFC 3428), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.support.sipua import TestUA
+
+
+def device(server, user, transport="tls", instance=None) -> TestUA:
+    agent = TestUA(transport, "127.0.0.1", server.ports[transport], user, f"{user}-secret",
+                   ca_file=server.ca_file, instance=instance or str(uuid.uuid4())).connect()
+    assert agent.register().status == 200
+    return agent
+
+
+@pytest.fixture
+def devices(server):
+    opened: list[TestUA] = []
+
+    def open_device(user, **kwargs):
+        agent = device(server, user, **kwargs)
+        opened.append(agent)
+        return agent
+
+    yield open_device
+    for agent in opened:
+        try:
+            agent.register(expires=0)
+        except Exception:
+            pass
+        agent.close()
+
+
+def history(server, user, *args):
+    return json.loads(server.cli("history", user, "--json", *args).stdout)
+
+
+def test_rfc3428_message_reaches_the_recipient_with_the_asserted_sender(server, devices):
+    alice, bob = devices("alice"), devices("bob")
+    spoofed = [("P-Asserted-Identity", "<sip:ceo@example.test>")]
+    response = alice.message("bob", "hello bob", extra_headers=spoofed)
+    assert response.status == 200, response
+    received = bob.wait_request("MESSAGE")
+    assert received.body == b"hello bob"
+    assert received.from_.uri.user == "alice"
+    assert received.headers.get_all("P-Asserted-Identity") == ["<sip:alice@example.test>"]
+    assert received.headers.get("Content-Type") == "text/plain"
+
+
+def test_from_that_is_not_the_authenticated_user_is_refused(server, devices):
+    alice = devices("alice")
+    first, second = alice.request_with_auth(
+        "MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+        from_=f"<sip:bob@example.test>;tag={uuid.uuid4().hex[:6]}",
+        headers=[("Content-Type", "text/plain")], body=b"spoof")
+    assert second is not None and second.status == 403
+
+
+def test_every_device_gets_it_and_the_senders_other_device_gets_a_copy(server, devices):
+    bob_phone, bob_laptop = devices("bob"), devices("bob")
+    alice_phone, alice_laptop = devices("alice"), devices("alice")
+    assert alice_phone.message("bob", "to all of bob").status == 200
+    for bob in (bob_phone, bob_laptop):
+        assert bob.wait_request("MESSAGE").body == b"to all of bob"
+    copy = alice_laptop.wait_request("MESSAGE")
+    assert copy.body == b"to all of bob"
+    assert copy.from_.uri.user == "alice" and copy.to.uri.user == "bob"  # marked as sent by alice
+    assert alice_phone.no_request(timeout=0.5)  # the sending device gets no copy
+
+
+def test_rfc5627_message_to_a_gruu_reaches_only_that_device(server, devices):
+    phone_id = str(uuid.uuid4())
+    bob_phone, bob_laptop = devices("bob", instance=phone_id), devices("bob")
+    alice = devices("alice")
+    response = alice.message("bob", "just the phone", uri=f"sip:bob@example.test;gr=urn:uuid:{phone_id}")
+    assert response.status == 200
+    assert bob_phone.wait_request("MESSAGE").body == b"just the phone"
+    assert bob_laptop.no_request(timeout=1.0)
+
+
+def test_rfc3428_offline_recipient_gets_202_and_each_device_gets_it_once_later(server, devices):
+    alice = devices("alice")
+    text = f"while you were away {uuid.uuid4()}"
+    assert alice.message("carol", text).status == 202
+    first = devices("carol")
+    assert first.wait_request("MESSAGE").body == text.encode()
+    assert first.no_request(timeout=1.0)  # exactly once
+    later = devices("carol")  # a second device that registers later still gets it
+    late = later.wait_request("MESSAGE")
+    assert late.body == text.encode() and late.headers.get("Date")
+    assert first.no_request(timeout=0.5)
+
+
+def test_a_resent_message_is_delivered_once(server, devices):
+    alice, bob = devices("alice"), devices("bob")
+    request = alice.build("MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+                          headers=[("Content-Type", "text/plain")], body=b"once")
+    first = alice.transact(request)
+    assert first.status == 407
+    from sipim.sip.digest import build_authorization, ha1, parse_challenge
+
+    challenge = parse_challenge(first.headers.get("Proxy-Authenticate"))
+    auth = build_authorization(challenge, "MESSAGE", "sip:bob@example.test", "alice",
+                               ha1("alice", "example.test", "alice-secret", challenge.algorithm))
+    signed = alice.build("MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+                         headers=[("Content-Type", "text/plain"), ("Proxy-Authorization", auth)], body=b"once")
+    assert alice.transact(signed).status == 200
+    # The same request again with a new branch (a client re-sending after a timeout).
+    again = alice.build("MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+                        headers=[("Content-Type", "text/plain"), ("Proxy-Authorization",
+                                 build_authorization(challenge, "MESSAGE", "sip:bob@example.test", "alice",
+                                                     ha1("alice", "example.test", "alice-secret",
+                                                         challenge.algorithm), nc=2))], body=b"once")
+    again.headers.set("CSeq", str(signed.headers.get("CSeq")))
+    assert alice.transact(again).status == 200
+    assert bob.wait_request("MESSAGE").body == b"once"
+    assert bob.no_request(timeout=1.0)
+
+
+def test_rfc3428_8_too_large_for_udp_gets_513(server, devices):
+    alice = devices("alice", transport="udp")
+    assert alice.message("bob", "x" * 1400).status == 513
+
+
+def test_message_over_the_stream_limit_gets_413(server, devices):
+    alice = devices("alice", transport="tcp")
+    assert alice.message("bob", "x" * 70_000).status == 413
+
+
+def test_unknown_recipient_gets_404(server, devices):
+    alice = devices("alice")
+    assert alice.message("nobody", "hello?").status == 404
+
+
+def test_history_keeps_both_sides(server, devices):
+    alice, bob = devices("alice"), devices("bob")
+    text = f"for the record {uuid.uuid4()}"
+    assert alice.message("bob", text).status == 200
+    bob.wait_request("MESSAGE")
+    mine = [e for e in history(server, "alice", "--with", "bob") if e["body"] == text]
+    theirs = [e for e in history(server, "bob", "--with", "alice") if e["body"] == text]
+    assert mine and mine[0]["direction"] == "out"
+    assert theirs and theirs[0]["direction"] == "in"
+
+
+async def test_history_over_https_with_digest_is_the_users_own(server, devices):
+    import ssl
+
+    import aiohttp
+
+    alice, bob = devices("alice"), devices("bob")
+    text = f"over https {uuid.uuid4()}"
+    assert alice.message("bob", text).status == 200
+    base = f"https://127.0.0.1:{server.ports['wss']}/api/v1/history"
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(base, ssl=context) as response:
+            assert response.status == 401
+            assert len(response.headers.getall("WWW-Authenticate")) == 2
+    digest = aiohttp.DigestAuthMiddleware("bob", "bob-secret")
+    async with aiohttp.ClientSession(middlewares=(digest,)) as session:
+        async with session.get(f"{base}?with=alice&limit=5", ssl=context) as response:
+            assert response.status == 200, await response.text()
+            page = await response.json()
+    assert page["owner"] == "sip:bob@example.test"
+    assert any(e["body"] == text and e["direction"] == "in" for e in page["entries"])
+    wrong = aiohttp.DigestAuthMiddleware("bob", "not-bobs")
+    async with aiohttp.ClientSession(middlewares=(wrong,)) as session:
+        async with session.get(base, ssl=context) as response:
+            assert response.status in (401, 403)
