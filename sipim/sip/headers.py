@@ -93,16 +93,48 @@ LIST_HEADERS = frozenset(
 )
 
 
-def header_key(name: str) -> str:
-    """Lower-case long form of a header name: the key used for look-ups."""
+def _slow_header_key(name: str) -> str:
     key = name.lower()
     return COMPACT_FORMS.get(key, key)
+
+
+# Exact spelling -> look-up key for the names code and peers usually write
+# (canonical, lower-case and compact forms of every known header): a hit
+# costs one dict look-up instead of lower() + a second look-up.
+_KEY_OF_SPELLING: dict[str, str] = {}
+for _key, _name in CANONICAL_NAMES.items():
+    for _spelling in (_name, _key, _name.upper()):
+        _KEY_OF_SPELLING[_spelling] = _key
+for _compact, _key in COMPACT_FORMS.items():
+    _KEY_OF_SPELLING[_compact] = _KEY_OF_SPELLING[_compact.upper()] = _key
+del _key, _name, _spelling, _compact
+_key_of_spelling = _KEY_OF_SPELLING.get
+
+
+def header_key(name: str) -> str:
+    """Lower-case long form of a header name: the key used for look-ups."""
+    return _key_of_spelling(name) or _slow_header_key(name)
 
 
 def canonical_name(name: str) -> str:
     """The spelling written on the wire: long form, conventional case."""
     key = header_key(name)
     return CANONICAL_NAMES.get(key, name if len(name) > 1 else key)
+
+
+# name as code writes it -> (key, wire spelling), for Headers.add/set_all;
+# bounded because a name could come from data.
+_KEY_AND_SPELLING: dict[str, tuple[str, str]] = {}
+_KEY_AND_SPELLING_LIMIT = 1024
+
+
+def _key_and_spelling(name: str) -> tuple[str, str]:
+    known = _KEY_AND_SPELLING.get(name)
+    if known is None:
+        known = (header_key(name), canonical_name(name))
+        if len(_KEY_AND_SPELLING) < _KEY_AND_SPELLING_LIMIT:
+            _KEY_AND_SPELLING[name] = known
+    return known
 
 
 # ---------------------------------------------------------------------------
@@ -260,60 +292,103 @@ class Headers:
     long name used for look-ups, ``name`` the spelling written on the wire and
     ``value`` the raw text (whitespace-trimmed, folding already undone).
 
+    Beside the list, an index ``key -> [raw value of each line, in order]``
+    makes every look-up one dict access instead of a scan.  The parser builds
+    it in the same pass as the list; ``add`` and ``remove_first`` keep it up
+    to date; other mutations drop it and the next look-up rebuilds it.  Code
+    that edits ``_items`` directly must call ``_changed``.
+
     Typed views computed from the values are kept in a small cache which every
     mutation clears, so a message's accessors never go stale.
     """
 
-    __slots__ = ("_items", "_cache")
+    __slots__ = ("_items", "_index", "_cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = [
-            (header_key(name), canonical_name(name), _checked(value)) for name, value in items
-        ]
+        triples = []
+        for name, value in items:
+            key, spelled = _key_and_spelling(name)
+            triples.append((key, spelled, _checked(value)))
+        self._items: list[tuple[str, str, str]] = triples
+        self._index: dict[str, list[str]] | None = None
         self._cache: dict[str, Any] = {}
 
     @classmethod
-    def _from_triples(cls, triples: list[tuple[str, str, str]]) -> "Headers":
-        """Fast constructor for the parser, which has already canonicalized."""
+    def _from_triples(
+        cls, triples: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
+    ) -> "Headers":
+        """Fast constructor for the parser, which has already canonicalized
+        (and may pass the index it built along the way)."""
         headers = cls.__new__(cls)
         headers._items = triples
+        headers._index = index
         headers._cache = {}
         return headers
+
+    def _build_index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for key, _, value in self._items:
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        self._index = index
+        return index
+
+    def _changed(self) -> None:
+        """``_items`` was edited in place: the index must be rebuilt."""
+        self._index = None
 
     # -- reading -----------------------------------------------------------
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value; for list headers the first comma-separated element."""
-        key = header_key(name)
-        for item_key, _, value in self._items:
-            if item_key == key:
-                if key in LIST_HEADERS and "," in value:
-                    parts = split_list(value)
-                    return parts[0] if parts else default
-                return value
-        return default
+        key = _key_of_spelling(name) or _slow_header_key(name)
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        values = index.get(key)
+        if values is None:
+            return default
+        value = values[0]
+        if "," in value and key in LIST_HEADERS:
+            parts = split_list(value)
+            return parts[0] if parts else default
+        return value
 
     def get_all(self, name: str) -> list[str]:
         """Every value, in order; list headers are split on commas (§7.3.1)."""
-        key = header_key(name)
+        key = _key_of_spelling(name) or _slow_header_key(name)
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        values = index.get(key)
+        if values is None:
+            return []
         if key in LIST_HEADERS:
             out: list[str] = []
-            for item_key, _, value in self._items:
-                if item_key == key:
-                    out.extend(split_list(value))
+            for value in values:
+                out.extend(split_list(value))
             return out
-        return [value for item_key, _, value in self._items if item_key == key]
+        return list(values)
 
     def raw_values(self, name: str) -> list[str]:
         """One entry per header line, never split (to copy headers verbatim)."""
-        key = header_key(name)
-        return [value for item_key, _, value in self._items if item_key == key]
+        key = _key_of_spelling(name) or _slow_header_key(name)
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        values = index.get(key)
+        return [] if values is None else list(values)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(item_key == key for item_key, _, _ in self._items)
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        return (_key_of_spelling(name) or _slow_header_key(name)) in index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._items)
@@ -340,16 +415,27 @@ class Headers:
         """Append a header line; ``first=True`` puts it before every existing
         line of the same name (or at the very top), as a proxy does with Via
         (§16.6 step 8) or Record-Route."""
-        key = header_key(name)
-        item = (key, canonical_name(name), _checked(value))
+        key, spelled = _key_and_spelling(name)
+        item = (key, spelled, _checked(value))
         self._forget(key)
+        index = self._index
+        values = None if index is None else index.get(key)
         if first:
-            for index, (item_key, _, _) in enumerate(self._items):
+            if values is not None:
+                values.insert(0, value)
+            elif index is not None:
+                index[key] = [value]
+            items = self._items
+            for position, (item_key, _, _) in enumerate(items):
                 if item_key == key:
-                    self._items.insert(index, item)
+                    items.insert(position, item)
                     return
-            self._items.insert(0, item)
+            items.insert(0, item)
         else:
+            if values is not None:
+                values.append(value)
+            elif index is not None:
+                index[key] = [value]
             self._items.append(item)
 
     def set(self, name: str, value: str) -> None:
@@ -358,8 +444,7 @@ class Headers:
 
     def set_all(self, name: str, values: Iterable[str]) -> None:
         """Replace every line of ``name`` by one line per value, keeping position."""
-        key = header_key(name)
-        spelled = canonical_name(name)
+        key, spelled = _key_and_spelling(name)
         new_items = [(key, spelled, _checked(value)) for value in values]
         position = None
         kept: list[tuple[str, str, str]] = []
@@ -373,6 +458,12 @@ class Headers:
             position = len(kept)
         kept[position:position] = new_items
         self._items = kept
+        index = self._index
+        if index is not None:
+            if new_items:
+                index[key] = [item[2] for item in new_items]
+            else:
+                index.pop(key, None)
         self._forget(key)
 
     def remove(self, name: str) -> int:
@@ -380,6 +471,8 @@ class Headers:
         key = header_key(name)
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
+        if self._index is not None:
+            self._index.pop(key, None)
         self._forget(key)
         return before - len(self._items)
 
@@ -387,14 +480,24 @@ class Headers:
         """Remove the first *value* of a (list) header, e.g. the top Via or a
         Route entry (§16.4, §18.2.1 response processing); returns it."""
         key = header_key(name)
-        for index, (item_key, spelled, value) in enumerate(self._items):
+        items = self._items
+        for position, (item_key, spelled, value) in enumerate(items):
             if item_key == key:
                 parts = split_list(value) if key in LIST_HEADERS else [value]
                 self._forget(key)
+                index = self._index
                 if len(parts) <= 1:
-                    del self._items[index]
+                    del items[position]
+                    if index is not None:
+                        values = index[key]
+                        del values[0]
+                        if not values:
+                            del index[key]
                 else:
-                    self._items[index] = (item_key, spelled, ", ".join(parts[1:]))
+                    rest = ", ".join(parts[1:])
+                    items[position] = (item_key, spelled, rest)
+                    if index is not None:
+                        index[key][0] = rest
                 return parts[0] if parts else None
         return None
 

@@ -150,6 +150,9 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
 
     triples: list[tuple[str, str, str]] = []
     append = triples.append
+    # key -> values in order: Headers' look-up index, built in this same pass
+    index: dict[str, list[str]] = {}
+    index_get = index.get
     seen: set[str] = set()
     cache_get = _NAME_CACHE.get
     for line in header_lines:
@@ -174,8 +177,14 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
                     result.deferred = SIPParseError(f"Multiple {known[1]} headers")
                 continue
             seen.add(key)
-        append((key, known[1], line[colon + 1 :].strip(" \t")))
-    result.headers = Headers._from_triples(triples)
+        value = line[colon + 1 :].strip(" \t")
+        append((key, known[1], value))
+        values = index_get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    result.headers = Headers._from_triples(triples, index)
     return result
 
 

@@ -249,3 +249,79 @@ def test_property_stream_split_at_random_points_yields_the_same_messages(items, 
         previous = cut
     assert out == expected
     assert framer.buffered == 0
+
+
+
+# --- the Headers look-up index agrees with a plain scan of the lines ---------------
+
+_HEADER_NAMES = ["Via", "v", "VIA", "Route", "route", "Contact", "m", "To", "t", "Call-ID", "i", "X-Custom", "x-custom"]
+_HEADER_VALUES = st.sampled_from(["", ",", "a", "a, b", "<sip:x@y;a=b,c>, c", '"q, r" <sip:z>', "SIP/2.0/UDP h"])
+_header_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(_HEADER_NAMES), _HEADER_VALUES, st.booleans()),
+        st.tuples(st.just("set_all"), st.sampled_from(_HEADER_NAMES), st.lists(_HEADER_VALUES, max_size=3)),
+        st.tuples(st.just("remove"), st.sampled_from(_HEADER_NAMES)),
+        st.tuples(st.just("remove_first"), st.sampled_from(_HEADER_NAMES)),
+        st.tuples(st.just("edit_items"), st.sampled_from(_HEADER_NAMES), _HEADER_VALUES),
+    ),
+    max_size=12,
+)
+
+
+def _scanned(headers, name):
+    """Reference look-ups by scanning the lines (RFC 3261 §7.3.1): raw values,
+    comma-split values, first value."""
+    from sipim.sip.headers import LIST_HEADERS, header_key, split_list
+
+    key = header_key(name)
+    raw = [value for item_key, _, value in headers._items if item_key == key]
+    if key not in LIST_HEADERS:
+        return raw, raw, raw[0] if raw else None
+    split = [part for value in raw for part in split_list(value)]
+    first = raw[0] if raw else None
+    if first is not None and "," in first:  # only a combined line is split
+        first = (split_list(first) or [None])[0]
+    return raw, split, first
+
+
+@CHEAP
+@given(st.lists(st.tuples(st.sampled_from(_HEADER_NAMES), _HEADER_VALUES), max_size=8), _header_operations)
+def test_property_header_index_matches_a_scan_after_any_edits(initial, operations):
+    from sipim.sip import Headers
+    from sipim.sip.headers import header_key
+
+    headers = Headers(initial)
+    headers.get("Via")  # build the index, so the edits below must maintain it
+    for operation in operations:
+        kind = operation[0]
+        if kind == "add":
+            headers.add(operation[1], operation[2], first=operation[3])
+        elif kind == "set_all":
+            headers.set_all(operation[1], operation[2])
+        elif kind == "remove":
+            headers.remove(operation[1])
+        elif kind == "remove_first":
+            headers.remove_first(operation[1])
+        else:  # code editing the lines directly must say so
+            headers._items.append((header_key(operation[1]), operation[1], operation[2]))
+            headers._changed()
+        for name in _HEADER_NAMES:
+            raw, split, first = _scanned(headers, name)
+            assert headers.raw_values(name) == raw
+            assert headers.get_all(name) == split
+            assert headers.get(name) == first
+            assert (name in headers) == bool(raw)
+
+
+@CHEAP
+@given(st.lists(st.tuples(st.sampled_from(["Via", "v", "Route", "Contact", "m", "Subject", "X-A"]),
+                          st.sampled_from(["a", "a, b", "<sip:x@y>, c"])), max_size=8))
+def test_property_parser_builds_the_same_header_index_as_a_scan(lines):
+    text = "".join(f"{name}: {value}\r\n" for name, value in lines)
+    message = parse_message(
+        f"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\n"
+        f"To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n{text}\r\n".encode()
+    )
+    headers = message.headers
+    assert headers._index is not None
+    assert headers._index == type(headers)._from_triples(list(headers._items))._build_index()
