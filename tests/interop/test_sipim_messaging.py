@@ -1,0 +1,95 @@
+"""Pager-mode MESSAGE between third-party clients through sipim (RFC 3428).
+
+sipp sends and sipp receives (the benchmark's scenarios, one call each); baresip
+devices exchange messages; a wrong From is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import SipimProcess
+
+from .clients import Baresip, Target, User, free_port
+
+pytestmark = pytest.mark.interop
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+DOMAIN = "example.test"
+ALICE = User("alice", "alice-secret")
+BOB = User("bob", "bob-secret")
+
+
+@pytest.fixture(scope="module")
+def sipim(tmp_path_factory):
+    server = SipimProcess(tmp_path_factory.mktemp("messaging"),
+                          listen=("udp:127.0.0.1:0?digest=MD5", "tls:127.0.0.1:0?digest=MD5"),
+                          config_text="lockout_threshold = 1000\n").start()
+    for user in (ALICE, BOB):
+        server.add_user(user.name, user.password)
+    yield server
+    server.stop()
+
+
+def sipp(server: SipimProcess, scenario: str, injection: str, workdir: Path, *extra: str) -> subprocess.Popen:
+    workdir.mkdir(exist_ok=True)
+    (workdir / "users.csv").write_text(injection)
+    return subprocess.Popen(
+        ["sipp", f"127.0.0.1:{server.ports['udp']}", "-sf", str(SCENARIOS / scenario),
+         "-inf", str(workdir / "users.csv"), "-t", "u1", "-i", "127.0.0.1", "-key", "domain", DOMAIN,
+         "-key", "expires", "300", "-nostdin", "-nd", "-m", "1", "-trace_msg", "-message_file",
+         str(workdir / "messages.log"), *extra],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sipp_sender_to_sipp_receiver_through_sipim(sipp_binary, sipim, tmp_path):
+    receiver_port = free_port()
+    receiver = sipp(sipim, "message_auth_uas.xml", "SEQUENTIAL\nbob;bob-secret\n", tmp_path / "receiver",
+                    "-oocsf", str(SCENARIOS / "message_answer_ooc.xml"), "-p", str(receiver_port),
+                    "-d", "20000", "-auth_uri", DOMAIN, "-trace_logs", "-log_file",
+                    str(tmp_path / "receiver" / "registered.log"))
+    try:
+        log = tmp_path / "receiver" / "registered.log"
+        wait_for(lambda: log.exists() and "registered" in log.read_text(), 15, "the receiving sipp to register")
+        sender = sipp(sipim, "message_auth_uac.xml", "SEQUENTIAL\nalice;alice-secret;bob\n", tmp_path / "sender",
+                      "-auth_uri", f"bob@{DOMAIN}")
+        assert sender.wait(timeout=20) == 0, sender.stderr.read()
+        received = (tmp_path / "receiver" / "messages.log").read_text()
+        assert "MESSAGE sip:bob@" in received
+        # The receiver sees the identity the core asserted after authentication.
+        assert "P-Asserted-Identity: <sip:alice@example.test>" in received
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=5)
+
+
+def test_baresip_devices_exchange_messages_and_every_device_gets_them(baresip_binary, sipim):
+    tls_port = sipim.ports["tls"]
+    target = Target("127.0.0.1", tls_port, "tls", DOMAIN, ca_file=sipim.ca_file)
+    text = f"hello from alice {uuid.uuid4().hex[:8]}"
+    with Baresip(target, BOB, instance_uuid=str(uuid.uuid4())) as phone, \
+            Baresip(target, BOB, instance_uuid=str(uuid.uuid4())) as laptop, \
+            Baresip(target, ALICE, contacts=[f"sip:bob@{DOMAIN}"]) as alice:
+        for agent in (phone, laptop, alice):
+            assert agent.wait_registered() == 200
+        alice.send_message(f"sip:bob@{DOMAIN}", text)
+        for device in (phone, laptop):
+            received = device.wait_for_message(text, timeout=10)
+            assert received.sender.startswith("<sip:alice@example.test>")
+    history = json.loads(sipim.cli("history", "bob", "--json", "--with", "alice").stdout)
+    assert any(entry["body"] == text for entry in history)
