@@ -29,7 +29,21 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from datetime import datetime, timezone
+
 from sipim.config import Config
+from sipim.cpim import CPIMError, CPIMMessage, parse_cpim
+from sipim.imdn import (
+    DELIVERY,
+    PROCESSING,
+    IMDNError,
+    build_notification_cpim,
+    intermediary_may_notify,
+    is_notification,
+    message_id,
+    parse_notification,
+    requested_notifications,
+)
 from sipim.core.gruu import TempGruuCodec
 from sipim.core.proxy import AssertedIdentity
 from sipim.core.writer import StoreWriter
@@ -111,7 +125,14 @@ class PagerService:
                 response.headers.add(name, value)
             return response
 
-        imdn_id = _imdn_message_id(request)
+        cpim = None
+        if content_type_of(request) == "message/cpim":
+            try:
+                cpim = parse_cpim(request.body, max_size=self._config.im_max_message_size)
+            except CPIMError as error:
+                return make_response(request, 400, f"Malformed CPIM: {error}"[:120])
+        imdn_id = message_id(cpim) if cpim is not None else None
+        notification = cpim is not None and is_notification(cpim)
         keys = [(identity.aor, request.call_id, request.cseq.seq)]
         if imdn_id:
             keys.append((identity.aor, imdn_id))
@@ -125,14 +146,15 @@ class PagerService:
             id=uuid.uuid4().hex, sender=identity.aor, recipient=recipient, target_instance=instance,
             call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=imdn_id,
             content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
-            disposition_notification=_disposition_notification(request), created_at=now,
+            disposition_notification=(", ".join(sorted(requested_notifications(cpim))) or None) if cpim else None,
+            created_at=now,
             expires_at=now + self._expires(request), state="pending")
         history = [
             HistoryEntry(owner=identity.aor, peer=recipient, direction="out", message_id=message.id,
                          imdn_message_id=imdn_id, content_type=message.content_type, body=message.body, ts=now),
             HistoryEntry(owner=recipient, peer=identity.aor, direction="in", message_id=message.id,
                          imdn_message_id=imdn_id, content_type=message.content_type, body=message.body, ts=now),
-        ] if recipient != identity.aor else []
+        ] if recipient != identity.aor and not notification else []
         if not await self._writer.message(message, history):
             self._remember(keys, 200)
             return make_response(request, 200, "OK")  # the store already had it: delivered once
@@ -143,6 +165,14 @@ class PagerService:
         if delivered:
             # Taken at once: later devices catch up through history, not by replay.
             self._spawn(self._store.taken_at_once(message.id))
+        if notification:
+            self._spawn(self._note_disposition(cpim, recipient))
+        elif not delivered:
+            self._spawn(self._history_status(message.id, "stored"))
+            if cpim is not None:
+                # RFC 5438 §8.1 / §12.2: an intermediary that stored the IM may say so,
+                # if the sender asked for processing notifications.
+                self._spawn(self._notify(cpim, message, PROCESSING, "stored"))
         status = 200 if delivered else 202
         self._remember(keys, status)
         return make_response(request, status, "OK" if delivered else "Accepted")
@@ -238,7 +268,7 @@ class PagerService:
             seen.setdefault(device_key(binding), binding)
         return list(seen.values())
 
-    async def _deliver_live(self, message: StoredMessage, identity: AssertedIdentity) -> bool:
+    async def _deliver_live(self, message: StoredMessage, identity: AssertedIdentity | None) -> bool:
         targets = self._targets(message)
         if not targets:
             return False
@@ -317,11 +347,62 @@ class PagerService:
         finally:
             self._catching_up.discard(key)
 
+    # -- disposition notifications (RFC 5438) ----------------------------------------
+    @property
+    def notifier_uri(self) -> str:
+        """The IM server's own address, From of the notifications it generates."""
+        return f"sip:{self._config.domain}"
+
+    async def _notify(self, original: CPIMMessage, message: StoredMessage, kind: str, status: str) -> None:
+        """Send the original sender an IMDN the server itself may generate (§7.2, §8)."""
+        if not intermediary_may_notify(original, kind, status):
+            return
+        try:
+            cpim = build_notification_cpim(original, notifier_uri=self.notifier_uri, kind=kind, status=status,
+                                           now=datetime.fromtimestamp(self._now(), timezone.utc),
+                                           recipient_uri=message.recipient)
+        except IMDNError as error:
+            log.info("no %s/%s notification for %s: %s", kind, status, message.id, error)
+            return
+        now = self._now()
+        report = StoredMessage(
+            id=uuid.uuid4().hex, sender=self.notifier_uri, recipient=message.sender, target_instance=None,
+            call_id=f"imdn-{message.id}-{status}", cseq=1, imdn_message_id=message_id(cpim),
+            content_type="message/cpim", body=cpim.serialize(), disposition_notification=None,
+            created_at=now, expires_at=now + self._config.deferred_lifetime, state="pending")
+        if not await self._writer.message(report, []):
+            return
+        self._mailboxes[report.recipient] = max(self._mailboxes.get(report.recipient, 0.0), report.expires_at)
+        if await self._deliver_live(report, None):
+            await self._store.taken_at_once(report.id)
+
+    async def _note_disposition(self, cpim: CPIMMessage, original_sender: str) -> None:
+        """A recipient's IMDN passes through to the sender; history shows the new state."""
+        try:
+            document = parse_notification(cpim)
+        except IMDNError:
+            return
+        original = await self._store.find_duplicate(original_sender, document.message_id, "", -1)
+        if original is not None:
+            await self._history_status(original.id, document.status)
+
+    async def _history_status(self, message_id_: str, status: str) -> None:
+        await self._store.update_history_status(message_id_, status)
+
     # -- housekeeping -------------------------------------------------------------------
     async def expire(self) -> list[StoredMessage]:
-        """Stored messages past their lifetime that no device ever received."""
+        """Stored messages past their lifetime that no device ever received; their
+        senders get a "failed" delivery notification where they asked for one (§8.2)."""
         now = self._now()
         expired = await self._store.expire_messages(now)
+        for message in expired:
+            await self._history_status(message.id, "failed")
+            if message.content_type.split(";", 1)[0].strip().lower() == "message/cpim":
+                try:
+                    original = parse_cpim(message.body, max_size=self._config.im_max_message_size)
+                except CPIMError:
+                    continue
+                await self._notify(original, message, DELIVERY, "failed")
         await self._store.prune_history(now - self._config.history_retention_days * 86400)
         await self._store.purge_messages(now - self._config.deferred_lifetime)
         return expired
@@ -334,28 +415,3 @@ class PagerService:
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
-
-
-def _imdn_message_id(request: Request) -> str | None:
-    """The CPIM imdn.Message-ID (RFC 5438 §6.3), if the body is a CPIM message carrying one."""
-    if content_type_of(request) != "message/cpim":
-        return None
-    head = request.body.split(b"\r\n\r\n", 2)
-    for part in head[:2]:
-        for line in part.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower().endswith(b".message-id") and value.strip():
-                return value.strip().decode("utf-8", "replace")
-    return None
-
-
-def _disposition_notification(request: Request) -> str | None:
-    if content_type_of(request) != "message/cpim":
-        return None
-    head = request.body.split(b"\r\n\r\n", 2)
-    for part in head[:2]:
-        for line in part.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower().endswith(b".disposition-notification") and value.strip():
-                return value.strip().decode("utf-8", "replace")
-    return None

@@ -172,3 +172,108 @@ async def test_history_over_https_with_digest_is_the_users_own(server, devices):
     async with aiohttp.ClientSession(middlewares=(wrong,)) as session:
         async with session.get(base, ssl=context) as response:
             assert response.status in (401, 403)
+
+
+def test_a_stored_message_survives_kill_9_and_is_delivered_after_restart(make_server, tmp_path):
+    server = make_server(data_dir=tmp_path / "crash")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice = device(server, "alice")
+    text = f"survives a crash {uuid.uuid4()}"
+    assert alice.message("bob", text).status == 202
+    alice.close()
+    server.kill()  # kill -9 between the 202 and any delivery
+    server.start()
+    bob = device(server, "bob")
+    try:
+        assert bob.wait_request("MESSAGE").body == text.encode()
+    finally:
+        bob.close()
+
+
+def test_rfc3428_content_type_policy_refuses_unknown_types_when_configured(make_server, tmp_path):
+    server = make_server(config_text="im_refuse_other_types = true\n")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice = device(server, "alice")
+    try:
+        refused = alice.message("bob", b"\x00\x01", content_type="application/octet-stream")
+        assert refused.status == 415
+        assert "text/plain" in refused.headers.get("Accept")
+        assert alice.message("bob", "plain is fine").status == 202
+    finally:
+        alice.close()
+
+
+def cpim_message(sender: str, recipient: str, text: str, requests: str) -> tuple[bytes, str]:
+    from datetime import datetime, timezone
+
+    from sipim.cpim import build_cpim
+    from sipim.imdn import new_message_id
+
+    imdn_id = new_message_id()
+    message = build_cpim(f"<sip:{sender}@example.test>", f"<sip:{recipient}@example.test>",
+                         datetime.now(timezone.utc), "text/plain", text.encode(),
+                         extra_headers=[("imdn.Message-ID", imdn_id), ("imdn.Disposition-Notification", requests)])
+    return message.serialize(), imdn_id
+
+
+def imdn_of(request):
+    from sipim.cpim import parse_cpim
+    from sipim.imdn import parse_notification
+
+    return parse_notification(parse_cpim(request.body))
+
+
+def test_rfc5438_a_delivery_notification_from_the_recipient_reaches_the_sender(server, devices):
+    from datetime import datetime, timezone
+
+    from sipim.cpim import parse_cpim
+    from sipim.imdn import DELIVERY, build_notification_cpim
+
+    alice, bob = devices("alice"), devices("bob")
+    body, imdn_id = cpim_message("alice", "bob", "did you get this?", "positive-delivery")
+    assert alice.message("bob", body, content_type="message/cpim").status == 200
+    received = bob.wait_request("MESSAGE")
+    assert received.body == body  # the CPIM envelope arrives intact
+    report = build_notification_cpim(parse_cpim(received.body), notifier_uri="<sip:bob@example.test>",
+                                     kind=DELIVERY, status="delivered", now=datetime.now(timezone.utc))
+    assert bob.message("alice", report.serialize(), content_type="message/cpim").status == 200
+    got = alice.wait_request("MESSAGE")
+    notification = imdn_of(got)
+    assert (notification.message_id, notification.status) == (imdn_id, "delivered")
+    assert got.from_.uri.user == "bob"
+    statuses = {e["status"] for e in history(server, "alice", "--with", "bob") if e["imdn_message_id"] == imdn_id}
+    assert statuses == {"delivered"}
+
+
+def test_rfc5438_8_1_server_reports_stored_when_the_sender_asked_for_processing(server, devices):
+    alice = devices("alice")
+    body, imdn_id = cpim_message("alice", "carol", "store me", "positive-delivery, processing")
+    assert alice.message("carol", body, content_type="message/cpim").status == 202
+    notification = imdn_of(alice.wait_request("MESSAGE"))
+    assert (notification.message_id, notification.kind, notification.status) == (imdn_id, "processing", "stored")
+    carol = devices("carol")
+    while True:  # carol may be owed earlier messages of other tests: find ours
+        if carol.wait_request("MESSAGE").body == body:
+            break
+
+
+def test_rfc5438_expired_stored_message_gives_the_sender_a_failed_report(make_server):
+    server = make_server(config_text="deferred_lifetime = 2\nim_expiry_sweep_interval = 0.5\n")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice = device(server, "alice")
+    try:
+        body, imdn_id = cpim_message("alice", "bob", "nobody reads this", "positive-delivery, negative-delivery")
+        assert alice.message("bob", body, content_type="message/cpim").status == 202
+        notification = imdn_of(alice.wait_request("MESSAGE", timeout=8))
+        assert (notification.message_id, notification.kind, notification.status) == (imdn_id, "delivery", "failed")
+        assert {e["status"] for e in history(server, "alice")} == {"failed"}
+    finally:
+        alice.close()
+    bob = device(server, "bob")  # an expired message is not delivered any more
+    try:
+        assert bob.no_request(timeout=1.0)
+    finally:
+        bob.close()
