@@ -155,6 +155,7 @@ async def test_history_over_https_with_digest_is_the_users_own(server, devices):
     alice, bob = devices("alice"), devices("bob")
     text = f"over https {uuid.uuid4()}"
     assert alice.message("bob", text).status == 200
+    assert bob.wait_request("MESSAGE").body == text.encode()
     base = f"https://127.0.0.1:{server.ports['wss']}/api/v1/history"
     context = ssl.create_default_context(cafile=str(server.ca_file))
     async with aiohttp.ClientSession() as anonymous:
@@ -277,3 +278,13 @@ def test_rfc5438_expired_stored_message_gives_the_sender_a_failed_report(make_se
         assert bob.no_request(timeout=1.0)
     finally:
         bob.close()
+
+
+def test_rfc5438_6_3_a_message_re_sent_with_the_same_imdn_id_is_delivered_once(server, devices):
+    alice, bob = devices("alice"), devices("bob")
+    body, _ = cpim_message("alice", "bob", "only once, even re-sent", "positive-delivery")
+    assert alice.message("bob", body, content_type="message/cpim").status == 200
+    assert bob.wait_request("MESSAGE").body == body
+    # A new transaction and CSeq (the client gave up and sent it again): same IMDN Message-ID.
+    assert alice.message("bob", body, content_type="message/cpim").status == 200
+    assert bob.no_request(timeout=1.0)
