@@ -186,7 +186,9 @@ def _parse_header_line(line: str) -> CPIMHeader:
     if _CONTROL.search(line):
         raise CPIMError("Control character in message header")
     colon = line.find(":")
-    if colon <= 0:
+    if colon < 0:
+        raise CPIMError("Message header without a colon")
+    if colon == 0:
         raise CPIMError("Message header without a name")
     name = line[:colon]
     if not _is_header_name(name):
@@ -236,7 +238,7 @@ def parse_address(header: CPIMHeader) -> NameAddr:
         angle = value.find("<")
         if angle < 0:
             raise CPIMError(f"Bad {header.name} header: expected <URI>")
-        words = value[:angle].split()
+        words = [word for word in value[:angle].split(" ") if word]  # SP only, §3.6
         if not all(_is_token(word) for word in words):
             raise CPIMError(f"Bad {header.name} header: bad formal name")
         display = " ".join(words) if words else None

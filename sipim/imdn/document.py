@@ -10,6 +10,7 @@ and size are bounded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime as DateTime
 from typing import Any
@@ -41,6 +42,8 @@ _NOTIFICATION_ELEMENTS = {
 DEFAULT_MAX_IMDN_SIZE = 16384
 _MAX_DEPTH = 16
 _MAX_ELEMENTS = 256
+_XML_SPACE_CHARS = " \t\r\n"  # XML 1.0 S production
+_XML_WHITESPACE = re.compile("[ \t\r\n]+")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class IMDNNotification:
         if self.status not in STATUSES[self.kind]:
             raise IMDNError(f"Status {self.status!r} is not allowed in a {self.kind} notification")
         # <message-id> is an xs:token (§11.1.9): no inner whitespace runs, not empty.
-        if not self.message_id or self.message_id.split() != [self.message_id]:
+        if not self.message_id or _XML_WHITESPACE.search(self.message_id):
             raise IMDNError("Bad message-id")
         if not self.datetime.strip():
             raise IMDNError("Empty datetime")
@@ -263,8 +266,9 @@ def parse_imdn_xml(data: bytes, *, max_size: int = DEFAULT_MAX_IMDN_SIZE) -> IMD
     if root.namespace != IMDN_XML_NAMESPACE or root.name != "imdn":
         raise IMDNError("Root element is not <imdn> in urn:ietf:params:xml:ns:imdn")
 
-    message_id = " ".join((_single_text(root, "message-id", required=True) or "").split())
-    moment = (_single_text(root, "datetime", required=True) or "").strip()
+    # xs:token: XML whitespace collapsed (not Python's wider notion of it)
+    message_id = _XML_WHITESPACE.sub(" ", _single_text(root, "message-id", required=True) or "").strip(" ")
+    moment = (_single_text(root, "datetime", required=True) or "").strip(_XML_SPACE_CHARS)
     recipient = _single_text(root, "recipient-uri", required=False)
     original = _single_text(root, "original-recipient-uri", required=False)
     subject = _single_text(root, "subject", required=False)
@@ -298,8 +302,8 @@ def parse_imdn_xml(data: bytes, *, max_size: int = DEFAULT_MAX_IMDN_SIZE) -> IMD
         datetime=moment,
         kind=kind,
         status=status,
-        recipient_uri=recipient.strip() if recipient is not None else None,
-        original_recipient_uri=original.strip() if original is not None else None,
+        recipient_uri=recipient.strip(_XML_SPACE_CHARS) if recipient is not None else None,
+        original_recipient_uri=original.strip(_XML_SPACE_CHARS) if original is not None else None,
         subject=subject,
         subject_lang=subject_lang,
     )
