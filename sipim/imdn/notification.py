@@ -194,7 +194,7 @@ def build_notification_cpim(
             ),
             document,
         )
-    except (CPIMError, ValueError) as error:
+    except ValueError as error:  # CPIMError included; naive `now` too
         raise IMDNError(f"Cannot build the IMDN: {error}") from None
 
 

@@ -503,3 +503,9 @@ def test_rfc5438_8_own_top_imdn_route_is_removed_and_the_next_one_is_used():
     # somebody else's route on top: sent there, message untouched
     destination, same = next_notification_hop(imdn)
     assert destination == own and same is imdn
+
+
+def test_build_notification_needs_an_aware_now():
+    with pytest.raises(IMDNError):
+        build_notification_cpim(stored_im(), notifier_uri="sip:im.example.com", kind="processing",
+                                status="stored", now=datetime(2024, 1, 1))
