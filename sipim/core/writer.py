@@ -28,6 +28,9 @@ class StoreWriter:
         self._messages: list[StoredMessage] = []
         self._history: list[HistoryEntry] = []
         self._message_waiters: dict[str, asyncio.Future[bool]] = {}
+        self._deliveries: list[tuple[str, str, float]] = []
+        self._taken: list[str] = []
+        self._history_status: list[tuple[str, str]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -71,6 +74,19 @@ class StoreWriter:
         self._history.extend(entries)
         self._poke()
 
+    def delivered(self, message_id: str, device_key: str, ts: float) -> None:
+        """A device took a message (recorded with the next batch)."""
+        self._deliveries.append((message_id, device_key, ts))
+        self._poke()
+
+    def taken_at_once(self, message_id: str) -> None:
+        self._taken.append(message_id)
+        self._poke()
+
+    def history_status(self, message_id: str, status: str) -> None:
+        self._history_status.append((message_id, status))
+        self._poke()
+
     def committed(self) -> asyncio.Future[None]:
         """A future that resolves once everything submitted so far is committed."""
         future = asyncio.get_running_loop().create_future()
@@ -93,7 +109,8 @@ class StoreWriter:
             await self._flush()
 
     def _pending_count(self) -> int:
-        return len(self._bindings) + len(self._audit) + len(self._messages) + len(self._history)
+        return (len(self._bindings) + len(self._audit) + len(self._messages) + len(self._history)
+                + len(self._deliveries) + len(self._taken) + len(self._history_status))
 
     async def _flush(self) -> None:
         if not (self._pending_count() or self._waiters):
@@ -103,13 +120,17 @@ class StoreWriter:
         messages, self._messages = self._messages, []
         history, self._history = self._history, []
         message_waiters, self._message_waiters = self._message_waiters, {}
+        deliveries, self._deliveries = self._deliveries, []
+        taken, self._taken = self._taken, []
+        history_status, self._history_status = self._history_status, []
         waiters: list[asyncio.Future] = self._waiters
         self._waiters = []
         upserts = [b for b in bindings.values() if b is not None]
         deletes = [key for key, b in bindings.items() if b is None]
         try:
             result = await self._store.write_batch(upserts=upserts, deletes=deletes, audit=audit,
-                                                   messages=messages, history=history)
+                                                   messages=messages, history=history, deliveries=deliveries,
+                                                   taken_at_once=taken, history_status=history_status)
         except Exception as exc:  # the store is down: fail the waiters, keep serving
             log.error("store write of %d bindings, %d messages, %d audit records failed: %s",
                       len(upserts) + len(deletes), len(messages), len(audit), exc)

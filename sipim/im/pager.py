@@ -164,11 +164,11 @@ class PagerService:
         delivered = await self._deliver_live(message, identity)
         if delivered:
             # Taken at once: later devices catch up through history, not by replay.
-            self._spawn(self._store.taken_at_once(message.id))
+            self._writer.taken_at_once(message.id)
         if notification:
             self._spawn(self._note_disposition(cpim, recipient))
         elif not delivered:
-            self._spawn(self._history_status(message.id, "stored"))
+            self._writer.history_status(message.id, "stored")
             if cpim is not None:
                 # RFC 5438 §8.1 / §12.2: an intermediary that stored the IM may say so,
                 # if the sender asked for processing notifications.
@@ -294,10 +294,7 @@ class PagerService:
 
     def _after_live_send(self, message: StoredMessage, binding: Binding, status: int) -> None:
         if 200 <= status < 300:
-            self._spawn(self._record_delivery(message, binding))
-
-    async def _record_delivery(self, message: StoredMessage, binding: Binding) -> None:
-        await self._store.finish_delivery(message.id, device_key(binding), True, self._now())
+            self._writer.delivered(message.id, device_key(binding), self._now())
 
     def _copy_to_other_devices(self, message: StoredMessage, identity: AssertedIdentity, source: Source) -> None:
         """The sender's other devices get what was sent (From = themselves marks it as sent)."""
@@ -374,7 +371,7 @@ class PagerService:
             return
         self._mailboxes[report.recipient] = max(self._mailboxes.get(report.recipient, 0.0), report.expires_at)
         if await self._deliver_live(report, None):
-            await self._store.taken_at_once(report.id)
+            self._writer.taken_at_once(report.id)
 
     async def _note_disposition(self, cpim: CPIMMessage, original_sender: str) -> None:
         """A recipient's IMDN passes through to the sender; history shows the new state."""
@@ -387,7 +384,7 @@ class PagerService:
             await self._history_status(original.id, document.status)
 
     async def _history_status(self, message_id_: str, status: str) -> None:
-        await self._store.update_history_status(message_id_, status)
+        self._writer.history_status(message_id_, status)
 
     # -- housekeeping -------------------------------------------------------------------
     async def expire(self) -> list[StoredMessage]:

@@ -91,6 +91,9 @@ class Store(abc.ABC):
         audit: Sequence[AuditRecord] = (),
         messages: Sequence[StoredMessage] = (),
         history: Sequence[HistoryEntry] = (),
+        deliveries: Sequence[tuple[str, str, float]] = (),
+        taken_at_once: Sequence[str] = (),
+        history_status: Sequence[tuple[str, str]] = (),
     ) -> BatchResult:
         """Apply a group commit in ONE transaction: all of it or none of it.
 
@@ -111,6 +114,14 @@ class Store(abc.ABC):
         A failing row (e.g. a constraint violation other than a duplicate message)
         raises StoreError and nothing is written. Callers that only write bindings and
         audit may ignore the result.
+        
+        After the messages (so a message of the same batch can be referred to):
+        ``deliveries`` are (message_id, device_key, ts) -- devices that took a message,
+        as :meth:`finish_delivery` with ``delivered=True`` records them;
+        ``taken_at_once`` are message ids as :meth:`taken_at_once`;
+        ``history_status`` are (message_id, status) as :meth:`update_history_status`.
+        The IM server's hot path writes these in the group commit instead of one
+        transaction each.
         """
 
     # ---- audit trail --------------------------------------------------------------

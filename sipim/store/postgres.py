@@ -131,6 +131,16 @@ _INSERT_HISTORY = (
 )
 
 
+# A device took a message (see finish_delivery): $1 message id, $2 device key, $3 time.
+_RECORD_DELIVERY = (
+    "INSERT INTO message_deliveries "
+    "(message_id, device_key, node_id, claimed_at, delivered_at) "
+    "SELECT id, $2, '', $3, $3 FROM messages WHERE id = $1 "
+    "ON CONFLICT (message_id, device_key) DO UPDATE "
+    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)"
+)
+
+
 class PostgresURL:
     """A PostgreSQL URL split into what asyncpg gets and what we use ourselves."""
 
@@ -403,9 +413,13 @@ class PostgresStore(Store):
         audit: Sequence[AuditRecord] = (),
         messages: Sequence[StoredMessage] = (),
         history: Sequence[HistoryEntry] = (),
+        deliveries: Sequence[tuple[str, str, float]] = (),
+        taken_at_once: Sequence[str] = (),
+        history_status: Sequence[tuple[str, str]] = (),
     ) -> BatchResult:
         upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit or messages or history):
+        if not (upsert_list or delete_list or audit or messages or history or deliveries
+                or taken_at_once or history_status):
             return EMPTY_BATCH_RESULT
         upsert_rows = [_binding_row(b) for b in upsert_list]
         audit_rows = [_audit_row(a) for a in audit]
@@ -433,6 +447,16 @@ class PostgresStore(Store):
             )
             if kept_history:
                 await conn.execute(_INSERT_HISTORY, *_history_columns(kept_history))
+            if deliveries:
+                await conn.executemany(_RECORD_DELIVERY, list(deliveries))
+                await conn.executemany("UPDATE messages SET state = $2 WHERE id = $1 AND state = $3",
+                                       [(mid, MESSAGE_DELIVERED, MESSAGE_PENDING) for mid, _, _ in deliveries])
+            if taken_at_once:
+                await conn.executemany("UPDATE messages SET for_late_devices = FALSE WHERE id = $1",
+                                       [(mid,) for mid in taken_at_once])
+            if history_status:
+                await conn.executemany("UPDATE history SET status = $2 WHERE message_id = $1",
+                                       list(history_status))
         return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
     # ---- audit -----------------------------------------------------------------------
@@ -537,14 +561,7 @@ class PostgresStore(Store):
                 # An upsert, so no claim is needed (a live delivery records itself) and a
                 # claim taken over meanwhile does not matter: the device took the message.
                 # The first delivery time is kept; an unknown message records nothing.
-                await conn.execute(
-                    "INSERT INTO message_deliveries "
-                    "(message_id, device_key, node_id, claimed_at, delivered_at) "
-                    "SELECT id, $2, '', $3, $3 FROM messages WHERE id = $1 "
-                    "ON CONFLICT (message_id, device_key) DO UPDATE "
-                    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
-                    message_id, device_key, now,
-                )  # fmt: skip
+                await conn.execute(_RECORD_DELIVERY, message_id, device_key, now)
                 # Row lock + re-check under READ COMMITTED: one device's call wins.
                 status = await conn.execute(
                     "UPDATE messages SET state = $2 WHERE id = $1 AND state = $3",

@@ -207,6 +207,18 @@ def _history_from_row(r: sqlite3.Row) -> HistoryEntry:
     )  # fmt: skip
 
 
+# A device took a message: an upsert, so no claim is needed and a claim taken over
+# meanwhile does not matter; the first delivery time is kept; an unknown message
+# records nothing.
+_RECORD_DELIVERY = (
+    "INSERT INTO message_deliveries "
+    "(message_id, device_key, node_id, claimed_at, delivered_at) "
+    "SELECT id, ?, '', ?, ? FROM messages WHERE id = ? "
+    "ON CONFLICT (message_id, device_key) DO UPDATE "
+    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)"
+)
+
+
 class _Transaction:
     """``with _Transaction(conn):`` -> BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.
 
@@ -397,9 +409,13 @@ class SQLiteStore(Store):
         audit: Sequence[AuditRecord] = (),
         messages: Sequence[StoredMessage] = (),
         history: Sequence[HistoryEntry] = (),
+        deliveries: Sequence[tuple[str, str, float]] = (),
+        taken_at_once: Sequence[str] = (),
+        history_status: Sequence[tuple[str, str]] = (),
     ) -> BatchResult:
         upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit or messages or history):
+        if not (upsert_list or delete_list or audit or messages or history or deliveries
+                or taken_at_once or history_status):
             return EMPTY_BATCH_RESULT
         # Convert on the event loop: cheap, and a bad value fails before touching the DB.
         upsert_rows = [_binding_row(b) for b in upsert_list]
@@ -426,6 +442,16 @@ class SQLiteStore(Store):
                         _INSERT_HISTORY,
                         [row for message_id, row in history_rows if message_id not in duplicates],
                     )
+                if deliveries:
+                    conn.executemany(_RECORD_DELIVERY, [(key, ts, ts, mid) for mid, key, ts in deliveries])
+                    conn.executemany("UPDATE messages SET state = ? WHERE id = ? AND state = ?",
+                                     [(MESSAGE_DELIVERED, mid, MESSAGE_PENDING) for mid, _, _ in deliveries])
+                if taken_at_once:
+                    conn.executemany("UPDATE messages SET for_late_devices = 0 WHERE id = ?",
+                                     [(mid,) for mid in taken_at_once])
+                if history_status:
+                    conn.executemany("UPDATE history SET status = ? WHERE message_id = ?",
+                                     [(status, mid) for mid, status in history_status])
             return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
         return await self._run(work)
@@ -546,14 +572,7 @@ class SQLiteStore(Store):
                 # An upsert, so no claim is needed (a live delivery records itself) and a
                 # claim taken over meanwhile does not matter: the device took the message.
                 # The first delivery time is kept; an unknown message records nothing.
-                conn.execute(
-                    "INSERT INTO message_deliveries "
-                    "(message_id, device_key, node_id, claimed_at, delivered_at) "
-                    "SELECT id, ?, '', ?, ? FROM messages WHERE id = ? "
-                    "ON CONFLICT (message_id, device_key) DO UPDATE "
-                    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)",
-                    (device_key, now, now, message_id),
-                )
+                conn.execute(_RECORD_DELIVERY, (device_key, now, now, message_id))
                 return (
                     conn.execute(
                         "UPDATE messages SET state = ? WHERE id = ? AND state = ?",
