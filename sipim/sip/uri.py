@@ -19,6 +19,7 @@ from typing import Union
 
 from .errors import SIPParseError
 from .headers import (
+    TOKEN_CHARS,
     _end_of_quoted,
     format_params,
     is_token,
@@ -26,6 +27,7 @@ from .headers import (
     quote,
     split_host_port,
     unquote,
+    valid_host,
 )
 
 # ---------------------------------------------------------------------------
@@ -312,6 +314,64 @@ def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
     return uri
 
 
+# The shape nearly every Request-URI, From, To and Contact has: only
+# unreserved characters (§25.1) plus the delimiters below — hence no escapes,
+# no IPv6 reference, no '?' headers, no whitespace or quotes.
+_SIMPLE_URI_CHARS = _UNRESERVED + ":@;="
+
+
+def _parse_simple_sip_uri(text: str) -> SipURI | None:
+    """Fast path of ``parse_uri`` for ``sip:[user@]host[:port][;name[=value]]*``
+    written with ``_SIMPLE_URI_CHARS`` only.  Returns None — never raises — for
+    anything it is not sure about (a password, a bad host or port, ...), and
+    the full parser decides; when it returns a URI, it is the one the full
+    parser builds (tests/sip/test_properties.py checks this on generated text).
+    """
+    if text.strip(_SIMPLE_URI_CHARS) or not text.startswith("sip:"):
+        return None
+    rest = text[4:]
+    at = rest.find("@")
+    user: str | None = None
+    if at >= 0:
+        user = rest[:at]
+        rest = rest[at + 1 :]
+        # every unreserved character, ';' and '=' is USER_SAFE; ':' starts a password
+        if not user or ":" in user or "@" in rest:
+            return None
+    semi = rest.find(";")
+    host, colon, port_text = (rest if semi < 0 else rest[:semi]).partition(":")
+    if not valid_host(host):
+        return None
+    port: int | None = None
+    if colon:
+        if not port_text.isdigit() or len(port_text) > 5:
+            return None
+        port = int(port_text)
+        if port > 65535:
+            return None
+    params: dict[str, str | None] = {}
+    if semi >= 0:
+        for piece in rest[semi + 1 :].split(";"):
+            if not piece:
+                continue  # ";;" and a trailing ';' are tolerated, as in the full parser
+            name, eq, value = piece.partition("=")
+            # '=' is not PARAM_SAFE: "a=b=c" is an error the full parser reports
+            if not name or "=" in value:
+                return None
+            params[name.lower()] = value if eq else None
+    uri = _new(SipURI)
+    fields = uri.__dict__
+    fields["scheme"] = "sip"
+    fields["host"] = host
+    fields["user"] = user
+    fields["password"] = None
+    fields["port"] = port
+    fields["params"] = params
+    fields["headers"] = {}
+    fields["_text"] = text
+    return uri
+
+
 # ---------------------------------------------------------------------------
 # tel (RFC 3966)
 # ---------------------------------------------------------------------------
@@ -434,6 +494,10 @@ _SCHEME_CHARS = _ALNUM + "+-."
 
 def parse_uri(text: str) -> URI:
     """Parse a URI; raises SIPParseError("Malformed URI: ...") on bad syntax."""
+    if text.startswith("sip:"):
+        uri = _parse_simple_sip_uri(text)
+        if uri is not None:
+            return uri
     try:
         return _parse_uri(text)
     except SIPParseError as error:
@@ -516,6 +580,9 @@ class NameAddr:
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a From/To/Contact/Route... value (one element, not a list)."""
+    value = _parse_simple_name_addr(text)
+    if value is not None:
+        return value
     try:
         return _parse_name_addr(text)
     except SIPParseError as error:
@@ -566,6 +633,58 @@ def _parse_name_addr(text: str) -> NameAddr:
     if not uri_text:
         raise SIPParseError("empty")
     return _new_name_addr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
+
+
+# header parameters of the fast path: tokens, '=' and ';' (no quotes, no LWS)
+_SIMPLE_PARAM_CHARS = TOKEN_CHARS + ";="
+
+
+def _parse_simple_name_addr(text: str) -> NameAddr | None:
+    """Fast path of ``parse_name_addr`` for ``["display"] <simple sip URI>;p=v...``
+    (see ``_parse_simple_sip_uri``) with token parameters.  Returns None —
+    never raises — for any other shape, and the full parser decides; when it
+    returns a value, it is the one the full parser builds (property-tested).
+    """
+    first = text[:1]
+    if first == "<":
+        display = None
+        rest = text
+    elif first == '"':
+        end = text.find('"', 1)
+        if end < 0:
+            return None
+        display = text[1:end]
+        if "\\" in display:  # a quoted-pair: leave unquoting to the full parser
+            return None
+        rest = text[end + 1 :].lstrip(" \t")
+        if rest[:1] != "<":
+            return None
+    else:
+        return None
+    close = rest.find(">")
+    if close < 0:
+        return None
+    uri = _parse_simple_sip_uri(rest[1:close])
+    if uri is None:
+        return None
+    params: dict[str, str | None] = {}
+    param_text = rest[close + 1 :]
+    if param_text:
+        if param_text[0] != ";" or param_text.strip(_SIMPLE_PARAM_CHARS):
+            return None
+        for piece in param_text[1:].split(";"):
+            name, eq, value = piece.partition("=")
+            if not name:
+                if eq:
+                    return None  # "Malformed parameter": the full parser says so
+                continue
+            params[name.lower()] = value if eq else None
+    name_addr = _new(NameAddr)
+    fields = name_addr.__dict__
+    fields["uri"] = uri
+    fields["display_name"] = display
+    fields["params"] = params
+    return name_addr
 
 
 def _new_name_addr(uri: URI, display: str | None, params: dict[str, str | None]) -> NameAddr:

@@ -325,3 +325,105 @@ def test_property_parser_builds_the_same_header_index_as_a_scan(lines):
     headers = message.headers
     assert headers._index is not None
     assert headers._index == type(headers)._from_triples(list(headers._items))._build_index()
+
+
+# --- fast paths of parse_uri / parse_name_addr give what the full parsers give -----
+
+# pieces of the §25.1 grammar, the characters that break it, and good and bad values
+_URI_PIECES = st.sampled_from(
+    ["sip:", "sips:", "SIP:", "tel:", "alice", "a", "@", ":", "5060", "99999", "65536", "0", "007", ";", "=",
+     "transport=udp", "lr", "tag=x", "host.example", "127.0.0.1", "-", ".", "..", "[::1]", "?", "&", "%41", "%",
+     " ", "\t", '"', "\\", "<", ">", ",", "é", "*", "(", "+", "_", "~", "!", "'", "UPPER", "x-"]
+)
+
+
+# (valid choices, invalid choices) per component of a URI and of a name-addr
+_URI_PARTS = {
+    "user": (["", "bob@", "a;b=c@", "a.b-c_d!~*'()@", "A=1@"], ["u:p@", "@", "a@b@", "%41@", "a b@", "é@", "a?b@"]),
+    "host": (["h", "host.example", "h.", "1.2.3.4", "a-b.c"], [".h", "h..x", "-h", "h-", "[::1]", "", "h_x", "h!"]),
+    "port": (["", ":5060", ":0", ":65535", ":007"], [":65536", ":", ":123456", ":000001", ":5x", ":-1", ":٣"]),
+    "param": ([";lr", ";transport=UDP", ";Maddr=1.2.3.4", ";", ";a=", ";x:y=z:w", ";A!~"],
+              [";=", ";a=b=c", ";a?b", ";%41", ";a b", ';a="b"', ";a@b"]),
+}
+_NAME_ADDR_PARTS = {
+    "display": (["", '"Alice" ', '"Alice"', '"" ', '"a<b>, c" ', '"\t x" '],
+                ['"A \\"B\\"" ', "Alice ", " ", '"unterminated ', "\t", '"a\\\\" ']),
+    "param": ([";tag=abc", ";expires=3600", ";q=0.5", ";", ";Tag=X", ";a=b=c", ";+sip.instance", ";a="],
+              [";=", ";=x", " ;a", ";a ", ';+sip.instance="<urn:x>"', ",", ";é", "x", ";a;=b"]),
+}
+
+
+@st.composite
+def _near_valid(draw, parts: dict, broken: str | None, name: str, count=None):
+    """One component: valid, or from the invalid choices when it is the broken one."""
+    valid, invalid = parts[name]
+    if count is None:
+        return draw(st.sampled_from(invalid if broken == name else valid))
+    pieces = draw(st.lists(st.sampled_from(valid), max_size=count))
+    if broken == name:
+        pieces.insert(draw(st.integers(0, len(pieces))), draw(st.sampled_from(invalid)))
+    return "".join(pieces)
+
+
+@st.composite
+def _near_valid_uris(draw, may_break=True):
+    """A simple SIP URI with at most one component broken: text on either side
+    of the fast path's boundary."""
+    broken = draw(st.sampled_from([None, "user", "host", "port", "param"])) if may_break else None
+    user, host, port = (draw(_near_valid(_URI_PARTS, broken, name)) for name in ("user", "host", "port"))
+    return f"sip:{user}{host}{port}{draw(_near_valid(_URI_PARTS, broken, 'param', count=3))}"
+
+
+@st.composite
+def _near_valid_name_addrs(draw):
+    broken = draw(st.sampled_from([None, "display", "uri", "param"]))
+    display = draw(_near_valid(_NAME_ADDR_PARTS, broken, "display"))
+    uri = draw(_near_valid_uris(may_break=broken == "uri"))
+    return f"{display}<{uri}>{draw(_near_valid(_NAME_ADDR_PARTS, broken, 'param', count=3))}"
+
+
+_uri_texts = st.one_of(
+    _near_valid_uris(),
+    st.lists(_URI_PIECES, max_size=12).map(lambda pieces: "sip:" + "".join(pieces)),
+    st.lists(_URI_PIECES, max_size=12).map("".join),
+)
+
+
+def _uri_fields(uri):
+    return (type(uri), uri.__dict__, list(getattr(uri, "params", {}).items()))
+
+
+@CHEAP
+@given(_uri_texts)
+def test_property_sip_uri_fast_path_agrees_with_the_full_parser(text):
+    from sipim.sip.uri import _parse_simple_sip_uri, _parse_uri
+
+    fast = _parse_simple_sip_uri(text)
+    if fast is not None:  # None: the full parser decides, so nothing to compare
+        assert _uri_fields(fast) == _uri_fields(_parse_uri(text))
+        assert str(fast) == text
+
+
+_name_addr_texts = st.one_of(_near_valid_name_addrs(), st.lists(_URI_PIECES, max_size=14).map("".join))
+
+
+@CHEAP
+@given(_name_addr_texts)
+def test_property_name_addr_fast_path_agrees_with_the_full_parser(text):
+    from sipim.sip.uri import _parse_name_addr, _parse_simple_name_addr
+
+    fast = _parse_simple_name_addr(text)
+    if fast is not None:
+        full = _parse_name_addr(text)
+        assert (fast.display_name, list(fast.params.items())) == (full.display_name, list(full.params.items()))
+        assert _uri_fields(fast.uri) == _uri_fields(full.uri)
+
+
+def test_common_uri_and_name_addr_shapes_take_the_fast_path():
+    from sipim.sip.uri import _parse_simple_name_addr, _parse_simple_sip_uri
+
+    assert _parse_simple_sip_uri("sip:bench.example") is not None
+    assert _parse_simple_sip_uri("sip:user7@127.0.0.1:5070;transport=UDP") is not None
+    assert _parse_simple_name_addr("<sip:user7@bench.example>;tag=abc2") is not None
+    assert _parse_simple_name_addr('"User Zero" <sip:user0@bench.example>;tag=3f2a1b') is not None
+    assert _parse_simple_name_addr("<sip:user7@127.0.0.1:5070;transport=UDP>;expires=3600") is not None
