@@ -18,7 +18,7 @@ from sipim.config import Config
 from sipim.core.location import LocationService
 from sipim.sip.message import Request, Response
 from sipim.sip.transaction import TransactionLayer, new_branch
-from sipim.sip.uri import parse_name_addr
+from sipim.sip.uri import URI, parse_name_addr
 from sipim.store.models import Binding
 from sipim.transport.base import Target
 from sipim.transport.manager import TransportManager
@@ -32,6 +32,9 @@ TIMED_OUT = 408
 
 class DeviceGateway(Protocol):
     def devices(self, aor: str) -> list[Binding]: ...
+
+    def request_uri(self, binding: Binding) -> URI:
+        """The Request-URI that reaches this device (its registered Contact)."""
 
     def send(self, binding: Binding, request: Request, on_result: Callable[[int], None]) -> None:
         """Send ``request`` to one device; ``on_result`` gets the final status once
@@ -51,12 +54,12 @@ class CoreGateway:
         self._transactions = transactions
         self._transports = transports
         self._now = now
-        self._contact_uris: dict[str, object] = {}
+        self._contact_uris: dict[str, URI] = {}
 
     def devices(self, aor: str) -> list[Binding]:
         return self._location.bindings(aor, self._now())
 
-    def request_uri(self, binding: Binding):
+    def request_uri(self, binding: Binding) -> URI:
         """The device's Contact URI (parsed once per contact)."""
         uri = self._contact_uris.get(binding.contact)
         if uri is None:

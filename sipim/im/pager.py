@@ -230,7 +230,7 @@ class PagerService:
     # -- delivering ------------------------------------------------------------------
     def build_delivery(self, message: StoredMessage, binding: Binding, *, stored: bool) -> Request:
         """The MESSAGE one device receives: the asserted sender, the body unchanged."""
-        uri = self._gateway.request_uri(binding)  # type: ignore[attr-defined]
+        uri = self._gateway.request_uri(binding)
         headers = [
             ("Max-Forwards", "70"),
             ("From", f"<{message.sender}>;tag={uuid.uuid4().hex[:12]}"),
