@@ -241,12 +241,12 @@ def parse_params(text: str) -> dict[str, str | None]:
         name, sep, value = piece.partition("=")
         if name.strip(TOKEN_CHARS):  # not a bare token: allow surrounding LWS
             name = name.strip(" \t")
+            if name.strip(TOKEN_CHARS):
+                raise SIPParseError("Malformed parameter")
         if not name:
             if sep:
                 raise SIPParseError("Malformed parameter")
             continue
-        if not is_token(name):
-            raise SIPParseError("Malformed parameter")
         if sep:
             value = value.strip(" \t")
             if value[:1] == '"' and _end_of_quoted(value, 0) != len(value):
@@ -254,6 +254,28 @@ def parse_params(text: str) -> dict[str, str | None]:
             params[name.lower()] = value
         else:
             params[name.lower()] = None
+    return params
+
+
+# What _parse_simple_params accepts: tokens, '=' and ';' — no LWS, no quotes.
+_SIMPLE_PARAM_CHARS = TOKEN_CHARS + ";="
+
+
+def _parse_simple_params(text: str) -> dict[str, str | None] | None:
+    """Fast path of ``parse_params`` for text made of ``_SIMPLE_PARAM_CHARS``
+    only: the same dict, or None (never an error) when the text is anything
+    else or would be refused, so the caller falls back to ``parse_params``."""
+    if text.strip(_SIMPLE_PARAM_CHARS):
+        return None
+    params: dict[str, str | None] = {}
+    for piece in text.split(";"):
+        # no ';' in a piece and the name stops at the first '=': it is a token
+        name, sep, value = piece.partition("=")
+        if not name:
+            if sep:
+                return None  # "Malformed parameter": let parse_params say it
+            continue
+        params[name.lower()] = value if sep else None
     return params
 
 
@@ -616,6 +638,10 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> "Via":
+        if cls is Via:
+            via = _parse_simple_via(text)
+            if via is not None:
+                return via
         try:
             return cls._parse(text)
         except SIPParseError as error:
@@ -703,6 +729,59 @@ class Via:
         for name, value in params.items():
             merged[name.lower()] = value
         return Via(self.transport, self.host, self.port, merged, self.protocol)
+
+
+# transport as written -> as stored (upper-case), for the registered ones
+# (RFC 3261 §20.42 and RFC 7118 for WS/WSS)
+_SIMPLE_TRANSPORTS = {
+    spelling: name
+    for name in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS", "TLS-SCTP")
+    for spelling in (name, name.lower())
+}
+
+
+def _parse_simple_via(text: str) -> Via | None:
+    """Fast path of ``Via.parse`` for ``SIP/2.0/UDP host[:port][;token params]``
+    with single spaces and no LWS anywhere else.  Returns None — never raises —
+    for any other shape, and the full parser decides; when it returns a Via it
+    is the one the full parser builds (tests/sip/test_properties.py)."""
+    if not text.startswith("SIP/2.0/"):
+        return None
+    space = text.find(" ", 8)
+    if space < 0:
+        return None
+    transport = _SIMPLE_TRANSPORTS.get(text[8:space])
+    if transport is None:
+        return None
+    sent_by, semi, param_text = text[space + 1 :].partition(";")
+    host, colon, port_text = sent_by.partition(":")
+    # valid_host refuses LWS, so sent-by has none to remove
+    if not valid_host(host) or host[0] == "[":
+        return None
+    port: int | None = None
+    if colon:
+        if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+            return None
+        port = int(port_text)
+        if port > 65535:
+            return None
+    if semi:
+        params = _parse_simple_params(param_text)
+        if params is None:
+            return None
+    else:
+        params = {}
+    via = _new_object(Via)
+    fields = via.__dict__
+    fields["transport"] = transport
+    fields["host"] = host
+    fields["port"] = port
+    fields["params"] = params
+    fields["protocol"] = "SIP/2.0"
+    return via
+
+
+_new_object = object.__new__
 
 
 # ---------------------------------------------------------------------------

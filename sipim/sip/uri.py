@@ -19,8 +19,8 @@ from typing import Union
 
 from .errors import SIPParseError
 from .headers import (
-    TOKEN_CHARS,
     _end_of_quoted,
+    _parse_simple_params,
     format_params,
     is_token,
     parse_params,
@@ -635,10 +635,6 @@ def _parse_name_addr(text: str) -> NameAddr:
     return _new_name_addr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
 
 
-# header parameters of the fast path: tokens, '=' and ';' (no quotes, no LWS)
-_SIMPLE_PARAM_CHARS = TOKEN_CHARS + ";="
-
-
 def _parse_simple_name_addr(text: str) -> NameAddr | None:
     """Fast path of ``parse_name_addr`` for ``["display"] <simple sip URI>;p=v...``
     (see ``_parse_simple_sip_uri``) with token parameters.  Returns None —
@@ -667,18 +663,15 @@ def _parse_simple_name_addr(text: str) -> NameAddr | None:
     uri = _parse_simple_sip_uri(rest[1:close])
     if uri is None:
         return None
-    params: dict[str, str | None] = {}
     param_text = rest[close + 1 :]
     if param_text:
-        if param_text[0] != ";" or param_text.strip(_SIMPLE_PARAM_CHARS):
+        if param_text[0] != ";":
             return None
-        for piece in param_text[1:].split(";"):
-            name, eq, value = piece.partition("=")
-            if not name:
-                if eq:
-                    return None  # "Malformed parameter": the full parser says so
-                continue
-            params[name.lower()] = value if eq else None
+        params = _parse_simple_params(param_text)
+        if params is None:
+            return None
+    else:
+        params = {}
     name_addr = _new(NameAddr)
     fields = name_addr.__dict__
     fields["uri"] = uri

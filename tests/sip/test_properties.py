@@ -33,6 +33,8 @@ SCALE = int(os.environ.get("SIPIM_FUZZ_SCALE", "1"))
 SETTINGS = settings(max_examples=100 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHEAP = settings(SETTINGS, max_examples=1000 * SCALE)
 EXPENSIVE = settings(SETTINGS, max_examples=40 * SCALE)
+# fast path vs full parser on generated near-valid text
+FAST_PATH = settings(SETTINGS, max_examples=400 * SCALE)
 
 tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=12)
 labels = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=8)
@@ -284,7 +286,7 @@ def _scanned(headers, name):
     return raw, split, first
 
 
-@CHEAP
+@SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(_HEADER_NAMES), _HEADER_VALUES), max_size=8), _header_operations)
 def test_property_header_index_matches_a_scan_after_any_edits(initial, operations):
     from sipim.sip import Headers
@@ -313,7 +315,7 @@ def test_property_header_index_matches_a_scan_after_any_edits(initial, operation
             assert (name in headers) == bool(raw)
 
 
-@CHEAP
+@SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["Via", "v", "Route", "Contact", "m", "Subject", "X-A"]),
                           st.sampled_from(["a", "a, b", "<sip:x@y>, c"])), max_size=8))
 def test_property_parser_builds_the_same_header_index_as_a_scan(lines):
@@ -393,7 +395,7 @@ def _uri_fields(uri):
     return (type(uri), uri.__dict__, list(getattr(uri, "params", {}).items()))
 
 
-@CHEAP
+@FAST_PATH
 @given(_uri_texts)
 def test_property_sip_uri_fast_path_agrees_with_the_full_parser(text):
     from sipim.sip.uri import _parse_simple_sip_uri, _parse_uri
@@ -407,7 +409,7 @@ def test_property_sip_uri_fast_path_agrees_with_the_full_parser(text):
 _name_addr_texts = st.one_of(_near_valid_name_addrs(), st.lists(_URI_PIECES, max_size=14).map("".join))
 
 
-@CHEAP
+@FAST_PATH
 @given(_name_addr_texts)
 def test_property_name_addr_fast_path_agrees_with_the_full_parser(text):
     from sipim.sip.uri import _parse_name_addr, _parse_simple_name_addr
@@ -427,3 +429,50 @@ def test_common_uri_and_name_addr_shapes_take_the_fast_path():
     assert _parse_simple_name_addr("<sip:user7@bench.example>;tag=abc2") is not None
     assert _parse_simple_name_addr('"User Zero" <sip:user0@bench.example>;tag=3f2a1b') is not None
     assert _parse_simple_name_addr("<sip:user7@127.0.0.1:5070;transport=UDP>;expires=3600") is not None
+
+
+_VIA_PARTS = {
+    "protocol": (["SIP/2.0/"], ["sip/2.0/", "SIP/2.0 /", "SIP/3.0/", "SIP / 2.0 / "]),
+    "transport": (["UDP ", "TCP ", "tls ", "WSS ", "SCTP "], ["UDP  ", "UDP\t", "udp\t ", "XYZ ", "U DP ", "UDP"]),
+    "host": (["h", "host.example", "127.0.0.1", "a-b.c", "h."], ["[::1]", "-h", "h..x", "", "h_x", " h", "h "]),
+    "port": (["", ":5060", ":0", ":65535"], [":65536", ":", ":000001", ":5x", " :5060", ": 5060", ":٣"]),
+    "param": ([";branch=z9hG4bK776asdhds", ";rport", ";received=192.0.2.1", ";rport=5070", ";", ";TTL=1", ";a=b=c"],
+              [";=", ";=x", " ;a", ";a ", ';a="q"', ";a b", ";é", ";received=::1", ";a:b"]),
+}
+
+
+@st.composite
+def _near_valid_vias(draw):
+    broken = draw(st.sampled_from([None, *_VIA_PARTS]))
+    pieces = [draw(_near_valid(_VIA_PARTS, broken, name)) for name in ("protocol", "transport", "host", "port")]
+    return "".join(pieces) + draw(_near_valid(_VIA_PARTS, broken, "param", count=3))
+
+
+@FAST_PATH
+@given(st.one_of(_near_valid_vias(), st.lists(_URI_PIECES, max_size=10).map(lambda p: "SIP/2.0/UDP " + "".join(p))))
+def test_property_via_fast_path_agrees_with_the_full_parser(text):
+    from sipim.sip.headers import _parse_simple_via
+
+    fast = _parse_simple_via(text)
+    if fast is not None:
+        full = Via._parse(text)
+        assert (fast.__dict__, list(fast.params.items())) == (full.__dict__, list(full.params.items()))
+
+
+@FAST_PATH
+@given(st.lists(_near_valid(_NAME_ADDR_PARTS, None, "param") | st.sampled_from(_NAME_ADDR_PARTS["param"][1]),
+                max_size=5).map("".join))
+def test_property_parameter_fast_path_agrees_with_parse_params(text):
+    from sipim.sip.headers import _parse_simple_params, parse_params
+
+    fast = _parse_simple_params(text)
+    if fast is not None:
+        assert list(fast.items()) == list(parse_params(text).items())
+
+
+def test_common_via_and_parameter_shapes_take_the_fast_path():
+    from sipim.sip.headers import _parse_simple_params, _parse_simple_via
+
+    assert _parse_simple_via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK0123456789ab;rport") is not None
+    assert _parse_simple_via("SIP/2.0/TLS client.example.com;branch=z9hG4bK0;received=192.0.2.4") is not None
+    assert _parse_simple_params(";tag=abc;expires=3600") == {"tag": "abc", "expires": "3600"}
