@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -671,6 +671,63 @@ class ReceivedMessage:
     traced: TracedMessage
 
 
+class ConsoleOutput:
+    """What a client process prints, read on a thread and searchable while it grows.
+
+    Shared by the baresip and linphonec drivers: both are driven through their
+    console and judged by what they print.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], name: str, error: type[Exception],
+                 clean: Callable[[str], str] = lambda text: text) -> None:
+        self._process = process
+        self._error = error
+        self._clean = clean
+        self._output = bytearray()
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True, name=name)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        stream = self._process.stdout
+        while chunk := stream.read1(65536):
+            with self._changed:
+                self._output += chunk
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def text(self, raw: bool = False) -> str:
+        with self._changed:
+            text = self._output.decode(errors="replace")
+        return text if raw else self._clean(text)
+
+    def wait_changed(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def wait_for(self, pattern: str, timeout: float, start: int = 0) -> re.Match[str]:
+        """Wait until ``pattern`` (regex, MULTILINE) appears in the cleaned output."""
+        compiled = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                text = self._clean(self._output.decode(errors="replace"))
+                match = compiled.search(text, start)
+                if match:
+                    return match
+                remaining = deadline - time.monotonic()
+                exited = self._process.poll() is not None
+                if remaining <= 0 or (exited and not self._reader.is_alive()):
+                    raise self._error(f"{pattern!r} not seen within {timeout}s "
+                                      f"(exit={self._process.poll()}):\n{text[-6000:]}")
+                self._changed.wait(min(remaining, 0.2))
+
+    def join(self, timeout: float = 2.0) -> None:
+        self._reader.join(timeout=timeout)
+
+
 class BaresipError(RuntimeError):
     pass
 
@@ -767,9 +824,7 @@ class Baresip:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="baresip-"))
         self.ctrl_port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self._output = bytearray()
-        self._output_changed = threading.Condition()
-        self._reader: threading.Thread | None = None
+        self._console: ConsoleOutput | None = None
         self._ctrl: _CtrlTcp | None = None
 
     # -- set-up ------------------------------------------------------------
@@ -829,9 +884,8 @@ class Baresip:
             [*prefix, binary, "-f", str(self.workdir), "-s"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.workdir, start_new_session=True)
-        self._reader = threading.Thread(target=self._read_output, daemon=True,
-                                        name=f"baresip-{self.user.name}")
-        self._reader.start()
+        self._console = ConsoleOutput(self.process, f"baresip-{self.user.name}", BaresipError,
+                                      clean=lambda text: _ANSI_ESCAPE.sub("", text))
         self.wait_for_output(r"ctrl_tcp|baresip is ready", timeout)
         deadline = time.monotonic() + timeout
         while True:
@@ -844,15 +898,6 @@ class Baresip:
                     raise BaresipError(f"ctrl_tcp not reachable\n{self.output()}")
                 time.sleep(0.05)
 
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        stream = self.process.stdout
-        while chunk := stream.read1(65536):
-            with self._output_changed:
-                self._output += chunk
-                self._output_changed.notify_all()
-        with self._output_changed:
-            self._output_changed.notify_all()
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Quit (SIGTERM lets baresip unregister), then kill the group; returns the exit code."""
@@ -871,8 +916,8 @@ class Baresip:
                     _kill_group(self.process, grace=0)
             if self.process.stdin:
                 self.process.stdin.close()
-            if self._reader is not None:
-                self._reader.join(timeout=2)
+            if self._console is not None:
+                self._console.join()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return self.process.returncode if self.process else None
@@ -888,29 +933,14 @@ class Baresip:
 
     def output(self, raw: bool = False) -> str:
         """Everything baresip printed (ANSI colours stripped unless ``raw``)."""
-        with self._output_changed:
-            text = self._output.decode(errors="replace")
-        return text if raw else _ANSI_ESCAPE.sub("", text)
+        return self._console.text(raw) if self._console is not None else ""
 
     def wait_for_output(self, pattern: str, timeout: float = 10.0,
                         start: int = 0) -> re.Match[str]:
         """Wait until ``pattern`` (regex, MULTILINE) appears in the plain output."""
-        compiled = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + timeout
-        with self._output_changed:
-            while True:
-                text = _ANSI_ESCAPE.sub("", self._output.decode(errors="replace"))
-                match = compiled.search(text, start)
-                if match:
-                    return match
-                remaining = deadline - time.monotonic()
-                exited = self.process is None or self.process.poll() is not None
-                if remaining <= 0 or (exited and (self._reader is None
-                                                  or not self._reader.is_alive())):
-                    raise BaresipError(f"{pattern!r} not seen within {timeout}s "
-                                       f"(exit={self.process and self.process.poll()}):\n"
-                                       f"{text[-6000:]}")
-                self._output_changed.wait(min(remaining, 0.2))
+        if self._console is None:
+            raise BaresipError("baresip is not running")
+        return self._console.wait_for(pattern, timeout, start)
 
     def wait_registered(self, timeout: float = 10.0) -> int:
         """Wait for the account's REGISTER outcome line; return its status (raise unless 2xx).
@@ -971,8 +1001,8 @@ class Baresip:
             if time.monotonic() > deadline:
                 raise BaresipError(f"no MESSAGE containing {body!r} within {timeout}s:\n"
                                    f"{self.output()[-6000:]}")
-            with self._output_changed:
-                self._output_changed.wait(0.2)
+            if self._console is not None:
+                self._console.wait_changed(0.2)
 
     # -- commands ----------------------------------------------------------
 

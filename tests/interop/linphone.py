@@ -45,13 +45,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid as uuid_module
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clients import TRANSPORTS, _kill_group, digest_params, find_binary, header_values
+from .clients import TRANSPORTS, ConsoleOutput, _kill_group, digest_params, find_binary, header_values
 
 # A log line starts with "2026-11-25 19:24:06:204 " (date, time, milliseconds).
 _LOG_LINE_START = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} "
@@ -183,9 +182,7 @@ class Linphone:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="linphonec-"))
         self.process: subprocess.Popen[bytes] | None = None
-        self._output = bytearray()
-        self._output_changed = threading.Condition()
-        self._reader: threading.Thread | None = None
+        self._console: ConsoleOutput | None = None
         self._final_log = ""  # the log, kept when stop() removes our own workdir
 
     # -- set-up ------------------------------------------------------------
@@ -265,25 +262,13 @@ class Linphone:
             [binary, "-c", str(self.config_file), "-d", "6", "-l", str(self.log_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.workdir, env=env, start_new_session=True)
-        self._reader = threading.Thread(target=self._read_output, daemon=True,
-                                        name=f"linphonec-{self.user}")
-        self._reader.start()
+        self._console = ConsoleOutput(self.process, f"linphonec-{self.user}", LinphoneError)
         try:
             self.wait_for_output(r"linphonec> ", timeout)
         except LinphoneError:
             self.stop()
             raise
         return self
-
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        stream = self.process.stdout
-        while chunk := stream.read1(65536):
-            with self._output_changed:
-                self._output += chunk
-                self._output_changed.notify_all()
-        with self._output_changed:
-            self._output_changed.notify_all()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -304,8 +289,8 @@ class Linphone:
                 self.process.stdin.close()
             except OSError:
                 pass
-        if self._reader is not None:
-            self._reader.join(timeout=2)
+        if self._console is not None:
+            self._console.join()
         if self.process.stdout:
             self.process.stdout.close()
         if self._own_workdir:
@@ -378,24 +363,13 @@ class Linphone:
 
     def output(self) -> str:
         """What linphonec printed on stdout/stderr (prompts, command answers, chats)."""
-        with self._output_changed:
-            return self._output.decode(errors="replace")
+        return self._console.text() if self._console is not None else ""
 
     def wait_for_output(self, pattern: str, timeout: float = 5.0,
                         start: int = 0) -> re.Match[str]:
-        compiled = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + timeout
-        with self._output_changed:
-            while True:
-                text = self._output.decode(errors="replace")
-                if match := compiled.search(text, start):
-                    return match
-                remaining = deadline - time.monotonic()
-                exited = self.process is None or self.process.poll() is not None
-                if remaining <= 0 or (exited and not (self._reader and self._reader.is_alive())):
-                    raise LinphoneError(f"{pattern!r} not seen within {timeout}s (exit="
-                                        f"{self.process and self.process.poll()}):\n{text[-4000:]}")
-                self._output_changed.wait(min(remaining, 0.2))
+        if self._console is None:
+            raise LinphoneError("linphonec is not running")
+        return self._console.wait_for(pattern, timeout, start)
 
     def log(self) -> str:
         """liblinphone's log so far (also after :meth:`stop`)."""
