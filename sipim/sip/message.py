@@ -16,6 +16,8 @@ from .uri import URI, NameAddr, parse_name_addr, parse_uri
 
 SIP_VERSION = "SIP/2.0"
 
+_MISSING = object()  # "not cached yet", where None is a cached value
+
 # RFC 3261 §21 reason phrases, plus the extensions this service uses.
 REASON_PHRASES: dict[int, str] = {
     100: "Trying",
@@ -111,7 +113,11 @@ class Message:
     @property
     def top_via(self) -> Via | None:
         """The first Via, or None when there is none (parses only that one)."""
-        return self.headers.cached("top_via", self._parse_top_via)
+        cache = self.headers._cache  # inline fast path of Headers.cached
+        value = cache.get("top_via", _MISSING)
+        if value is _MISSING:
+            value = cache["top_via"] = self._parse_top_via()
+        return value
 
     def _parse_top_via(self) -> Via | None:
         value = self.headers.get("Via")
@@ -151,7 +157,11 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.cached("cseq", self._parse_cseq)
+        cache = self.headers._cache
+        value = cache.get("cseq")
+        if value is None:
+            value = cache["cseq"] = self._parse_cseq()
+        return value
 
     def _parse_cseq(self) -> CSeq:
         value = self.headers.get("CSeq")
@@ -177,12 +187,20 @@ class Message:
     @property
     def expires(self) -> int | None:
         """The Expires header (delta-seconds), None when absent."""
-        return self.headers.cached("expires", lambda: self._int_header("Expires", 0xFFFFFFFF))
+        cache = self.headers._cache
+        value = cache.get("expires", _MISSING)
+        if value is _MISSING:
+            value = cache["expires"] = self._int_header("Expires", 0xFFFFFFFF)
+        return value
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (0-255, §20.22), None when absent."""
-        return self.headers.cached("max_forwards", lambda: self._int_header("Max-Forwards", 255))
+        cache = self.headers._cache
+        value = cache.get("max_forwards", _MISSING)
+        if value is _MISSING:
+            value = cache["max_forwards"] = self._int_header("Max-Forwards", 255)
+        return value
 
     def _int_header(self, name: str, maximum: int) -> int | None:
         value = self.headers.get(name)
@@ -204,13 +222,16 @@ class Message:
     def to_bytes(self) -> bytes:
         """The wire form; Content-Length is always written, from ``len(body)``
         (any Content-Length header present is replaced)."""
-        lines = [self._start_line()]
-        for key, name, value in self.headers._items:
-            if key != "content-length":
-                lines.append(f"{name}: {value}")
         body = self.body
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+        text = "".join(
+            [
+                self._start_line(),
+                "\r\n",
+                *[f"{name}: {value}\r\n" for key, name, value in self.headers._items if key != "content-length"],
+                f"Content-Length: {len(body)}\r\n\r\n",
+            ]
+        )
+        return text.encode("utf-8", "surrogateescape") + body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -328,15 +349,21 @@ def make_response(
     appended after those; nothing else is added — Content-Length is written
     by ``to_bytes``.
     """
-    source = request.headers
-    out = Headers()
-    items = out._items
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        for item in source._items:
-            if item[0] == key:
-                if key == "to" and to_tag is not None and not _has_to_tag(request):
-                    item = (item[0], item[1], f"{item[2]};tag={to_tag}")
-                items.append(item)
+    # one pass over the request's lines, sorted into the copied headers' order
+    vias: list[tuple[str, str, str]] = []
+    froms: list[tuple[str, str, str]] = []
+    tos: list[tuple[str, str, str]] = []
+    call_ids: list[tuple[str, str, str]] = []
+    cseqs: list[tuple[str, str, str]] = []
+    buckets = {"via": vias, "from": froms, "to": tos, "call-id": call_ids, "cseq": cseqs}
+    bucket_of = buckets.get
+    for item in request.headers._items:
+        bucket = bucket_of(item[0])
+        if bucket is not None:
+            bucket.append(item)
+    if tos and to_tag is not None and not _has_to_tag(request):
+        tos = [(key, name, f"{value};tag={to_tag}") for key, name, value in tos]
+    out = Headers._from_triples(vias + froms + tos + call_ids + cseqs)
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason, out, body)

@@ -151,39 +151,36 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
     triples: list[tuple[str, str, str]] = []
     append = triples.append
     # key -> values in order: Headers' look-up index, built in this same pass
+    # (and it tells whether a single-valued header was already seen)
     index: dict[str, list[str]] = {}
     index_get = index.get
-    seen: set[str] = set()
     cache_get = _NAME_CACHE.get
     for line in header_lines:
-        colon = line.find(":")
         # HCOLON = *( SP / HTAB ) ":" SWS; the cache holds the names seen
         # before, so a known name costs one dict look-up (no rstrip/token check)
-        name = line[:colon]
-        known = cache_get(name) if colon > 0 else None
+        name, colon, value = line.partition(":")
+        known = cache_get(name) if colon else None
         if known is None:
-            known = _learn_header_name(name.rstrip(" \t")) if colon > 0 else None
+            known = _learn_header_name(name.rstrip(" \t")) if colon and name else None
             if known is None:
                 if result.deferred is None:
                     result.deferred = SIPParseError("Malformed header line")
                 continue
-        key = known[0]
-        if known[2]:
-            # RFC 4475 torture test "multi01": a second From/To/Call-ID/CSeq/
-            # Max-Forwards makes the request ambiguous (Content-Length: see
-            # _content_length, repeated identical values are tolerated).
-            if key in seen:
-                if result.deferred is None:
-                    result.deferred = SIPParseError(f"Multiple {known[1]} headers")
-                continue
-            seen.add(key)
-        value = line[colon + 1 :].strip(" \t")
-        append((key, known[1], value))
+        key, spelled, single_valued = known
+        value = value.strip(" \t")
         values = index_get(key)
         if values is None:
             index[key] = [value]
+        elif single_valued:
+            # RFC 4475 torture test "multi01": a second From/To/Call-ID/CSeq/
+            # Max-Forwards makes the request ambiguous (Content-Length: see
+            # _content_length, repeated identical values are tolerated).
+            if result.deferred is None:
+                result.deferred = SIPParseError(f"Multiple {spelled} headers")
+            continue
         else:
             values.append(value)
+        append((key, spelled, value))
     result.headers = Headers._from_triples(triples, index)
     return result
 
