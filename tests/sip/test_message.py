@@ -148,3 +148,18 @@ def test_headers_not_needed_for_routing_are_parsed_only_when_asked():
     request = parse_message(data)
     with pytest.raises(SIPParseError, match="Bad Contact"):
         request.contacts
+
+
+def test_rfc3261_8_2_6_2_response_headers_index_matches_its_copied_lines():
+    from sipim.sip import make_response, parse_message
+
+    request = parse_message(
+        b"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b;branch=z9hG4bK2\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@h>\r\n\r\n"
+    )
+    response = make_response(request, 200, to_tag="t9", headers=[("Expires", "60")])
+    headers = response.headers
+    assert headers._index == type(headers)._from_triples(list(headers._items))._build_index()
+    assert headers.get_all("Via") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b;branch=z9hG4bK2"]
+    assert headers.get("To") == "<sip:a@x>;tag=t9"
+    assert "Contact" not in headers and headers.get("Expires") == "60"
