@@ -156,6 +156,7 @@ async def run_path(calls: int, profile: bool, sort: str) -> None:
                     code = message.split(b" ", 2)[1].decode()
                     codes[code] = codes.get(code, 0) + 1
             if profile:
+                profiler.dump_stats("/tmp/hotpath.prof")
                 pstats.Stats(profiler).sort_stats(sort).print_stats(45)
             requests = 2 * calls
             print(

@@ -363,9 +363,7 @@ def make_response(
             bucket.append(item)
     if tos and to_tag is not None and not _has_to_tag(request):
         tos = [(key, name, f"{value};tag={to_tag}") for key, name, value in tos]
-    # the look-up index too: add_to_tag & co read the response's To at once
-    index = {lines[0][0]: [value for _, _, value in lines] for lines in (vias, froms, tos, call_ids, cseqs) if lines}
-    out = Headers._from_triples(vias + froms + tos + call_ids + cseqs, index)
+    out = Headers._from_triples(vias + froms + tos + call_ids + cseqs)
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason, out, body)
