@@ -10,6 +10,11 @@ noise.
     python bench/hotpath.py 5000 prof cumulative # + cProfile table by cumtime
     python bench/hotpath.py micro                # timeit of the sip/ parsing pieces
 
+With ``prof`` the raw profile is also written to /tmp/hotpath.prof (read it
+with ``pstats.Stats(...).print_callers(...)``).  On a busy machine timings
+vary by 10-20 %: compare runs back to back, or count instructions with
+``valgrind --tool=callgrind`` (the difference of two call counts).
+
 **path mode.**  A real ``SipimServer`` is started (SQLite store in a temporary
 directory, one UDP listener on 127.0.0.1 that receives nothing), 200 users
 are provisioned and their HA1s preloaded, and ``transports.send`` is replaced
