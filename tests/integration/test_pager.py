@@ -44,8 +44,7 @@ def test_rfc3428_message_reaches_the_recipient_with_the_asserted_sender(server, 
     spoofed = [("P-Asserted-Identity", "<sip:ceo@example.test>")]
     response = alice.message("bob", "hello bob", extra_headers=spoofed)
     assert response.status == 200, response
-    received = bob.wait_request("MESSAGE")
-    assert received.body == b"hello bob"
+    received = bob.wait_request("MESSAGE", body=b"hello bob")
     assert received.from_.uri.user == "alice"
     assert received.headers.get_all("P-Asserted-Identity") == ["<sip:alice@example.test>"]
     assert received.headers.get("Content-Type") == "text/plain"
@@ -65,11 +64,11 @@ def test_every_device_gets_it_and_the_senders_other_device_gets_a_copy(server, d
     alice_phone, alice_laptop = devices("alice"), devices("alice")
     assert alice_phone.message("bob", "to all of bob").status == 200
     for bob in (bob_phone, bob_laptop):
-        assert bob.wait_request("MESSAGE").body == b"to all of bob"
-    copy = alice_laptop.wait_request("MESSAGE")
+        assert bob.wait_request("MESSAGE", body=b"to all of bob").body == b"to all of bob"
+    copy = alice_laptop.wait_request("MESSAGE", body=b"to all of bob")
     assert copy.body == b"to all of bob"
     assert copy.from_.uri.user == "alice" and copy.to.uri.user == "bob"  # marked as sent by alice
-    assert alice_phone.no_request(timeout=0.5)  # the sending device gets no copy
+    assert b"to all of bob" not in [r.body for r in alice_phone.drain(timeout=0.5)]  # no copy to the sender
 
 
 def test_rfc5627_message_to_a_gruu_reaches_only_that_device(server, devices):
@@ -78,8 +77,9 @@ def test_rfc5627_message_to_a_gruu_reaches_only_that_device(server, devices):
     alice = devices("alice")
     response = alice.message("bob", "just the phone", uri=f"sip:bob@example.test;gr=urn:uuid:{phone_id}")
     assert response.status == 200
-    assert bob_phone.wait_request("MESSAGE").body == b"just the phone"
-    assert bob_laptop.no_request(timeout=1.0)
+    assert bob_phone.wait_request("MESSAGE", body=b"just the phone").body == b"just the phone"
+    # (The laptop may be owed messages stored by earlier tests; this one must not be among them.)
+    assert b"just the phone" not in [r.body for r in bob_laptop.drain(timeout=1.0)]
 
 
 def test_rfc3428_offline_recipient_gets_202_and_each_device_gets_it_once_later(server, devices):
@@ -87,12 +87,12 @@ def test_rfc3428_offline_recipient_gets_202_and_each_device_gets_it_once_later(s
     text = f"while you were away {uuid.uuid4()}"
     assert alice.message("carol", text).status == 202
     first = devices("carol")
-    assert first.wait_request("MESSAGE").body == text.encode()
-    assert first.no_request(timeout=1.0)  # exactly once
+    assert first.wait_request("MESSAGE", body=text.encode()).body == text.encode()
+    assert text.encode() not in [r.body for r in first.drain(timeout=1.0)]  # exactly once
     later = devices("carol")  # a second device that registers later still gets it
-    late = later.wait_request("MESSAGE")
+    late = later.wait_request("MESSAGE", body=text.encode())
     assert late.body == text.encode() and late.headers.get("Date")
-    assert first.no_request(timeout=0.5)
+    assert text.encode() not in [r.body for r in first.drain(timeout=0.5)]
 
 
 def test_a_resent_message_is_delivered_once(server, devices):
@@ -117,8 +117,8 @@ def test_a_resent_message_is_delivered_once(server, devices):
                                                          challenge.algorithm), nc=2))], body=b"once")
     again.headers.set("CSeq", str(signed.headers.get("CSeq")))
     assert alice.transact(again).status == 200
-    assert bob.wait_request("MESSAGE").body == b"once"
-    assert bob.no_request(timeout=1.0)
+    assert bob.wait_request("MESSAGE", body=b"once").body == b"once"
+    assert b"once" not in [r.body for r in bob.drain(timeout=1.0)]
 
 
 def test_rfc3428_8_too_large_for_udp_gets_513(server, devices):
@@ -140,7 +140,7 @@ def test_history_keeps_both_sides(server, devices):
     alice, bob = devices("alice"), devices("bob")
     text = f"for the record {uuid.uuid4()}"
     assert alice.message("bob", text).status == 200
-    bob.wait_request("MESSAGE")
+    bob.wait_request("MESSAGE", body=text.encode())
     mine = [e for e in history(server, "alice", "--with", "bob") if e["body"] == text]
     theirs = [e for e in history(server, "bob", "--with", "alice") if e["body"] == text]
     assert mine and mine[0]["direction"] == "out"
@@ -155,7 +155,7 @@ async def test_history_over_https_with_digest_is_the_users_own(server, devices):
     alice, bob = devices("alice"), devices("bob")
     text = f"over https {uuid.uuid4()}"
     assert alice.message("bob", text).status == 200
-    assert bob.wait_request("MESSAGE").body == text.encode()
+    assert bob.wait_request("MESSAGE", body=text.encode()).body == text.encode()
     base = f"https://127.0.0.1:{server.ports['wss']}/api/v1/history"
     context = ssl.create_default_context(cafile=str(server.ca_file))
     async with aiohttp.ClientSession() as anonymous:
@@ -187,7 +187,7 @@ def test_a_stored_message_survives_kill_9_and_is_delivered_after_restart(make_se
     server.start()
     bob = device(server, "bob")
     try:
-        assert bob.wait_request("MESSAGE").body == text.encode()
+        assert bob.wait_request("MESSAGE", body=text.encode()).body == text.encode()
     finally:
         bob.close()
 
@@ -226,6 +226,22 @@ def imdn_of(request):
     return parse_notification(parse_cpim(request.body))
 
 
+def wait_imdn(agent, imdn_id, timeout=5.0):
+    """The next IMDN about message ``imdn_id`` (other messages are skipped)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        request = agent.wait_request("MESSAGE", timeout=max(0.1, deadline - time.monotonic()))
+        if request.headers.get("Content-Type") == "message/cpim":
+            try:
+                notification = imdn_of(request)
+            except ValueError:
+                continue
+            if notification.message_id == imdn_id:
+                return request, notification
+
+
 def test_rfc5438_a_delivery_notification_from_the_recipient_reaches_the_sender(server, devices):
     from datetime import datetime, timezone
 
@@ -235,13 +251,11 @@ def test_rfc5438_a_delivery_notification_from_the_recipient_reaches_the_sender(s
     alice, bob = devices("alice"), devices("bob")
     body, imdn_id = cpim_message("alice", "bob", "did you get this?", "positive-delivery")
     assert alice.message("bob", body, content_type="message/cpim").status == 200
-    received = bob.wait_request("MESSAGE")
-    assert received.body == body  # the CPIM envelope arrives intact
+    received = bob.wait_request("MESSAGE", body=body)  # the CPIM envelope arrives intact
     report = build_notification_cpim(parse_cpim(received.body), notifier_uri="<sip:bob@example.test>",
                                      kind=DELIVERY, status="delivered", now=datetime.now(timezone.utc))
     assert bob.message("alice", report.serialize(), content_type="message/cpim").status == 200
-    got = alice.wait_request("MESSAGE")
-    notification = imdn_of(got)
+    got, notification = wait_imdn(alice, imdn_id)
     assert (notification.message_id, notification.status) == (imdn_id, "delivered")
     assert got.from_.uri.user == "bob"
     statuses = {e["status"] for e in history(server, "alice", "--with", "bob") if e["imdn_message_id"] == imdn_id}
@@ -252,12 +266,10 @@ def test_rfc5438_8_1_server_reports_stored_when_the_sender_asked_for_processing(
     alice = devices("alice")
     body, imdn_id = cpim_message("alice", "carol", "store me", "positive-delivery, processing")
     assert alice.message("carol", body, content_type="message/cpim").status == 202
-    notification = imdn_of(alice.wait_request("MESSAGE"))
+    _, notification = wait_imdn(alice, imdn_id)
     assert (notification.message_id, notification.kind, notification.status) == (imdn_id, "processing", "stored")
     carol = devices("carol")
-    while True:  # carol may be owed earlier messages of other tests: find ours
-        if carol.wait_request("MESSAGE").body == body:
-            break
+    assert carol.wait_request("MESSAGE", body=body).body == body
 
 
 def test_rfc5438_expired_stored_message_gives_the_sender_a_failed_report(make_server):
@@ -268,7 +280,7 @@ def test_rfc5438_expired_stored_message_gives_the_sender_a_failed_report(make_se
     try:
         body, imdn_id = cpim_message("alice", "bob", "nobody reads this", "positive-delivery, negative-delivery")
         assert alice.message("bob", body, content_type="message/cpim").status == 202
-        notification = imdn_of(alice.wait_request("MESSAGE", timeout=8))
+        _, notification = wait_imdn(alice, imdn_id, timeout=8)
         assert (notification.message_id, notification.kind, notification.status) == (imdn_id, "delivery", "failed")
         assert {e["status"] for e in history(server, "alice")} == {"failed"}
     finally:
@@ -284,7 +296,7 @@ def test_rfc5438_6_3_a_message_re_sent_with_the_same_imdn_id_is_delivered_once(s
     alice, bob = devices("alice"), devices("bob")
     body, _ = cpim_message("alice", "bob", "only once, even re-sent", "positive-delivery")
     assert alice.message("bob", body, content_type="message/cpim").status == 200
-    assert bob.wait_request("MESSAGE").body == body
+    assert bob.wait_request("MESSAGE", body=body).body == body
     # A new transaction and CSeq (the client gave up and sent it again): same IMDN Message-ID.
     assert alice.message("bob", body, content_type="message/cpim").status == 200
-    assert bob.no_request(timeout=1.0)
+    assert body not in [r.body for r in bob.drain(timeout=1.0)]

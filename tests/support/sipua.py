@@ -161,8 +161,10 @@ class TestUA:
 
         self.send_raw(make_response(request, status, reason, to_tag=uuid.uuid4().hex[:8]).to_bytes())
 
-    def wait_request(self, method: str = "MESSAGE", *, timeout: float = 5.0) -> Request:
-        """The next incoming request of ``method`` (already answered with ``auto_answer``)."""
+    def wait_request(self, method: str = "MESSAGE", *, timeout: float = 5.0, body: bytes | None = None) -> Request:
+        """The next incoming request of ``method`` (already answered with ``auto_answer``);
+        with ``body``, the next one carrying that body (others are skipped: a shared
+        test server may owe this user messages of earlier tests)."""
         self.connect()
         deadline = time.monotonic() + timeout
         while True:
@@ -173,8 +175,19 @@ class TestUA:
                 request = self._requests.get(timeout=remaining)
             except queue.Empty:
                 raise TimeoutError(f"no {method} arrived") from None
-            if request.method == method:
+            if request.method == method and (body is None or request.body == body):
                 return request
+
+    def drain(self, timeout: float = 1.0) -> list[Request]:
+        """Every request that arrives within ``timeout``."""
+        arrived = []
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                arrived.append(self._requests.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return arrived
 
     def no_request(self, timeout: float = 1.0) -> bool:
         """True when no request arrives within ``timeout``."""
