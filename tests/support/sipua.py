@@ -9,6 +9,7 @@ digest client helpers.
 from __future__ import annotations
 
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -48,6 +49,7 @@ class TestUA:
     _responses: queue.Queue = field(default_factory=queue.Queue)
     _requests: queue.Queue = field(default_factory=queue.Queue)
     _reader: threading.Thread | None = None
+    _io_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- connection ---------------------------------------------------------------
     def connect(self) -> "TestUA":
@@ -74,14 +76,28 @@ class TestUA:
 
     def _read_loop(self, sock) -> None:
         """Everything the server sends: responses to the waiting caller, requests
-        answered at once (as a real device does) and queued for the test."""
+        answered at once (as a real device does) and queued for the test.
+
+        An SSL socket must not be read and written by two threads at once, so reads
+        happen under ``_io_lock`` (as do writes), and only once select() or the SSL
+        buffer says data is there."""
         while self.sock is sock:
-            try:
-                data = sock.recv(65535)
-            except (TimeoutError, socket.timeout):
-                continue
-            except (OSError, ValueError):
-                break
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                try:
+                    readable, _, _ = select.select([sock], [], [], 0.2)
+                except (OSError, ValueError):
+                    break
+                if not readable:
+                    continue
+            with self._io_lock:
+                try:
+                    data = sock.recv(65535)
+                except (TimeoutError, socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except (OSError, ValueError) as error:
+                    if self.sock is sock:
+                        self._responses.put(ConnectionError(f"reading from the server failed: {error!r}"))
+                    break
             if not data:
                 self._responses.put(ConnectionError("server closed the connection"))
                 break
@@ -117,7 +133,8 @@ class TestUA:
 
     def send_raw(self, data: bytes) -> None:
         self.connect()
-        self.sock.send(data) if self.transport == "udp" else self.sock.sendall(data)
+        with self._io_lock:
+            self.sock.send(data) if self.transport == "udp" else self.sock.sendall(data)
 
     def receive(self, timeout: float | None = None) -> Response:
         """The next response from the server."""
