@@ -83,8 +83,7 @@ def stamp_via(request: Request, source: Source) -> None:
         stamped = via.with_params(received=ip)
     else:
         return
-    request.headers.remove_first("Via")
-    request.headers.add("Via", str(stamped), first=True)
+    request.headers.replace_first("Via", str(stamped))
     request.headers.remember("top_via", stamped)
 
 
@@ -94,7 +93,7 @@ def add_to_tag(request: Request, response: Response) -> None:
     Decided on the request's To, already parsed, rather than parsing the response's.
     """
     if response.status > 100 and request.to.tag is None:
-        response.headers.set("To", f"{response.headers.get('To')};tag={os.urandom(6).hex()}")
+        response.headers.replace_first("To", f"{response.headers.get('To')};tag={os.urandom(6).hex()}")
 
 
 class SipimServer:

@@ -523,6 +523,24 @@ class Headers:
                 return parts[0] if parts else None
         return None
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first *value* of ``name`` where it stands -- the top Via a
+        server stamps with received/rport (§18.2.1), a To that gets its tag
+        (§8.2.6.2) -- without rebuilding the list.  False when there is none."""
+        key = header_key(name)
+        value = _checked(value)
+        items = self._items
+        for position, (item_key, spelled, old) in enumerate(items):
+            if item_key == key:
+                parts = split_list(old) if key in LIST_HEADERS and "," in old else [old]
+                new = value if len(parts) <= 1 else ", ".join([value, *parts[1:]])
+                items[position] = (item_key, spelled, new)
+                if self._index is not None:
+                    self._index[key][0] = new
+                self._forget(key)
+                return True
+        return False
+
     # -- typed-view cache --------------------------------------------------
 
     def remember(self, slot: str, value: Any) -> None:

@@ -193,3 +193,20 @@ def test_header_values_with_cr_lf_or_nul_are_refused_so_serialization_cannot_inj
         headers.set("Subject", value)
     with pytest.raises(ValueError):
         Headers([("Subject", value)])
+
+
+def test_rfc3261_18_2_1_replace_first_rewrites_only_the_top_value_in_place():
+    from sipim.sip.headers import Headers
+
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+                       ("To", "<sip:bob@x>"), ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3")])
+    assert headers.get("Via") == "SIP/2.0/UDP a;branch=z9hG4bK1"  # builds the index
+    assert headers.replace_first("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1")
+    assert headers.get_all("Via") == ["SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1",
+                                      "SIP/2.0/UDP b;branch=z9hG4bK2", "SIP/2.0/UDP c;branch=z9hG4bK3"]
+    assert [name for name, _ in headers] == ["Via", "To", "Via"]  # position kept
+    assert headers.replace_first("To", "<sip:bob@x>;tag=1")
+    assert headers.get("To") == "<sip:bob@x>;tag=1"
+    assert not headers.replace_first("Route", "<sip:p>")
+    with pytest.raises(ValueError):
+        headers.replace_first("To", "x\r\nInjected: 1")
