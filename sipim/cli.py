@@ -150,15 +150,12 @@ def split_user(name: str, domain: str) -> str:
 
 
 def normalise_phone(number: str) -> str:
-    import phonenumbers
+    from sipim.xdm.directory import InvalidNumber, normalise_e164
 
     try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException as exc:
-        raise CommandError(f"invalid phone number {number!r}: give it in E.164 form, e.g. +14155550123 ({exc})") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise CommandError(f"invalid phone number {number!r}: not a valid number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return normalise_e164(number)
+    except InvalidNumber as exc:
+        raise CommandError(str(exc)) from None
 
 
 def parse_since(text: str) -> float:

@@ -49,10 +49,11 @@ from sipim.core.proxy import AssertedIdentity
 from sipim.core.writer import StoreWriter
 from sipim.im.devices import DeviceGateway
 from sipim.sip.message import Request, Response, make_response
-from sipim.sip.uri import SipURI
+from sipim.sip.uri import SipURI, TelURI
 from sipim.store.base import Store
 from sipim.store.models import Binding, HistoryEntry, StoredMessage
 from sipim.transport.base import Source
+from sipim.xdm.directory import InvalidNumber, normalise_e164, number_of
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,19 @@ class PagerService:
             raise Refusal(415, "Unsupported Media Type", [("Accept", ", ".join(config.im_content_types))])
 
     async def _resolve(self, request: Request) -> tuple[str, str | None]:
-        """The recipient AOR and, for a GRUU, the one device instance (RFC 5627 §3)."""
+        """The recipient AOR and, for a GRUU, the one device instance (RFC 5627 §3).
+
+        A phone number (``tel:`` or ``user=phone``) is looked up by the server to
+        exactly one User ID; the device does no lookup.
+        """
         uri = request.uri
-        if not isinstance(uri, SipURI) or uri.params.get("user") == "phone":
-            raise Refusal(404, "Phone numbers are not looked up yet")
+        number = number_of(uri)
+        if number is not None and (isinstance(uri, TelURI) or uri.host.lower() in self._local_domains):
+            return await self._resolve_number(number), None
+        if isinstance(uri, TelURI):
+            raise Refusal(404, "Only global (+E.164) numbers are looked up")
+        if not isinstance(uri, SipURI):
+            raise Refusal(416, "Unsupported URI Scheme")
         if uri.host.lower() not in self._local_domains:
             raise Refusal(403, "Relaying to other domains is not allowed")
         if not uri.user:
@@ -215,6 +225,18 @@ class PagerService:
         if not await self._user_exists(aor):
             raise Refusal(404, "Not Found")
         return aor, instance
+
+    async def _resolve_number(self, number: str) -> str:
+        try:
+            e164 = normalise_e164(number)
+        except InvalidNumber:
+            raise Refusal(404, "Not a valid phone number") from None
+        users = await self._store.users_by_phone(e164, self._config.domain)
+        if not users:
+            raise Refusal(404, "No user has this number")
+        if len(users) > 1:
+            raise Refusal(485, "Ambiguous")  # RFC 3261 §21.4.23
+        return f"sip:{users[0].username}@{self._config.domain}"
 
     def _expires(self, request: Request) -> int:
         requested = request.expires

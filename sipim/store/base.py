@@ -61,6 +61,13 @@ class Store(abc.ABC):
         """Users ordered by (domain, username), optionally of one domain."""
 
     @abc.abstractmethod
+    async def users_by_phone(self, phone: str, domain: str) -> list[User]:
+        """The users of ``domain`` who have the E.164 number ``phone`` (ordered by name).
+
+        The directory lookup a ``tel:`` URI needs: exactly one user is an answer,
+        none is "not found", several are "ambiguous" -- the caller decides."""
+
+    @abc.abstractmethod
     async def update_user(self, user: User) -> bool:
         """Replace every field of the user (username, domain). False if there is no such user."""
 

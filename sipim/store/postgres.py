@@ -342,6 +342,14 @@ class PostgresStore(Store):
             )  # fmt: skip
         return _user_from_record(record) if record else None
 
+    async def users_by_phone(self, phone: str, domain: str) -> list[User]:
+        async with self._connection() as conn:
+            records = await conn.fetch(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE domain = $1 AND $2 = ANY(phones) ORDER BY username",
+                domain, phone,
+            )
+        return [_user_from_record(r) for r in records]
+
     async def list_users(self, domain: str | None = None) -> list[User]:
         async with self._connection() as conn:
             if domain is None:

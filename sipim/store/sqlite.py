@@ -324,6 +324,17 @@ class SQLiteStore(Store):
 
         return await self._run(work)
 
+    async def users_by_phone(self, phone: str, domain: str) -> list[User]:
+        def work(conn: sqlite3.Connection) -> list[User]:
+            rows = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE domain = ? AND EXISTS "
+                "(SELECT 1 FROM json_each(users.phones) WHERE json_each.value = ?) ORDER BY username",
+                (domain, phone),
+            ).fetchall()
+            return [_user_from_row(r) for r in rows]
+
+        return await self._run(work)
+
     async def list_users(self, domain: str | None = None) -> list[User]:
         def work(conn: sqlite3.Connection) -> list[User]:
             if domain is None:

@@ -300,3 +300,42 @@ def test_rfc5438_6_3_a_message_re_sent_with_the_same_imdn_id_is_delivered_once(s
     # A new transaction and CSeq (the client gave up and sent it again): same IMDN Message-ID.
     assert alice.message("bob", body, content_type="message/cpim").status == 200
     assert body not in [r.body for r in bob.drain(timeout=1.0)]
+
+
+@pytest.fixture
+def numbered_server(make_server):
+    server = make_server()
+    server.add_user("alice", "alice-secret", "--phone", "+14155550101")
+    server.add_user("bob", "bob-secret", "--phone", "+1 415 555 0102")
+    server.add_user("carol", "carol-secret", "--phone", "+14155550199")
+    server.add_user("dave", "dave-secret", "--phone", "+14155550199")
+    return server
+
+
+def send_to_uri(agent, uri: str, text: str):
+    first, second = agent.request_with_auth("MESSAGE", uri=uri, to=f"<{uri}>",
+                                            headers=[("Content-Type", "text/plain")], body=text.encode())
+    return second if second is not None else first
+
+
+@pytest.mark.parametrize("uri", ["tel:+1-415-555-0102", "sip:+14155550102@example.test;user=phone"])
+def test_a_phone_number_starts_a_conversation_the_server_looks_it_up(numbered_server, uri):
+    alice, bob = device(numbered_server, "alice"), device(numbered_server, "bob")
+    try:
+        text = f"found you by number {uuid.uuid4()}"
+        assert send_to_uri(alice, uri, text).status == 200
+        received = bob.wait_request("MESSAGE", body=text.encode())
+        assert received.from_.uri.user == "alice"
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_unknown_and_ambiguous_numbers_give_404_and_485(numbered_server):
+    alice = device(numbered_server, "alice")
+    try:
+        assert send_to_uri(alice, "tel:+14155550100", "anyone?").status == 404
+        assert send_to_uri(alice, "tel:+14155550199", "which one?").status == 485
+        assert send_to_uri(alice, "tel:5550102;phone-context=example.test", "local").status == 404
+    finally:
+        alice.close()

@@ -31,8 +31,8 @@ def sipim(tmp_path_factory):
     server = SipimProcess(tmp_path_factory.mktemp("messaging"),
                           listen=("udp:127.0.0.1:0?digest=MD5", "tls:127.0.0.1:0?digest=MD5"),
                           config_text="lockout_threshold = 1000\n").start()
-    for user in (ALICE, BOB):
-        server.add_user(user.name, user.password)
+    server.add_user(ALICE.name, ALICE.password)
+    server.add_user(BOB.name, BOB.password, "--phone", "+14155550102")
     yield server
     server.stop()
 
@@ -73,6 +73,25 @@ def test_sipp_sender_to_sipp_receiver_through_sipim(sipp_binary, sipim, tmp_path
         assert "MESSAGE sip:bob@" in received
         # The receiver sees the identity the core asserted after authentication.
         assert "P-Asserted-Identity: <sip:alice@example.test>" in received
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=5)
+
+
+def test_sipp_messages_a_phone_number_and_the_server_finds_the_user(sipp_binary, sipim, tmp_path):
+    receiver = sipp(sipim, "message_auth_uas.xml", "SEQUENTIAL\nbob;bob-secret\n", tmp_path / "receiver",
+                    "-oocsf", str(SCENARIOS / "message_answer_ooc.xml"), "-p", str(free_port()),
+                    "-d", "20000", "-auth_uri", DOMAIN, "-trace_logs", "-log_file",
+                    str(tmp_path / "receiver" / "registered.log"))
+    try:
+        log = tmp_path / "receiver" / "registered.log"
+        wait_for(lambda: log.exists() and "registered" in log.read_text(), 15, "the receiving sipp to register")
+        # sip:+14155550102@example.test -- a number, not a User ID; the device does no lookup.
+        sender = sipp(sipim, "message_auth_uac.xml", "SEQUENTIAL\nalice;alice-secret;+14155550102\n",
+                      tmp_path / "sender", "-auth_uri", f"+14155550102@{DOMAIN}")
+        assert sender.wait(timeout=20) == 0, sender.stderr.read()
+        received = (tmp_path / "receiver" / "messages.log").read_text()
+        assert "MESSAGE sip:bob@" in received
     finally:
         receiver.terminate()
         receiver.wait(timeout=5)

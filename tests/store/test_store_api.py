@@ -212,3 +212,18 @@ async def test_prune_changes_keeps_the_newest_so_latest_id_never_goes_back(store
     assert await store.publish_change("contacts", "3") > ids[-1]
     # a cut-off in the past keeps everything
     assert await store.prune_changes(before_ts=0.0) == 0
+
+
+async def test_users_by_phone_finds_every_holder_of_a_number_in_the_domain(store):
+    from sipim.store.models import User
+
+    def user(name, *phones, domain="example.test"):
+        return User(name, domain, "h1", "h2", phones=phones)
+
+    await store.add_user(user("alice", "+14155550101"))
+    await store.add_user(user("bob", "+14155550102", "+14155550199"))
+    await store.add_user(user("carol", "+14155550199"))
+    await store.add_user(user("alice", "+14155550101", domain="other.test"))
+    assert [u.username for u in await store.users_by_phone("+14155550101", "example.test")] == ["alice"]
+    assert [u.username for u in await store.users_by_phone("+14155550199", "example.test")] == ["bob", "carol"]
+    assert await store.users_by_phone("+14155550100", "example.test") == []
