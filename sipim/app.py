@@ -105,7 +105,6 @@ class SipimServer:
         self._tasks: list[asyncio.Task] = []
         self._pending: set[asyncio.Task] = set()
         self._last_change_id = 0
-        self._stopped = asyncio.Event()
 
     # -- start / stop -----------------------------------------------------------
     async def start(self) -> None:
@@ -228,7 +227,6 @@ class SipimServer:
             await self.writer.stop()
         if self.store is not None:
             await self.store.close()
-        self._stopped.set()
 
     def listening(self) -> list[tuple[str, str, int]]:
         return self.transports.listening() if self.transports else []
