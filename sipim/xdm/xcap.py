@@ -332,7 +332,10 @@ def _serialize(tree: _Tree, element: ET.Element, out: list[str], scope: dict[str
             for prefix, bound in scope.items():
                 if prefix and bound == namespace:
                     return prefix + ":"
-            prefix = f"ns{len(scope)}"
+            counter = len(scope)
+            while f"ns{counter}" in scope:  # never shadow a prefix in use
+                counter += 1
+            prefix = f"ns{counter}"
             scope[prefix] = declared[prefix] = namespace
             return prefix + ":"
 
@@ -574,14 +577,12 @@ def _insert(parent: ET.Element, target: Step, new_element: ET.Element, resolver:
         tag = resolver.element_tag(target.name)
         same_name = [child for child in elements if child.tag == tag]
     position = target.position
-    if position is None or (position == 1 and not same_name):
-        if same_name and (target.name != "*" or target.position is None):
+    if position is None or not same_name:
+        if same_name:
             _insert_after(parent, same_name[-1], new_element)  # "earliest last"
-        elif elements:
-            # No sibling with this name: last among all element siblings, after
-            # any trailing text/comments.
-            parent.append(new_element)
         else:
+            # No sibling with this name: last among all children, after any
+            # trailing text/comments (a position > 1 then fails the re-check).
             parent.append(new_element)
         return
     if position == 1:

@@ -188,6 +188,7 @@ def test_rfc4825_8_2_3_rfc_examples_of_insertion_positions():
     third = b'<root>\n <el1 att="first"/>\n <el1 att="second"/><el1 att="third"/>\n <!-- comment -->\n <el2 att="first"/>\n</root>'
     for selector in ['root/el1[@att="third"]', 'root/el1[3][@att="third"]', 'root/*[3][@att="third"]']:
         assert put_node(doc, selector, b'<el1 att="third"/>').endswith(third)
+    assert b'<root>\n <el0 att="zero"/><el1 att="first"/>' in put_node(doc, 'root/*[1][@att="zero"]', b'<el0 att="zero"/>')
     assert put_node(doc, "root/el3", b'<el3 att="first"/>').endswith(b' <el2 att="first"/>\n<el3 att="first"/></root>')
     assert put_node(doc, 'root/el1[1][@att="zero"]', b'<el1 att="zero"/>').endswith(
         b'<root>\n <el1 att="zero"/><el1 att="first"/>\n <el1 att="second"/>\n <!-- comment -->\n <el2 att="first"/>\n</root>')
@@ -284,6 +285,7 @@ def test_xml_bomb_with_entities_is_refused_before_expansion():
     with pytest.raises(XCAPError) as err:
         get("resource-lists/list", doc=bomb)
     assert (err.value.status, err.value.error_element) == (409, "not-well-formed")
+    assert "DOCTYPE" in err.value.reason  # refused by the DTD check, not expanded
     with pytest.raises(XCAPError):
         put(FRIENDS + "/entry[3]", b'<!DOCTYPE x [<!ENTITY e "x">]><entry uri="&e;"/>')
 
@@ -312,3 +314,22 @@ def test_rfc4825_11_error_document_is_well_formed_xcap_error():
     assert ET.fromstring(XCAPError(409, "x", "cannot-delete").body())[0].tag == f"{{{XCAP_ERROR_NS}}}cannot-delete"
     with pytest.raises(ValueError):
         error_document("bad tag")
+
+
+def test_rfc4825_8_2_4_put_on_root_selector_replaces_root_element():
+    new = put("resource-lists", b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list name="x"/></resource-lists>')
+    assert ET.fromstring(get('resource-lists/list[@name="x"]', doc=new)).get("name") == "x"
+    with pytest.raises(XCAPError) as err:
+        put("resource-lists", b"<other/>")
+    assert err.value.error_element == "cannot-insert"
+
+
+def test_rfc4825_6_3_prefixed_attribute_in_predicate_and_terminal():
+    doc = DOC.replace(b'<entry uri="sip:carol@example.com"/>',
+                      b'<entry xmlns:x="urn:x" x:tag="vip" uri="sip:carol@example.com"/>')
+    selector = FRIENDS + '/entry[@p:tag="vip"]/@uri'
+    assert get(selector, doc=doc, namespaces={"p": "urn:x"}) == b"sip:carol@example.com"
+    new = put(FRIENDS + '/entry[@p:tag="vip"]/@p:level', b"2", doc=doc, namespaces={"p": "urn:x"})
+    assert b'x:level="2"' in new  # the document's own prefix is reused
+    with pytest.raises(XCAPError):
+        get(FRIENDS + '/entry[@tag="vip"]', doc=doc)  # unprefixed attribute is in no namespace
