@@ -95,7 +95,7 @@ _QNAME = rf"(?:{_NCNAME}:)?{_NCNAME}"
 _STEP_RE = re.compile(
     rf"""^(?P<name>\*|{_QNAME})
          (?:\[(?P<pos>[0-9]+)\])?
-         (?:\[@(?P<att>{_QNAME})=(?:"(?P<dq>[^"<&]*)"|'(?P<sq>[^'<&]*)')\])?$""",
+         (?:\[@(?P<att>{_QNAME})=(?:"(?P<dq>[^"<]*)"|'(?P<sq>[^'<]*)')\])?$""",
     re.VERBOSE,
 )
 _ATTRIBUTE_RE = re.compile(rf"^@(?P<att>{_QNAME})$")
@@ -122,6 +122,25 @@ def _split_steps(text: str) -> list[str]:
         raise XCAPError(400, "unterminated quote in node selector")
     parts.append("".join(current))
     return parts
+
+
+_REFERENCE_RE = re.compile(r"&(?:#x([0-9A-Fa-f]+)|#([0-9]+)|(amp|lt|gt|quot|apos));")
+_PREDEFINED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _decode_att_value(value: str, step: str) -> str:
+    """Resolve the references an AttValue may hold (XML 1.0 §2.3); bare "&" is bad."""
+    if "&" in _REFERENCE_RE.sub("", value):
+        raise XCAPError(400, f"bad reference in attribute value of {step!r}")
+
+    def resolve(match: re.Match[str]) -> str:
+        if match[1]:
+            return chr(int(match[1], 16))
+        if match[2]:
+            return chr(int(match[2]))
+        return _PREDEFINED[match[3]]
+
+    return _REFERENCE_RE.sub(resolve, value)
 
 
 def parse_node_selector(text: str) -> NodeSelector:
@@ -153,6 +172,8 @@ def parse_node_selector(text: str) -> NodeSelector:
         if position == 0:
             raise XCAPError(400, f"position must be >= 1 in {raw!r}")
         value = match["dq"] if match["dq"] is not None else match["sq"]
+        if value is not None:
+            value = _decode_att_value(value, raw)
         steps.append(Step(match["name"], position, (match["att"], value) if match["att"] else None))
     return NodeSelector(tuple(steps), attribute, namespace_selector)
 
@@ -525,6 +546,7 @@ def put_node(
         raise XCAPError(409, "body must be a single XML element", "not-xml-frag")
     new_element = new_elements[0]
     new_element.tail = None
+    new_declarations.pop(id(new_root), None)  # the wrapper's bindings are the parent's scope
     tree.declarations.update(new_declarations)
 
     if parent is None:

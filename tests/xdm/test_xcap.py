@@ -97,10 +97,11 @@ def test_rfc4825_6_3_step_forms_and_terminals():
     assert sel.steps == (Step("a"), Step("b", 3), Step("*", None, ("x", "1/2")), Step("c", 2, ("y", "v")))
     assert sel.namespace_selector
     assert parse_node_selector("p:a/@q:att").attribute == "q:att"
+    assert parse_node_selector('a[@x="&quot;&amp;&#65;"]').steps[0].attribute == ("x", '"&A')
 
 
 @pytest.mark.parametrize(
-    "selector", ["", "a//b", "a[0]", "a[@x=1]", 'a[@x="1"', "a/@", "@x", "a/b[x]", 'a[@x="1"][2]', "1a"]
+    "selector", ["", "a//b", "a[0]", "a[@x=1]", 'a[@x="1"', "a/@", "@x", "a/b[x]", 'a[@x="1"][2]', "1a", 'a[@x="a&b"]', "a/ext()"]
 )
 def test_rfc4825_6_3_malformed_selector_is_rejected_with_400(selector):
     with pytest.raises(XCAPError) as err:
