@@ -35,6 +35,10 @@ from sipim.sip.clock import WallTime
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
 from sipim.store.models import CHANGE_USER
+from sipim.store.models import CHANGE_DEVICE
+from sipim.provisioning.http import PublicAddress
+from sipim.provisioning.service import ProvisioningService
+from sipim.provisioning.sms import make_gateway
 from sipim.transport.base import Source, Target
 from sipim.transport.clock import AsyncioClock
 from sipim.transport.manager import TransportManager
@@ -171,6 +175,18 @@ class SipimServer:
         if stale_flows:
             self.clock.call_later(config.flow_timer, lambda: self._drop_flows(stale_flows))
 
+        self.provisioning = ProvisioningService(
+            config, store=self.store, users=self.users, lockout=self.lockout, audit=self.writer.audit,
+            secret=secret, now=self.wall.now,
+            gateway=make_gateway(config.sms_gateway, data_dir=config.data_dir, webhook_url=config.sms_webhook_url,
+                                 webhook_timeout=config.sms_webhook_timeout,
+                                 webhook_authorization=config.sms_webhook_authorization),
+            ca_pem=self.tls_files.ca_cert.read_text() if self.tls_files is not None else None)
+        public_address = PublicAddress(
+            host=config.provisioning_public_host, https_port=config.provisioning_public_https_port,
+            tls_port=lambda: config.provisioning_public_tls_port or next(
+                (port for transport, _, port in self.listening() if transport == "tls"), None))
+
         limits = ParserLimits(max_message_size=config.max_message_size, max_headers=config.max_headers,
                               max_line_length=config.max_line_length, max_uri_length=config.max_uri_length)
         self.transports = TransportManager(
@@ -185,7 +201,8 @@ class SipimServer:
             http_app_factory=make_web_app(
                 store=self.store, domain=config.domain,
                 auth=HttpDigestAuth(realm=config.domain, domain=config.domain, digest=self.digest,
-                                    users=self.users, lockout=self.lockout, now=self.wall.now)),
+                                    users=self.users, lockout=self.lockout, now=self.wall.now),
+                provisioning=self.provisioning, public_address=public_address),
         )
         self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
                                    transports=self.transports, now=self.wall.now)
@@ -212,6 +229,8 @@ class SipimServer:
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
             loop.create_task(self._every(3600, self._prune), name="prune"),
             loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages), name="messages"),
+            loop.create_task(self._every(config.device_use_flush_interval, self._flush_device_use),
+                             name="device-use"),
         ]
 
     async def stop(self) -> None:
@@ -223,6 +242,13 @@ class SipimServer:
             await asyncio.wait(self._pending, timeout=2)
         if getattr(self, "pager", None) is not None:
             await self.pager.stop()
+        if getattr(self, "provisioning", None) is not None:
+            await self.provisioning.close()
+        if getattr(self, "users", None) is not None and self.store is not None:
+            try:
+                await self._flush_device_use()
+            except Exception:
+                log.exception("could not record devices' last use")
         if getattr(self, "writer", None) is not None:
             await self.writer.stop()
         if self.store is not None:
@@ -353,6 +379,8 @@ class SipimServer:
                 if await self.store.get_user(username, domain) is None:
                     # The user was removed: its devices are unregistered at once.
                     self.location.remove_all(f"sip:{username}@{domain}")
+            elif change.kind == CHANGE_DEVICE:
+                await self._device_changed(change.key)
             elif change.kind == CHANGE_BINDING_REMOVED:
                 aor, _, key = change.key.partition(" ")
                 removed = self.location.remove(aor, key)
@@ -361,6 +389,26 @@ class SipimServer:
                     if flow is not None:
                         flow.close()
 
+    async def _device_changed(self, auth_username: str) -> None:
+        """A device was re-issued or revoked (here or by another process): its cached
+        HA1s and token go; a revoked device's registrations end and its connection
+        closes, so it must authenticate again -- and cannot."""
+        self.users.invalidate_device(auth_username)
+        device = await self.store.device_by_auth_username(auth_username)
+        if device is None or not device.revoked:
+            return
+        aor = f"sip:{device.username}@{device.domain}"
+        gone = [b for b in self.location.bindings(aor)
+                if b.instance_id and b.instance_id.strip("<>") == device.instance_id]
+        self.registrar.remove_bindings(gone, f"device {device.device_id} revoked", time.time())
+        for binding in gone:
+            flow = self.transports.get_flow(binding.flow_id) if binding.flow_id and self.transports else None
+            if flow is not None:
+                flow.close()
+
+    async def _flush_device_use(self) -> None:
+        await self.store.touch_devices(self.users.take_device_use())
+
     async def _expire_messages(self) -> None:
         await self.pager.expire()
 
@@ -368,3 +416,4 @@ class SipimServer:
         cutoff = time.time() - self.config.audit_retention_days * 86400
         await self.store.prune_audit(cutoff)
         await self.store.prune_changes(time.time() - 86400)
+        await self.store.prune_codes(time.time())

@@ -71,12 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     device = commands.add_parser("device", help="registered devices").add_subparsers(dest="action", metavar="ACTION")
     device.required = True
-    dlist = device.add_parser("list", parents=[common], help="list a user's registered devices")
+    dlist = device.add_parser("list", parents=[common], help="list a user's device credentials and registrations")
     dlist.add_argument("name")
-    dlist.add_argument("--json", action="store_true")
-    revoke = device.add_parser("revoke", parents=[common], help="unregister one device of a user at once")
+    dlist.add_argument("--json", action="store_true", help="the registrations as JSON (with --credentials: "
+                                                           "the device credentials)")
+    dlist.add_argument("--credentials", action="store_true", help="with --json: list the device credentials")
+    revoke = device.add_parser("revoke", parents=[common],
+                               help="revoke a device's credentials and end its registration at once")
     revoke.add_argument("name")
-    revoke.add_argument("instance", help="the device's instance id (+sip.instance) or binding key, as `device list` shows")
+    revoke.add_argument("instance", metavar="DEVICE|INSTANCE",
+                        help="the device id (d-...), its auth username, its instance id (+sip.instance) "
+                             "or a binding key, as `device list` shows")
 
     history = commands.add_parser("history", parents=[common], help="a user's message history, newest first")
     history.add_argument("name")
@@ -89,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", parents=[common], help="registration attempts")
     audit.add_argument("--user")
     audit.add_argument("--since", help="ISO time (2026-11-25T10:00) or an age: 30m, 12h, 7d")
-    audit.add_argument("--result", help="e.g. registered, refreshed, removed, challenged, 'auth failed', locked, refused")
+    audit.add_argument("--result", help="e.g. registered, refreshed, removed, challenged, 'auth failed', locked, "
+                                        "refused; provisioning: otp-sent, otp-not-sent, otp-failed, otp-expired, "
+                                        "rate-limited, config-issued, config-refused, signin-failed, "
+                                        "pairing-created, pairing-failed, user-signed-up, device-revoked")
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true")
     return parser
@@ -266,13 +274,33 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
         return [b for b in await store.list_bindings(aor) if b.expires_at > time.time()]
 
     if args.action == "list":
-        found = asyncio.run(with_store(config, bindings))
+        async def listing(store):
+            return await store.list_devices(username, config.domain), await bindings(store)
+
+        credentials, found = asyncio.run(with_store(config, listing))
+        if args.json and args.credentials:
+            print(json.dumps([{"device_id": d.device_id, "name": d.name, "instance": d.instance_id,
+                               "auth_username": d.auth_username, "created_at": d.created_at,
+                               "last_used_at": d.last_used_at, "revoked_at": d.revoked_at} for d in credentials],
+                             indent=2))
+            return 0
         if args.json:
+            by_instance = {d.instance_id: d.device_id for d in credentials if not d.revoked}
             print(json.dumps([{"instance": b.instance_id, "binding_key": b.binding_key, "contact": b.contact,
                                "expires_at": b.expires_at, "transport": b.transport, "source": b.source,
-                               "user_agent": b.user_agent, "registered_at": b.registered_at} for b in found],
+                               "user_agent": b.user_agent, "registered_at": b.registered_at,
+                               "device_id": by_instance.get((b.instance_id or "").strip("<>"))} for b in found],
                              indent=2))
-        elif not found:
+            return 0
+        if credentials:
+            print("credentials:")
+            for d in credentials:
+                state = f"revoked {format_time(d.revoked_at)}" if d.revoked_at is not None else (
+                    f"last used {format_time(d.last_used_at)}" if d.last_used_at else "never used")
+                print(f"  {d.device_id}  {d.auth_username}  {d.instance_id}  \"{d.name}\"  "
+                      f"created {format_time(d.created_at)}  {state}")
+            print("registrations:")
+        if not found:
             print(f"{aor} has no registered devices")
         else:
             for b in found:
@@ -284,18 +312,34 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
     wanted = args.instance.strip()
 
     async def revoke(store):
+        from sipim.store.models import AuditRecord
+
+        now = time.time()
+        revoked = []
+        for d in await store.list_devices(username, config.domain):
+            if not d.revoked and wanted.strip("<>") in (d.device_id, d.auth_username, d.instance_id):
+                done = await store.revoke_device(d.device_id, now)
+                if done is not None:
+                    revoked.append(done)
+        instances = {d.instance_id for d in revoked}
         matches = [b for b in await bindings(store)
                    if wanted in (b.instance_id, b.binding_key)
-                   or (b.instance_id and wanted.strip("<>") == b.instance_id.strip("<>"))]
-        if matches:
-            await store.write_batch(deletes=[(b.aor, b.binding_key) for b in matches])
+                   or (b.instance_id and b.instance_id.strip("<>") in instances | {wanted.strip("<>")})]
+        audit = [AuditRecord(ts=now, aor=aor, username=d.auth_username, instance_id=d.instance_id, user_agent="",
+                             source="cli", transport="cli", result="device-revoked",
+                             reason=f"device {d.device_id} revoked") for d in revoked]
+        if matches or audit:
+            await store.write_batch(deletes=[(b.aor, b.binding_key) for b in matches], audit=audit)
             for b in matches:
                 await store.publish_change(CHANGE_BINDING_REMOVED, f"{b.aor} {b.binding_key}")
-        return matches
+        return revoked, matches
 
-    removed = asyncio.run(with_store(config, revoke))
-    if not removed:
-        raise CommandError(f"{aor} has no registered device {wanted!r} (see `sipim device list {username}`)")
+    revoked, removed = asyncio.run(with_store(config, revoke))
+    if not revoked and not removed:
+        raise CommandError(f"{aor} has no registered device or device credentials {wanted!r} "
+                           f"(see `sipim device list {username}`)")
+    if revoked:
+        print(f"revoked the credentials of {', '.join(d.device_id for d in revoked)} of {aor}")
     print(f"revoked {len(removed)} registration(s) of {aor}")
     return 0
 

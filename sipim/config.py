@@ -103,6 +103,41 @@ class Config:
     # -- audit ----------------------------------------------------------------
     audit_retention_days: int = 90
 
+    # -- provisioning: device auto-configuration over HTTPS ----------------------
+    # One-time codes sent by SMS (RFC 4226-style numeric codes): length, lifetime,
+    # wrong guesses before the code is void.
+    otp_length: int = 6
+    otp_lifetime: int = 300
+    otp_max_attempts: int = 5
+    # Codes sent per number and per source address within otp_rate_window seconds.
+    otp_rate_per_number: int = 3
+    otp_rate_per_source: int = 10
+    otp_rate_window: int = 900
+    # Code checks (/config with a code, /pair) per source address in that window.
+    provisioning_attempts_per_source: int = 30
+    # Unknown numbers get a code (and an account once verified) only with self sign-up;
+    # otherwise they get the same answer as known ones and no code.
+    provisioning_self_signup: bool = False
+    # SMS gateway: "outbox" (log + DATA_DIR/sms-outbox.jsonl) or "webhook" (POST JSON).
+    sms_gateway: str = "outbox"
+    sms_webhook_url: str = ""
+    sms_webhook_authorization: str = ""  # sent as the Authorization header, if set
+    sms_webhook_timeout: float = 10.0
+    # Zero-typing configuration: requests from these CIDR ranges carrying the
+    # network-asserted number header get their configuration without a code.
+    provisioning_trusted_networks: tuple[str, ...] = ()
+    provisioning_msisdn_header: str = "X-MSISDN"
+    # Pairing codes shown as QR code / link by a signed-in device: length, lifetime.
+    pairing_code_length: int = 8
+    pairing_code_lifetime: int = 120
+    # What the device configuration names as the server (default: the host the
+    # device reached, the first TLS listener's port, the HTTPS port it used).
+    provisioning_public_host: str = ""
+    provisioning_public_tls_port: int = 0
+    provisioning_public_https_port: int = 0
+    # How often devices' last-use times are written to the store.
+    device_use_flush_interval: float = 60.0
+
     # -- transports and parser bounds ---------------------------------------
     max_message_size: int = 131072  # a whole SIP message; IM bodies have their own limit below
     max_headers: int = 128
@@ -174,6 +209,30 @@ class Config:
                 raise ConfigError(f"unknown digest algorithm {algorithm!r} (use MD5 or SHA-256)")
         if self.max_devices_per_user < 1:
             raise ConfigError("max_devices_per_user must be at least 1")
+        self.validate_provisioning()
+
+    def validate_provisioning(self) -> None:
+        import ipaddress
+
+        for network in self.provisioning_trusted_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"provisioning_trusted_networks: {network!r} is not a CIDR range") from None
+        if self.sms_gateway not in ("outbox", "webhook"):
+            raise ConfigError(f"sms_gateway {self.sms_gateway!r}: use outbox or webhook")
+        if self.sms_gateway == "webhook" and not self.sms_webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("sms_gateway = webhook needs sms_webhook_url = http(s)://...")
+        if not 4 <= self.otp_length <= 10:
+            raise ConfigError("otp_length must be from 4 to 10 digits")
+        if not 6 <= self.pairing_code_length <= 16:
+            raise ConfigError("pairing_code_length must be from 6 to 16 characters")
+        for name in ("otp_lifetime", "otp_max_attempts", "otp_rate_per_number", "otp_rate_per_source",
+                     "otp_rate_window", "provisioning_attempts_per_source", "pairing_code_lifetime"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not self.provisioning_msisdn_header.strip():
+            raise ConfigError("provisioning_msisdn_header must name a header")
 
     def insecure_listeners(self) -> list[str]:
         return [str(l.spec) for l in self.listeners() if l.spec.transport not in SECURE_TRANSPORTS]

@@ -9,14 +9,15 @@ decision of what to answer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sipim.core.lockout import Lockout
 from sipim.sip.digest import DigestCredentials, DigestError, DigestResult, DigestServer, parse_credentials
 from sipim.sip.message import Request
 from sipim.store.base import Store
-from sipim.store.models import User
+from sipim.store.models import DeviceCredential, User
 from sipim.transport.base import Source
 
 # Audit results (also used by the registrar).
@@ -26,6 +27,20 @@ LOCKED = "locked"
 
 
 NOT_CACHED = object()
+
+# A device's digest username is its owner's name, this separator and a short id
+# ("alice!k3f9q2"); user names cannot contain it, so the two never collide.
+DEVICE_SEPARATOR = "!"
+
+
+def is_device_username(name: str) -> bool:
+    return DEVICE_SEPARATOR in name
+
+
+def token_hash(token: str) -> str:
+    """How a bearer token is stored and looked up: SHA-256, hex.  Tokens are 256-bit
+    random values, so a plain hash cannot be inverted by guessing."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class UserCache:
@@ -42,6 +57,12 @@ class UserCache:
         self._users: dict[str, User] = {}
         self._unknown: dict[str, None] = {}
         self._max_negative = max_negative
+        # Device credentials: auth username -> (device, its owner with the device's HA1s).
+        self._devices: dict[str, tuple[DeviceCredential, User]] = {}
+        # Bearer tokens: hash -> auth username of a live device, or None (unknown).
+        self._tokens: dict[str, str | None] = {}
+        # device_id -> when it last authenticated; the server writes these out now and then.
+        self.device_use: dict[str, float] = {}
 
     async def preload(self) -> None:
         for user in await self._store.list_users(self._domain):
@@ -52,28 +73,96 @@ class UserCache:
         user = self._users.get(username)
         if user is not None or username in self._unknown:
             return user
+        if DEVICE_SEPARATOR in username:
+            login = self._devices.get(username)
+            if login is not None:
+                return login[1]
         return NOT_CACHED
 
     async def get(self, username: str) -> User | None:
+        """The user of a digest username: a user, or -- for a device's auth username --
+        its owner carrying the device's HA1 values (the core then acts for the owner's
+        AOR).  None for unknown names, revoked devices and devices of removed users."""
         user = self.peek(username)
         if user is not NOT_CACHED:
             return user  # type: ignore[return-value]
+        if DEVICE_SEPARATOR in username:
+            return await self._load_device(username)
         user = await self._store.get_user(username, self._domain)
         if user is None:
-            if len(self._unknown) >= self._max_negative:
-                self._unknown.pop(next(iter(self._unknown)))
-            self._unknown[username] = None
+            self._remember_unknown(username)
         else:
             self._users[username] = user
         return user
+
+    def device_of(self, auth_username: str) -> DeviceCredential | None:
+        """The cached device behind a device auth username (after get() found it)."""
+        login = self._devices.get(auth_username)
+        return login[0] if login is not None else None
+
+    async def _load_device(self, auth_username: str) -> User | None:
+        device = await self._store.device_by_auth_username(auth_username)
+        owner = None
+        if device is not None and not device.revoked and device.domain == self._domain:
+            owner = await self.get(device.username)
+        if owner is None:
+            self._remember_unknown(auth_username)
+            return None
+        view = replace(owner, ha1_md5=device.ha1_md5, ha1_sha256=device.ha1_sha256)
+        self._devices[auth_username] = (device, view)
+        return view
+
+    async def device_for_token(self, token: str) -> tuple[DeviceCredential, User] | None:
+        """The live device holding this bearer token, with its owner (as get() gives it)."""
+        key = token_hash(token)
+        if key in self._tokens:
+            auth_username = self._tokens[key]
+        else:
+            device = await self._store.device_by_token_hash(key)
+            auth_username = device.auth_username if device is not None and not device.revoked else None
+            if len(self._tokens) >= self._max_negative:
+                self._tokens.pop(next(iter(self._tokens)))
+            self._tokens[key] = auth_username
+        if auth_username is None:
+            return None
+        user = await self.get(auth_username)
+        device = self.device_of(auth_username)
+        if user is None or device is None or device.token_hash != key:
+            return None
+        return device, user
+
+    def note_device_use(self, device_id: str, now: float) -> None:
+        self.device_use[device_id] = now
+
+    def take_device_use(self) -> list[tuple[str, float]]:
+        used, self.device_use = self.device_use, {}
+        return list(used.items())
+
+    def _remember_unknown(self, username: str) -> None:
+        if len(self._unknown) >= self._max_negative:
+            self._unknown.pop(next(iter(self._unknown)))
+        self._unknown[username] = None
 
     def invalidate(self, username: str | None = None) -> None:
         if username is None:
             self._users.clear()
             self._unknown.clear()
+            self._devices.clear()
+            self._tokens.clear()
         else:
             self._users.pop(username, None)
             self._unknown.pop(username, None)
+            # The owner's devices act with the owner's state (disabled, removed).
+            prefix = username + DEVICE_SEPARATOR
+            for auth_username in [name for name in self._devices if name.startswith(prefix)]:
+                self.invalidate_device(auth_username)
+
+    def invalidate_device(self, auth_username: str) -> None:
+        """A device changed (re-issued, revoked): forget its HA1s and its token."""
+        self._unknown.pop(auth_username, None)
+        self._devices.pop(auth_username, None)
+        for key in [key for key, name in self._tokens.items() if name == auth_username]:
+            del self._tokens[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +177,7 @@ class AuthOutcome:
     challenge_headers: list[tuple[str, str]] = field(default_factory=list)
     username: str | None = None  # the name the client claimed, for the audit trail
     algorithm: str | None = None  # the digest algorithm the client answered with
+    device: DeviceCredential | None = None  # set when a device's own credentials authenticated
 
     @property
     def ok(self) -> bool:
@@ -177,7 +267,13 @@ class Authenticator:
         result = self._digest.verify(credentials, request.method, ha1, body=request.body)
         if result is DigestResult.OK:
             self._lockout.record_success(credentials.username, source_ip)
-            return AuthOutcome(user=user, username=credentials.username, algorithm=credentials.algorithm)
+            device = None
+            if DEVICE_SEPARATOR in credentials.username:
+                device = self._users.device_of(credentials.username)
+                if device is not None:
+                    self._users.note_device_use(device.device_id, now)
+            return AuthOutcome(user=user, username=credentials.username, algorithm=credentials.algorithm,
+                               device=device)
         if result is DigestResult.STALE:
             # RFC 7616 §3.3: the password was right, only the nonce is old.
             return AuthOutcome(status=challenge_status, reason="Stale nonce", audit_result=CHALLENGED,

@@ -118,11 +118,13 @@ class Registrar:
             if f"sip:{outcome.user.username}@{self._config.domain}" != aor:
                 raise RegisterRefused(403, "Not allowed to register this address",
                                       audit_reason=f"{outcome.user.username} tried to register {aor}")
-            response, result, reason, instance, registered = self._apply(request, source, aor, now)
+            response, result, reason, instance, registered = self._apply(request, source, aor, now,
+                                                                         outcome.device)
         except RegisterRefused as refusal:
             return self._refuse(request, source, aor, refusal, now)
-        self._audit(request, source, aor, outcome.user.username, result, f"{reason}; digest {outcome.algorithm}",
-                    now, instance)
+        # The digest username that authenticated: a device's own auth username shows which device.
+        self._audit(request, source, aor, outcome.username or outcome.user.username, result,
+                    f"{reason}; digest {outcome.algorithm}", now, instance)
         return self._once_committed(response, registered)
 
     def _once_committed(self, response: Response, registered: list[Binding]) -> asyncio.Future[Response]:
@@ -177,7 +179,7 @@ class Registrar:
             raise RegisterRefused(420, "Bad Extension", [("Unsupported", ", ".join(unsupported))])
 
     # -- RFC 3261 §10.3 steps 6-8 ------------------------------------------
-    def _apply(self, request: Request, source: Source, aor: str, now: float):
+    def _apply(self, request: Request, source: Source, aor: str, now: float, device=None):
         contacts = request.contacts
         supported = {tag.strip().lower() for tag in request.headers.get_all("Supported")}
         if contacts == "*":
@@ -191,7 +193,7 @@ class Registrar:
             return self._ok(request, aor, supported, False, now), QUERIED, "bindings queried", None, []
 
         outbound = self._outbound_applies(request, supported)
-        wanted = [self._read_contact(c, request, aor, outbound) for c in contacts]
+        wanted = [self._read_contact(c, request, aor, outbound, device) for c in contacts]
         if outbound and sum(1 for c in wanted if c.expires > 0 and c.reg_id is not None) > 1:
             # RFC 5626 §6: one flow per REGISTER.
             raise RegisterRefused(400, "Only one Contact with reg-id may be registered at a time")
@@ -280,7 +282,8 @@ class Registrar:
             raise RegisterRefused(439, "First Hop Lacks Outbound Support")
         return False
 
-    def _read_contact(self, name_addr: NameAddr, request: Request, aor: str, outbound: bool) -> ContactRequest:
+    def _read_contact(self, name_addr: NameAddr, request: Request, aor: str, outbound: bool,
+                      device=None) -> ContactRequest:
         params = name_addr.params
         raw_expires = params.get("expires")
         try:
@@ -303,6 +306,16 @@ class Registrar:
         instance_id = params.get("+sip.instance")
         if instance_id is not None:
             instance_id = instance_id.strip('"')
+        if device is not None:
+            # Device credentials belong to one device (RFC 5626 §4.1 instance): it binds
+            # under that instance, so revoking the device finds its registration.
+            if instance_id is None:
+                instance_id = f"<{device.instance_id}>"
+            elif instance_id.strip("<>") != device.instance_id:
+                raise RegisterRefused(403, "Contact +sip.instance is not the one of these device credentials",
+                                      audit_reason=f"device {device.device_id} registered instance {instance_id}, "
+                                                   f"its own is {device.instance_id}")
+        if instance_id is not None:
             if not isinstance(uri, SipURI):
                 raise RegisterRefused(403, "Contact must be a SIP URI")  # RFC 5627 §5.1
             if expires and (f"sip:{uri.user}@{uri.host}" == aor and not uri.port and "gr" not in uri.params):

@@ -14,7 +14,7 @@ Pending schema migrations run on open (see :mod:`sipim.store.migrations`).
 from __future__ import annotations
 
 from .base import Store
-from .errors import StoreError, StoreUnavailable, UserExists
+from .errors import DeviceExists, StoreError, StoreUnavailable, UserExists
 from .base import CLAIM_LEASE
 from .models import (
     CHANGE_USER,
@@ -27,7 +27,9 @@ from .models import (
     BatchResult,
     Binding,
     Change,
+    DeviceCredential,
     HistoryEntry,
+    ProvisioningCode,
     StoredMessage,
     User,
     aor_of,
@@ -48,6 +50,9 @@ __all__ = [
     "BatchResult",
     "Binding",
     "Change",
+    "DeviceCredential",
+    "DeviceExists",
+    "ProvisioningCode",
     "HistoryEntry",
     "StoredMessage",
     "Store",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User
+from .models import DeviceCredential, ProvisioningCode
 
 DEFAULT_AUDIT_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -313,6 +314,81 @@ class Store(abc.ABC):
     async def prune_changes(self, before_ts: float) -> int:
         """Delete changes older than ``before_ts``, always keeping the newest one so
         latest_change_id() never goes backwards. Returns how many were deleted."""
+
+    # ---- per-device credentials ------------------------------------------------------
+    # add_device/update_device/revoke_device publish a change (kind "device", key the
+    # auth username) in the same transaction: every node drops its cached HA1 values.
+
+    @abc.abstractmethod
+    async def add_device(self, device: DeviceCredential) -> None:
+        """Insert a device. Raises DeviceExists when its device_id or auth_username is
+        taken, or when the user already has a live (not revoked) device with that
+        instance_id."""
+
+    @abc.abstractmethod
+    async def update_device(self, device: DeviceCredential) -> bool:
+        """Replace name, HA1 values, token hash and last-used time of a live device
+        (new credentials for the same device). False when there is no live device
+        with that device_id."""
+
+    @abc.abstractmethod
+    async def get_device(self, device_id: str) -> DeviceCredential | None:
+        """The device, revoked or not."""
+
+    @abc.abstractmethod
+    async def device_by_auth_username(self, auth_username: str) -> DeviceCredential | None:
+        """The device whose digest username this is, revoked or not."""
+
+    @abc.abstractmethod
+    async def device_by_token_hash(self, token_hash: str) -> DeviceCredential | None:
+        """The device whose bearer token hashes to ``token_hash``, revoked or not."""
+
+    @abc.abstractmethod
+    async def live_device_by_instance(self, username: str, domain: str,
+                                      instance_id: str) -> DeviceCredential | None:
+        """The user's live device registering with ``instance_id``, if any."""
+
+    @abc.abstractmethod
+    async def list_devices(self, username: str, domain: str) -> list[DeviceCredential]:
+        """The user's devices, revoked ones included, oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_device(self, device_id: str, now: float) -> DeviceCredential | None:
+        """Mark a live device revoked at ``now``; returns it (revoked), or None when
+        there was no live device with that id."""
+
+    @abc.abstractmethod
+    async def touch_devices(self, last_used: Sequence[tuple[str, float]]) -> None:
+        """Record (device_id, time) as the devices' last use (never moving it back)."""
+
+    # ---- one-time codes (provisioning) -------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_code(self, code: ProvisioningCode) -> None:
+        """Store a code, replacing any earlier one of the same (purpose, subject)."""
+
+    @abc.abstractmethod
+    async def get_code(self, purpose: str, subject: str) -> ProvisioningCode | None:
+        """The stored code of (purpose, subject), expired or not."""
+
+    @abc.abstractmethod
+    async def count_code_failure(self, purpose: str, subject: str) -> int:
+        """Add one wrong attempt to the code; returns the new count (0: no such code)."""
+
+    @abc.abstractmethod
+    async def take_code(self, purpose: str, subject: str, code_hash: str,
+                        now: float) -> ProvisioningCode | None:
+        """Delete and return the code if it is (purpose, subject, code_hash) and has not
+        expired at ``now``: single use, atomic across processes and nodes -- of two
+        callers presenting the same code, only one gets it."""
+
+    @abc.abstractmethod
+    async def delete_code(self, purpose: str, subject: str) -> bool:
+        """Forget a code (too many wrong attempts); False if there was none."""
+
+    @abc.abstractmethod
+    async def prune_codes(self, now: float) -> int:
+        """Delete codes that expired before ``now``; returns how many."""
 
 
 def normalise_batch(

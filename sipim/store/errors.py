@@ -22,3 +22,7 @@ class UserExists(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached or opened (server down, file not writable, store closed)."""
+
+
+class DeviceExists(StoreError):
+    """add_device() for a device id, auth username or live instance id already in use."""

@@ -292,6 +292,73 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE messages ADD COLUMN for_late_devices BOOLEAN NOT NULL DEFAULT TRUE",
         ),
     ),
+    Migration(
+        version=4,
+        description="per-device credentials and bearer tokens; one-time provisioning codes",
+        # Devices keep HA1 values and a token hash only, never a password or a token.
+        # A user has at most one live device per instance id (re-provisioning the same
+        # instance re-issues that device); revoked rows stay for the audit.
+        sqlite=(
+            """CREATE TABLE devices (
+                device_id     TEXT PRIMARY KEY,
+                username      TEXT NOT NULL,
+                domain        TEXT NOT NULL,
+                name          TEXT NOT NULL DEFAULT '',
+                instance_id   TEXT NOT NULL,
+                auth_username TEXT NOT NULL UNIQUE,
+                ha1_md5       TEXT NOT NULL,
+                ha1_sha256    TEXT NOT NULL,
+                token_hash    TEXT NOT NULL UNIQUE,
+                created_at    REAL NOT NULL,
+                last_used_at  REAL,
+                revoked_at    REAL
+            )""",
+            "CREATE INDEX devices_user ON devices (username, domain, created_at)",
+            "CREATE UNIQUE INDEX devices_live_instance ON devices (username, domain, instance_id) "
+            "WHERE revoked_at IS NULL",
+            """CREATE TABLE provisioning_codes (
+                purpose    TEXT NOT NULL,
+                subject    TEXT NOT NULL,
+                code_hash  TEXT NOT NULL,
+                owner      TEXT NOT NULL DEFAULT '',
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                attempts   INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (purpose, subject)
+            )""",
+            "CREATE INDEX provisioning_codes_expires_at ON provisioning_codes (expires_at)",
+        ),
+        postgresql=(
+            """CREATE TABLE devices (
+                device_id     text PRIMARY KEY,
+                username      text NOT NULL,
+                domain        text NOT NULL,
+                name          text NOT NULL DEFAULT '',
+                instance_id   text NOT NULL,
+                auth_username text NOT NULL UNIQUE,
+                ha1_md5       text NOT NULL,
+                ha1_sha256    text NOT NULL,
+                token_hash    text NOT NULL UNIQUE,
+                created_at    double precision NOT NULL,
+                last_used_at  double precision,
+                revoked_at    double precision
+            )""",
+            "CREATE INDEX devices_user ON devices (username, domain, created_at)",
+            "CREATE UNIQUE INDEX devices_live_instance ON devices (username, domain, instance_id) "
+            "WHERE revoked_at IS NULL",
+            """CREATE TABLE provisioning_codes (
+                purpose    text NOT NULL,
+                subject    text NOT NULL,
+                code_hash  text NOT NULL,
+                owner      text NOT NULL DEFAULT '',
+                created_at double precision NOT NULL,
+                expires_at double precision NOT NULL,
+                attempts   integer NOT NULL DEFAULT 0,
+                PRIMARY KEY (purpose, subject)
+            )""",
+            "CREATE INDEX provisioning_codes_expires_at ON provisioning_codes (expires_at)",
+        ),
+    ),
 )
 
 

@@ -220,3 +220,60 @@ def aor_user_part(aor: str) -> str:
     if at < 0:
         return ""
     return rest[:at]
+
+
+# ---- per-device credentials and provisioning codes ------------------------------------
+
+CHANGE_DEVICE = "device"
+"""Published by add_device/update_device/revoke_device with the device's auth username:
+a running server drops its cached HA1 values and token of that device."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredential:
+    """The credentials of one device of a user (handed out by provisioning).
+
+    The device authenticates with its own digest username ``auth_username`` (the
+    owner's name, ``!`` and a short id: user names cannot contain ``!``, so the two
+    never collide) and the HA1 values of a random password; the core maps it to the
+    owner's AOR. ``token_hash`` is SHA-256 (hex) of the device's bearer token for the
+    HTTP API. ``instance_id`` is the ``+sip.instance`` (RFC 5626 §4.1) the device
+    registers with, ``urn:uuid:...`` without angle brackets. ``revoked_at`` set means
+    revoked: the credentials no longer authenticate.
+    """
+
+    device_id: str
+    username: str
+    domain: str
+    name: str
+    instance_id: str
+    auth_username: str
+    ha1_md5: str
+    ha1_sha256: str
+    token_hash: str
+    created_at: float = 0.0
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningCode:
+    """A one-time code waiting to be used: an SMS code (``purpose`` "otp", ``subject``
+    the E.164 number) or a pairing code ("pairing", ``subject`` the code's own hash).
+
+    Only ``code_hash`` (an HMAC under the server secret) is stored, never the code.
+    ``owner`` is the user name a pairing code signs in, or the user an OTP was sent
+    for ("" for a self sign-up). ``attempts`` counts wrong guesses.
+    """
+
+    purpose: str
+    subject: str
+    code_hash: str
+    owner: str
+    created_at: float
+    expires_at: float
+    attempts: int = 0

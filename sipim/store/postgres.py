@@ -31,7 +31,7 @@ from .base import (
     Store,
     normalise_batch,
 )
-from .errors import StoreError, StoreUnavailable, UserExists
+from .errors import DeviceExists, StoreError, StoreUnavailable, UserExists
 from .models import (
     CHANGE_USER,
     EMPTY_BATCH_RESULT,
@@ -49,6 +49,7 @@ from .models import (
     aor_user_part,
     user_key,
 )
+from .models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 5
@@ -727,6 +728,135 @@ class PostgresStore(Store):
                     before_ts,
                 )
             )
+
+    # ---- per-device credentials ------------------------------------------------------
+
+    async def add_device(self, device: DeviceCredential) -> None:
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"INSERT INTO devices ({_DEVICE_COLUMNS}) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", *_device_row(device))
+                    await self._publish(conn, CHANGE_DEVICE, device.auth_username)
+            except asyncpg.UniqueViolationError as exc:
+                raise DeviceExists(f"device {device.device_id} ({device.auth_username}, "
+                                   f"{device.instance_id}) already exists") from exc
+
+    async def update_device(self, device: DeviceCredential) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE devices SET name = $1, ha1_md5 = $2, ha1_sha256 = $3, token_hash = $4, "
+                "last_used_at = $5 WHERE device_id = $6 AND revoked_at IS NULL",
+                device.name, device.ha1_md5, device.ha1_sha256, device.token_hash, device.last_used_at,
+                device.device_id)
+            if _row_count(status) == 0:
+                return False
+            await self._publish(conn, CHANGE_DEVICE, device.auth_username)
+            return True
+
+    async def _one_device(self, where: str, *args: Any) -> DeviceCredential | None:
+        async with self._connection() as conn:
+            record = await conn.fetchrow(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where}", *args)
+        return DeviceCredential(**dict(record)) if record else None
+
+    async def get_device(self, device_id: str) -> DeviceCredential | None:
+        return await self._one_device("device_id = $1", device_id)
+
+    async def device_by_auth_username(self, auth_username: str) -> DeviceCredential | None:
+        return await self._one_device("auth_username = $1", auth_username)
+
+    async def device_by_token_hash(self, token_hash: str) -> DeviceCredential | None:
+        return await self._one_device("token_hash = $1", token_hash)
+
+    async def live_device_by_instance(self, username: str, domain: str,
+                                      instance_id: str) -> DeviceCredential | None:
+        return await self._one_device(
+            "username = $1 AND domain = $2 AND instance_id = $3 AND revoked_at IS NULL",
+            username, domain, instance_id)
+
+    async def list_devices(self, username: str, domain: str) -> list[DeviceCredential]:
+        async with self._connection() as conn:
+            records = await conn.fetch(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = $1 AND domain = $2 "
+                                       "ORDER BY created_at, device_id", username, domain)
+        return [DeviceCredential(**dict(r)) for r in records]
+
+    async def revoke_device(self, device_id: str, now: float) -> DeviceCredential | None:
+        async with self._connection() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                f"UPDATE devices SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL "
+                f"RETURNING {_DEVICE_COLUMNS}", now, device_id)
+            if record is None:
+                return None
+            device = DeviceCredential(**dict(record))
+            await self._publish(conn, CHANGE_DEVICE, device.auth_username)
+            return device
+
+    async def touch_devices(self, last_used: Sequence[tuple[str, float]]) -> None:
+        if not last_used:
+            return
+        async with self._connection() as conn:
+            await conn.executemany(
+                "UPDATE devices SET last_used_at = greatest(coalesce(last_used_at, 0), $1) WHERE device_id = $2",
+                [(ts, device_id) for device_id, ts in last_used])
+
+    # ---- one-time codes ------------------------------------------------------------------
+
+    async def put_code(self, code: ProvisioningCode) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                f"INSERT INTO provisioning_codes ({_CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (purpose, subject) DO UPDATE SET code_hash = excluded.code_hash, "
+                "owner = excluded.owner, created_at = excluded.created_at, "
+                "expires_at = excluded.expires_at, attempts = excluded.attempts",
+                code.purpose, code.subject, code.code_hash, code.owner, code.created_at, code.expires_at,
+                code.attempts)
+
+    async def get_code(self, purpose: str, subject: str) -> ProvisioningCode | None:
+        async with self._connection() as conn:
+            record = await conn.fetchrow(
+                f"SELECT {_CODE_COLUMNS} FROM provisioning_codes WHERE purpose = $1 AND subject = $2",
+                purpose, subject)
+        return ProvisioningCode(**dict(record)) if record else None
+
+    async def count_code_failure(self, purpose: str, subject: str) -> int:
+        async with self._connection() as conn:
+            attempts = await conn.fetchval(
+                "UPDATE provisioning_codes SET attempts = attempts + 1 WHERE purpose = $1 AND subject = $2 "
+                "RETURNING attempts", purpose, subject)
+        return int(attempts or 0)
+
+    async def take_code(self, purpose: str, subject: str, code_hash: str,
+                        now: float) -> ProvisioningCode | None:
+        async with self._connection() as conn:
+            record = await conn.fetchrow(
+                f"DELETE FROM provisioning_codes WHERE purpose = $1 AND subject = $2 AND code_hash = $3 "
+                f"AND expires_at > $4 RETURNING {_CODE_COLUMNS}", purpose, subject, code_hash, now)
+        return ProvisioningCode(**dict(record)) if record else None
+
+    async def delete_code(self, purpose: str, subject: str) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute("DELETE FROM provisioning_codes WHERE purpose = $1 AND subject = $2",
+                                        purpose, subject)
+        return _row_count(status) > 0
+
+    async def prune_codes(self, now: float) -> int:
+        async with self._connection() as conn:
+            return _row_count(await conn.execute("DELETE FROM provisioning_codes WHERE expires_at < $1", now))
+
+
+_DEVICE_COLUMNS = (
+    "device_id, username, domain, name, instance_id, auth_username, ha1_md5, ha1_sha256, "
+    "token_hash, created_at, last_used_at, revoked_at"
+)
+_CODE_COLUMNS = "purpose, subject, code_hash, owner, created_at, expires_at, attempts"
+
+
+def _device_row(d: DeviceCredential) -> tuple[Any, ...]:
+    return (
+        d.device_id, d.username, d.domain, d.name, d.instance_id, d.auth_username, d.ha1_md5,
+        d.ha1_sha256, d.token_hash, d.created_at, d.last_used_at, d.revoked_at,
+    )  # fmt: skip
 
 
 def _row_count(status: str) -> int:

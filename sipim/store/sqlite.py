@@ -32,7 +32,7 @@ from .base import (
     Store,
     normalise_batch,
 )
-from .errors import StoreError, StoreUnavailable, UserExists
+from .errors import DeviceExists, StoreError, StoreUnavailable, UserExists
 from .models import (
     CHANGE_USER,
     EMPTY_BATCH_RESULT,
@@ -50,6 +50,7 @@ from .models import (
     aor_user_part,
     user_key,
 )
+from .models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
 
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"
@@ -771,6 +772,171 @@ class SQLiteStore(Store):
                 ).rowcount
 
         return await self._run(work)
+
+    # ---- per-device credentials ------------------------------------------------------
+
+    async def add_device(self, device: DeviceCredential) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute(f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             _device_row(device))
+                _publish(conn, CHANGE_DEVICE, device.auth_username)
+
+        try:
+            await self._run(work)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise DeviceExists(f"device {device.device_id} ({device.auth_username}, "
+                                   f"{device.instance_id}) already exists") from exc.__cause__
+            raise
+
+    async def update_device(self, device: DeviceCredential) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                cursor = conn.execute(
+                    "UPDATE devices SET name = ?, ha1_md5 = ?, ha1_sha256 = ?, token_hash = ?, "
+                    "last_used_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+                    (device.name, device.ha1_md5, device.ha1_sha256, device.token_hash,
+                     device.last_used_at, device.device_id))
+                if cursor.rowcount == 0:
+                    return False
+                _publish(conn, CHANGE_DEVICE, device.auth_username)
+                return True
+
+        return await self._run(work)
+
+    async def _one_device(self, where: str, args: tuple[Any, ...]) -> DeviceCredential | None:
+        def work(conn: sqlite3.Connection) -> DeviceCredential | None:
+            row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where}", args).fetchone()
+            return _device_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def get_device(self, device_id: str) -> DeviceCredential | None:
+        return await self._one_device("device_id = ?", (device_id,))
+
+    async def device_by_auth_username(self, auth_username: str) -> DeviceCredential | None:
+        return await self._one_device("auth_username = ?", (auth_username,))
+
+    async def device_by_token_hash(self, token_hash: str) -> DeviceCredential | None:
+        return await self._one_device("token_hash = ?", (token_hash,))
+
+    async def live_device_by_instance(self, username: str, domain: str,
+                                      instance_id: str) -> DeviceCredential | None:
+        return await self._one_device("username = ? AND domain = ? AND instance_id = ? AND revoked_at IS NULL",
+                                      (username, domain, instance_id))
+
+    async def list_devices(self, username: str, domain: str) -> list[DeviceCredential]:
+        def work(conn: sqlite3.Connection) -> list[DeviceCredential]:
+            rows = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? AND domain = ? "
+                                "ORDER BY created_at, device_id", (username, domain)).fetchall()
+            return [_device_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def revoke_device(self, device_id: str, now: float) -> DeviceCredential | None:
+        def work(conn: sqlite3.Connection) -> DeviceCredential | None:
+            with _Transaction(conn):
+                row = conn.execute(f"UPDATE devices SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL "
+                                   f"RETURNING {_DEVICE_COLUMNS}", (now, device_id)).fetchone()
+                if row is None:
+                    return None
+                device = _device_from_row(row)
+                _publish(conn, CHANGE_DEVICE, device.auth_username)
+                return device
+
+        return await self._run(work)
+
+    async def touch_devices(self, last_used: Sequence[tuple[str, float]]) -> None:
+        if not last_used:
+            return
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.executemany("UPDATE devices SET last_used_at = max(coalesce(last_used_at, 0), ?) "
+                                 "WHERE device_id = ?", [(ts, device_id) for device_id, ts in last_used])
+
+        await self._run(work)
+
+    # ---- one-time codes ------------------------------------------------------------------
+
+    async def put_code(self, code: ProvisioningCode) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _Transaction(conn):
+                conn.execute(f"INSERT OR REPLACE INTO provisioning_codes ({_CODE_COLUMNS}) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", _code_row(code))
+
+        await self._run(work)
+
+    async def get_code(self, purpose: str, subject: str) -> ProvisioningCode | None:
+        def work(conn: sqlite3.Connection) -> ProvisioningCode | None:
+            row = conn.execute(f"SELECT {_CODE_COLUMNS} FROM provisioning_codes WHERE purpose = ? AND subject = ?",
+                               (purpose, subject)).fetchone()
+            return _code_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def count_code_failure(self, purpose: str, subject: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                row = conn.execute("UPDATE provisioning_codes SET attempts = attempts + 1 "
+                                   "WHERE purpose = ? AND subject = ? RETURNING attempts",
+                                   (purpose, subject)).fetchone()
+                return int(row[0]) if row else 0
+
+        return await self._run(work)
+
+    async def take_code(self, purpose: str, subject: str, code_hash: str,
+                        now: float) -> ProvisioningCode | None:
+        def work(conn: sqlite3.Connection) -> ProvisioningCode | None:
+            with _Transaction(conn):
+                row = conn.execute(f"DELETE FROM provisioning_codes WHERE purpose = ? AND subject = ? "
+                                   f"AND code_hash = ? AND expires_at > ? RETURNING {_CODE_COLUMNS}",
+                                   (purpose, subject, code_hash, now)).fetchone()
+                return _code_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def delete_code(self, purpose: str, subject: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM provisioning_codes WHERE purpose = ? AND subject = ?",
+                                    (purpose, subject)).rowcount > 0
+
+        return await self._run(work)
+
+    async def prune_codes(self, now: float) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _Transaction(conn):
+                return conn.execute("DELETE FROM provisioning_codes WHERE expires_at < ?", (now,)).rowcount
+
+        return await self._run(work)
+
+
+_DEVICE_COLUMNS = (
+    "device_id, username, domain, name, instance_id, auth_username, ha1_md5, ha1_sha256, "
+    "token_hash, created_at, last_used_at, revoked_at"
+)
+_CODE_COLUMNS = "purpose, subject, code_hash, owner, created_at, expires_at, attempts"
+
+
+def _device_row(d: DeviceCredential) -> tuple[Any, ...]:
+    return (
+        d.device_id, d.username, d.domain, d.name, d.instance_id, d.auth_username, d.ha1_md5,
+        d.ha1_sha256, d.token_hash, d.created_at, d.last_used_at, d.revoked_at,
+    )  # fmt: skip
+
+
+def _device_from_row(r: sqlite3.Row) -> DeviceCredential:
+    return DeviceCredential(**{key: r[key] for key in r.keys()})
+
+
+def _code_row(c: ProvisioningCode) -> tuple[Any, ...]:
+    return (c.purpose, c.subject, c.code_hash, c.owner, c.created_at, c.expires_at, c.attempts)
+
+
+def _code_from_row(r: sqlite3.Row) -> ProvisioningCode:
+    return ProvisioningCode(**{key: r[key] for key in r.keys()})
 
 
 def _translate_operational(path: str, exc: sqlite3.OperationalError) -> StoreError:

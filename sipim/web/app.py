@@ -21,7 +21,8 @@ def _bad(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
 
-def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str) -> Callable[[], web.Application]:
+def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
+                 provisioning=None, public_address=None) -> Callable[[], web.Application]:
     async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
         """A page of the authenticated user's own history, newest first.
 
@@ -60,6 +61,10 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str) -> Callable
     def factory() -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get(f"{API}/history", require_user(auth, history))
+        if provisioning is not None:
+            from sipim.provisioning.http import add_provisioning_routes
+
+            add_provisioning_routes(app, provisioning, auth=auth, address=public_address)
         return app
 
     return factory

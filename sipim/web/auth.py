@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sipim.core.auth import UserCache
+from sipim.core.auth import UserCache, is_device_username
 from sipim.core.lockout import Lockout
 from sipim.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
 from sipim.store.models import User
@@ -24,6 +24,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HttpIdentity:
     user: User
     aor: str
+    # The device whose own credentials (digest auth username or bearer token)
+    # authenticated; None for the user's password.
+    device_id: str | None = None
+
+    @property
+    def username(self) -> str:
+        return self.user.username
 
 
 class HttpDigestAuth:
@@ -48,6 +55,8 @@ class HttpDigestAuth:
         """The authenticated user, or the response to send instead (401/403)."""
         source_ip = request.remote or ""
         header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return await self._identify_bearer(header[7:].strip(), source_ip)
         credentials = None
         if header[:7].lower() == "digest ":
             try:
@@ -73,11 +82,38 @@ class HttpDigestAuth:
         result = self._digest.verify(credentials, request.method, ha1)
         if result is DigestResult.OK:
             self._lockout.record_success(credentials.username, source_ip)
-            return HttpIdentity(user, f"sip:{user.username}@{self._domain}")
+            device = self._users.device_of(credentials.username) if is_device_username(credentials.username) else None
+            if device is not None:
+                self._users.note_device_use(device.device_id, now)
+            return HttpIdentity(user, f"sip:{user.username}@{self._domain}", device.device_id if device else None)
         if result in (DigestResult.STALE, DigestResult.BAD_NONCE, DigestResult.BAD_REALM):
             return self._challenge("authentication required", stale=result is DigestResult.STALE)
         self._lockout.record_failure(credentials.username, source_ip, now)
         return self._challenge("authentication failed", status=403)
+
+
+    async def _identify_bearer(self, token: str, source_ip: str) -> HttpIdentity | web.Response:
+        """RFC 6750 §2.1: a device's bearer token (stored only as a hash)."""
+        now = self._now()
+        if self._lockout.check(None, source_ip, now) is not None:
+            return _bearer_error("too many failed attempts, try again later", 403)
+        found = await self._users.device_for_token(token) if token else None
+        if found is None:
+            self._lockout.record_failure("", source_ip, now)
+            return _bearer_error("invalid or revoked token", 401, invalid=True)
+        device, user = found
+        if user.disabled:
+            return _bearer_error("account disabled", 403)
+        self._users.note_device_use(device.device_id, now)
+        return HttpIdentity(user, f"sip:{user.username}@{self._domain}", device.device_id)
+
+
+def _bearer_error(reason: str, status: int, *, invalid: bool = False) -> web.Response:
+    response = web.json_response({"error": reason}, status=status)
+    if status == 401:
+        # RFC 6750 §3: the challenge names the error of the presented token.
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if invalid else "Bearer"
+    return response
 
 
 def require_user(auth: HttpDigestAuth, handler: Callable[[web.Request, HttpIdentity], Awaitable[web.StreamResponse]]

@@ -40,6 +40,8 @@ class TestUA:
     ca_file: Path | None = None
     instance: str | None = None
     timeout: float = 5.0
+    # A device's own digest username (device credentials); None: the user name.
+    auth_user: str | None = None
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex + "@test")
     cseq: int = 0
     sock: socket.socket | None = None
@@ -237,9 +239,10 @@ class TestUA:
             challenges = [c for c in challenges if c.algorithm == algorithm]
         challenge = challenges[0]
         uri = str(kwargs.get("uri") or f"sip:{self.domain}")
+        auth_user = self.auth_user or self.user
         authorization = build_authorization(
-            challenge, method, uri, self.user,
-            ha1(self.user, challenge.realm, password or self.password, challenge.algorithm))
+            challenge, method, uri, auth_user,
+            ha1(auth_user, challenge.realm, password or self.password, challenge.algorithm))
         name = "Authorization" if first.status == 401 else "Proxy-Authorization"
         headers = [*kwargs.pop("headers", ()), (name, authorization)]
         second = self.transact(self.build(method, headers=headers, **kwargs))
