@@ -97,6 +97,18 @@ def test_device_credentials_cannot_register_another_instance_or_the_password_use
     agent.close()
 
 
+def test_device_without_instance_in_its_contact_is_bound_under_its_own_instance(server):
+    config = otp_config(server, ALICE_PHONE)
+    agent = device_ua(server, config)
+    agent.instance = None  # a plain Contact, no +sip.instance
+    assert agent.register().status == 200
+    registrations = json.loads(server.cli("device", "list", "alice", "--json").stdout)
+    mine = [r for r in registrations if r["device_id"] == config["device"]["id"]]
+    assert [r["instance"] for r in mine] == [f"<{config['device']['instance_id']}>"]
+    agent.register(expires=0)
+    agent.close()
+
+
 def test_wrong_code_is_refused_and_recorded_and_a_used_code_cannot_be_reused(server):
     seen = len(outbox(server))
     assert post(server, "otp", {"phone": BOB_PHONE}).status == 202
