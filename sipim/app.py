@@ -23,6 +23,10 @@ from sipim.core.lockout import Lockout
 from sipim.core.proxy import CoreProxy
 from sipim.core.registrar import Registrar
 from sipim.core.writer import StoreWriter
+from sipim.external.gateway import ExternalCoreGateway
+from sipim.external.proxy import ExternalCoreProxy
+from sipim.external.registrations import CHANGE_BINDING, ThirdPartyRegistrar
+from sipim.external.trust import TrustedCores
 from sipim.im.devices import CoreGateway
 from sipim.im.pager import PagerService
 from sipim.web.app import make_web_app
@@ -109,6 +113,7 @@ class SipimServer:
         self._tasks: list[asyncio.Task] = []
         self._pending: set[asyncio.Task] = set()
         self._last_change_id = 0
+        self.trusted_cores = None
 
     # -- start / stop -----------------------------------------------------------
     async def start(self) -> None:
@@ -204,8 +209,12 @@ class SipimServer:
                                     users=self.users, lockout=self.lockout, now=self.wall.now),
                 provisioning=self.provisioning, public_address=public_address),
         )
-        self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
-                                   transports=self.transports, now=self.wall.now)
+        if config.external_core:
+            self.gateway = ExternalCoreGateway(config, location=self.location, transactions=self.transactions,
+                                               transports=self.transports, now=self.wall.now, store=self.store)
+        else:
+            self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
+                                       transports=self.transports, now=self.wall.now)
 
         async def user_exists(aor: str) -> bool:
             return await self.users.get(aor.split(":", 1)[1].rpartition("@")[0]) is not None
@@ -215,6 +224,16 @@ class SipimServer:
         await self.pager.start()
         self.proxy.role = self.pager
         self.registrar.on_registered.append(self.pager.on_registered)
+        self.trusted_cores: TrustedCores | None = None
+        if config.external_core:
+            # Behind Kamailio: no digest here, identity from P-Asserted-Identity,
+            # devices from the core's third-party REGISTERs (sipim/external).
+            self.trusted_cores = TrustedCores(config.trusted_cores)
+            self.proxy = ExternalCoreProxy(config, role=self.pager)
+            self.third_party = ThirdPartyRegistrar(
+                config, location=self.location, writer=self.writer, now=self.wall.now,
+                publish=lambda aor: self._spawn(self.store.publish_change(CHANGE_BINDING, aor)))
+            self.third_party.on_registered.append(self.pager.on_registered)
         await self.transports.start()
         # Tens of thousands of live transactions (UDP keeps each 32 s, RFC 3261 §17.2.2
         # timer J) make every full collection rescan them all.  Freeze what start-up
@@ -270,12 +289,20 @@ class SipimServer:
     def _on_request(self, request: Request, source: Source) -> None:
         stamp_via(request, source)
         target = response_target(request, source)
+        if self.trusted_cores is not None and source.remote[0] not in self.trusted_cores:
+            # RFC 3325 §2: only the trust domain (the core) may talk to this node.
+            if request.method != "ACK":
+                response = make_response(request, 403, "Forbidden: not a trusted core")
+                add_to_tag(request, response)
+                self._send(response, target)
+            return
         transaction = self.transactions.receive_request(request, target)
         if transaction is None or request.method == "ACK":
             return  # a retransmission (answered by the transaction layer) or an ACK
         method = request.method
         if method == "REGISTER":
-            self._answer_when_ready(transaction, self.registrar.handle(request, source))
+            registrar = self.third_party if self.trusted_cores is not None else self.registrar
+            self._answer_when_ready(transaction, registrar.handle(request, source))
         elif method == "OPTIONS":
             self._respond(transaction, self._options(request))
         else:
@@ -368,6 +395,12 @@ class SipimServer:
                 log.exception("periodic job %s failed", getattr(job, "__name__", job))
 
     async def _expire(self) -> None:
+        if self.trusted_cores is not None:
+            # Bindings learnt from the core are shared by every node: each node forgets
+            # its copy; the rows go with delete_expired_bindings (a node must not delete
+            # a row another node has just refreshed).
+            self.location.pop_expired(time.time())
+            return
         self.registrar.expire(time.time())
 
     async def _poll_changes(self) -> None:
@@ -381,6 +414,8 @@ class SipimServer:
                     self.location.remove_all(f"sip:{username}@{domain}")
             elif change.kind == CHANGE_DEVICE:
                 await self._device_changed(change.key)
+            elif change.kind == CHANGE_BINDING and self.trusted_cores is not None:
+                await self._reload_bindings(change.key)
             elif change.kind == CHANGE_BINDING_REMOVED:
                 aor, _, key = change.key.partition(" ")
                 removed = self.location.remove(aor, key)
@@ -409,6 +444,22 @@ class SipimServer:
     async def _flush_device_use(self) -> None:
         await self.store.touch_devices(self.users.take_device_use())
 
+    async def _reload_bindings(self, aor: str) -> None:
+        """Another node (or this one) recorded a third-party REGISTER for ``aor``:
+        take the devices from the store, and let the IM role catch up devices it
+        stored messages for."""
+        now = time.time()
+        stored = {b.binding_key: b for b in await self.store.list_bindings(aor) if b.expires_at > now}
+        for binding in self.location.bindings(aor):
+            if binding.binding_key not in stored:
+                self.location.remove(aor, binding.binding_key)
+        for binding in stored.values():
+            known = self.location.get(aor, binding.binding_key)
+            if known != binding:
+                self.location.put(binding)
+                if binding.node_id != self.config.node_id:
+                    self.pager.on_registered_elsewhere(binding)
+
     async def _expire_messages(self) -> None:
         await self.pager.expire()
 
@@ -417,3 +468,5 @@ class SipimServer:
         await self.store.prune_audit(cutoff)
         await self.store.prune_changes(time.time() - 86400)
         await self.store.prune_codes(time.time())
+        if self.trusted_cores is not None:
+            await self.store.delete_expired_bindings(time.time())

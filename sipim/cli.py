@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accept REGISTER over plain UDP/TCP/WS (labs and load tests only)")
     serve.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM); default: a private CA in DATA_DIR/tls")
     serve.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    serve.add_argument("--external-core", action="store_true", default=None,
+                       help="run behind an external SIP/IP core (Kamailio): no digest here, identity from "
+                            "P-Asserted-Identity, only --trusted-core peers accepted")
+    serve.add_argument("--trusted-core", action="append", metavar="ADDRESS[/PREFIX]",
+                       help="address or CIDR range of the core (repeat); config key trusted_cores")
+    serve.add_argument("--core-uri", metavar="URI",
+                       help="where deliveries go, e.g. sip:10.0.0.5:5070;transport=tcp; config key core_uri")
+    serve.add_argument("--node-id", help="this node's name in the shared database (default HOST-PID)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", metavar="ACTION")
@@ -126,6 +134,14 @@ def load_config(args: argparse.Namespace) -> Config:
         config.tls_cert = args.tls_cert
     if getattr(args, "tls_key", None):
         config.tls_key = args.tls_key
+    if getattr(args, "external_core", None):
+        config.external_core = True
+    if getattr(args, "trusted_core", None):
+        config.trusted_cores = tuple(args.trusted_core)
+    if getattr(args, "core_uri", None):
+        config.core_uri = args.core_uri
+    if getattr(args, "node_id", None):
+        config.node_id = args.node_id
     config.validate()
     return config
 
@@ -289,7 +305,8 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
             print(json.dumps([{"instance": b.instance_id, "binding_key": b.binding_key, "contact": b.contact,
                                "expires_at": b.expires_at, "transport": b.transport, "source": b.source,
                                "user_agent": b.user_agent, "registered_at": b.registered_at,
-                               "device_id": by_instance.get((b.instance_id or "").strip("<>"))} for b in found],
+                               "device_id": by_instance.get((b.instance_id or "").strip("<>")),
+                               "node_id": b.node_id} for b in found],
                              indent=2))
             return 0
         if credentials:
@@ -442,6 +459,8 @@ def print_banner(server, config: Config) -> None:
         lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")
     if config.allow_insecure:
         lines.append("  --allow-insecure: REGISTER accepted over plain transports")
+    if config.external_core:
+        lines.append(f"  external core: trusting {', '.join(config.trusted_cores)}; deliveries via {config.core_uri}")
     lines.append(f"  add a user:  sipim user add alice --data-dir {config.data_dir}")
     print("\n".join(lines), flush=True)
 

@@ -156,6 +156,15 @@ class Config:
     store_max_batch: int = 500
     change_poll_interval: float = 1.0
 
+    # -- external SIP/IP core (Kamailio in front, several nodes on one PostgreSQL) --
+    # sipim then does no digest authentication: it serves only requests coming
+    # from trusted_cores (addresses or CIDR ranges; others get 403), takes the
+    # sender from P-Asserted-Identity (RFC 3325 §9.1), learns devices from the
+    # core's third-party REGISTERs and sends deliveries to core_uri.
+    external_core: bool = False
+    trusted_cores: tuple[str, ...] = ()
+    core_uri: str = ""
+
     # ------------------------------------------------------------------------
     @property
     def database_url(self) -> str:
@@ -233,6 +242,30 @@ class Config:
                 raise ConfigError(f"{name} must be at least 1")
         if not self.provisioning_msisdn_header.strip():
             raise ConfigError("provisioning_msisdn_header must name a header")
+        if self.external_core:
+            self.validate_external_core()
+
+    def validate_external_core(self) -> None:
+        import ipaddress
+
+        if not self.trusted_cores:
+            raise ConfigError("external_core needs trusted_cores (the core's addresses, e.g. 10.0.0.5 or 10.0.0.0/24)")
+        for network in self.trusted_cores:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_cores: {network!r} is not an IP address or CIDR range") from None
+        if not self.core_uri:
+            raise ConfigError("external_core needs core_uri, where deliveries go (e.g. sip:10.0.0.5:5070;transport=tcp)")
+        from sipim.sip.errors import SIPParseError
+        from sipim.sip.uri import SipURI, parse_uri
+
+        try:
+            uri = parse_uri(self.core_uri)
+        except SIPParseError as exc:
+            raise ConfigError(f"core_uri {self.core_uri!r}: {exc.reason}") from None
+        if not isinstance(uri, SipURI):
+            raise ConfigError(f"core_uri {self.core_uri!r} must be a sip: URI")
 
     def insecure_listeners(self) -> list[str]:
         return [str(l.spec) for l in self.listeners() if l.spec.transport not in SECURE_TRANSPORTS]

@@ -107,6 +107,15 @@ class PagerService:
         self._in_flight: set[tuple[str, str]] = set()
         self._catching_up: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+        # Behind an external core sipim may be one of several nodes on one database:
+        # another node may have stored what a device here is owed, and may be sending
+        # the same message to the same device.  Then every delivery is claimed in the
+        # store (Store.claim_delivery: one atomic statement) and a registration always
+        # asks the store what the device is owed.
+        self._shared = config.external_core
+        # A gateway whose device list lives in the shared store refreshes it before
+        # a live delivery (a device may have registered through another node a moment ago).
+        self._refresh_devices = getattr(gateway, "refresh", None)
 
     async def start(self) -> None:
         self._mailboxes.update(await self._store.recipients_owed_messages(self._now()))
@@ -158,6 +167,9 @@ class PagerService:
         ] if recipient != identity.aor and not notification else []
         if not await self._writer.message(message, history):
             self._remember(keys, 200)
+            if self._shared:
+                # Resent after the node that stored it stopped: make sure it goes out.
+                self._spawn(self._deliver_stored_duplicate(identity.aor, imdn_id, request))
             return make_response(request, 200, "OK")  # the store already had it: delivered once
         self._mailboxes[recipient] = max(self._mailboxes.get(recipient, 0.0), message.expires_at)
 
@@ -267,6 +279,23 @@ class PagerService:
             headers.append(("Date", email.utils.formatdate(message.created_at, usegmt=True)))
         return Request("MESSAGE", uri, headers, message.body)
 
+    async def _deliver_stored_duplicate(self, sender: str, imdn_id: str | None, request: Request) -> None:
+        original = await self._store.find_duplicate(sender, imdn_id, request.call_id, request.cseq.seq)
+        if original is None or original.state != "pending":
+            return
+        self._mailboxes[original.recipient] = max(self._mailboxes.get(original.recipient, 0.0), original.expires_at)
+        for binding in self._targets(original):
+            self._start_catch_up(binding)
+
+    async def _claim_live(self, message: StoredMessage, targets: list[Binding]) -> list[Binding]:
+        """With several nodes: the devices this node won the delivery claim for."""
+        if not self._shared:
+            return targets
+        now = self._now()
+        won = await asyncio.gather(*(self._store.claim_delivery(message.id, device_key(b), self._config.node_id, now)
+                                     for b in targets))
+        return [b for b, ok in zip(targets, won) if ok]
+
     def _send(self, message: StoredMessage, binding: Binding, *, stored: bool) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         key = (message.id, device_key(binding))
@@ -291,7 +320,11 @@ class PagerService:
         return list(seen.values())
 
     async def _deliver_live(self, message: StoredMessage, identity: AssertedIdentity | None) -> bool:
+        if self._refresh_devices is not None:
+            await self._refresh_devices(message.recipient)
         targets = self._targets(message)
+        if targets and self._shared:
+            targets = await self._claim_live(message, targets)
         if not targets:
             return False
         sends = {asyncio.ensure_future(self._send(message, b, stored=False)): b for b in targets}
@@ -317,6 +350,9 @@ class PagerService:
     def _after_live_send(self, message: StoredMessage, binding: Binding, status: int) -> None:
         if 200 <= status < 300:
             self._writer.delivered(message.id, device_key(binding), self._now())
+        elif self._shared:
+            # Release the claim: the device gets it when it next registers.
+            self._spawn(self._store.finish_delivery(message.id, device_key(binding), False, self._now()))
 
     def _copy_to_other_devices(self, message: StoredMessage, identity: AssertedIdentity, source: Source) -> None:
         """The sender's other devices get what was sent (From = themselves marks it as sent)."""
@@ -332,12 +368,27 @@ class PagerService:
     # -- catching up (RFC 3428 store-and-forward) -------------------------------------
     def on_registered(self, binding: Binding) -> None:
         """A device (re-)registered: send what it has not had yet, oldest first."""
+        if self._shared:
+            # Another node may have stored what it is owed: the store knows.
+            self._start_catch_up(binding)
+            return
         owed_until = self._mailboxes.get(binding.aor)
         if owed_until is None:
             return
         if owed_until <= self._now():
             del self._mailboxes[binding.aor]
             return
+        self._start_catch_up(binding)
+
+    def on_registered_elsewhere(self, binding: Binding) -> None:
+        """Another node recorded this registration (change feed).  That node catches
+        the device up; this one looks too when it stored messages for the user itself,
+        which closes the race of a message stored here while the device registered there."""
+        owed_until = self._mailboxes.get(binding.aor)
+        if owed_until is not None and owed_until > self._now():
+            self._start_catch_up(binding)
+
+    def _start_catch_up(self, binding: Binding) -> None:
         key = f"{binding.aor} {device_key(binding)}"
         if key in self._catching_up:
             return

@@ -359,6 +359,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX provisioning_codes_expires_at ON provisioning_codes (expires_at)",
         ),
     ),
+    Migration(
+        version=5,
+        description="kamailio_subscriber: the credentials view an external core's auth_db reads",
+        # Kamailio's auth_db reads (user_column, domain_column, password_column) =
+        # (username, domain, ha1) with calculate_ha1 = 0: the HA1 values themselves,
+        # never a second copy of a password (deploy/kamailio/README.md).  "owner" is the
+        # user whose address-of-record the credentials may register and send as (a
+        # device credential acts for its owner); the core loads it with auth_db's
+        # load_credentials and asserts sip:OWNER@DOMAIN.  Revoked devices and disabled
+        # users are not in the view, so the core refuses them at once.
+        sqlite=(
+            "CREATE VIEW kamailio_subscriber AS "
+            "SELECT username, domain, ha1, ha1_sha256, username AS owner FROM users WHERE NOT disabled "
+            "UNION ALL "
+            "SELECT d.auth_username, d.domain, d.ha1_md5, d.ha1_sha256, d.username FROM devices d "
+            "JOIN users u ON u.username = d.username AND u.domain = d.domain "
+            "WHERE d.revoked_at IS NULL AND NOT u.disabled",
+        ),
+        postgresql=(
+            "CREATE VIEW kamailio_subscriber AS "
+            "SELECT username, domain, ha1, ha1_sha256, username AS owner FROM users WHERE NOT disabled "
+            "UNION ALL "
+            "SELECT d.auth_username, d.domain, d.ha1_md5, d.ha1_sha256, d.username FROM devices d "
+            "JOIN users u ON u.username = d.username AND u.domain = d.domain "
+            "WHERE d.revoked_at IS NULL AND NOT u.disabled",
+        ),
+    ),
 )
 
 

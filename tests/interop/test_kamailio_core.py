@@ -1,0 +1,225 @@
+"""sipim behind a real SIP/IP core: Kamailio with deploy/kamailio/kamailio.cfg,
+two sipim nodes (external-core mode) on one PostgreSQL schema.
+
+RFC 3325 (asserted identity inside a trust domain), RFC 3261 §10.2
+(third-party registration), RFC 3428 (store-and-forward of MESSAGE).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+
+from tests.support.sipua import TestUA
+
+from .clients import User, run_sipp_scenario
+from .conftest import require_binary
+from .kamailio_core import CoreDeployment, start_deployment
+
+pytestmark = pytest.mark.interop
+
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-3", "dave": "dave-pw-4",
+             "erin": "erin-pw-5", "frank": "frank-pw-6"}
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory) -> CoreDeployment:
+    require_binary("kamailio", "kamailio")
+    require_binary("kamcmd", "kamailio")
+    from tests.conftest import _check_postgres
+    import asyncio
+
+    reason = asyncio.run(_check_postgres())
+    if reason:
+        pytest.fail(reason)
+    deployment = start_deployment(tmp_path_factory.mktemp("kamailio-core"), ["A", "B"])
+    try:
+        for name, password in PASSWORDS.items():
+            deployment.add_user(name, password)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def audit(core: CoreDeployment, user: str) -> list[dict]:
+    node = next(iter(core.nodes.values()))
+    return json.loads(node.cli("audit", "--user", user, "--json").stdout)
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def devices(core: CoreDeployment, user: str) -> list[dict]:
+    node = next(iter(core.nodes.values()))
+    return json.loads(node.cli("device", "list", user, "--json").stdout)
+
+
+def registered(core: CoreDeployment, ua: TestUA) -> None:
+    """Register through Kamailio, then wait until sipim recorded the device: the core
+    answers the device before its third-party REGISTER reaches a node."""
+    response = ua.register(expires=600)
+    assert response.status == 200, (response.status, response.reason, core.kamailio_log()[-3000:])
+    instance = f"<urn:uuid:{ua.instance}>"
+    wait_for(lambda: any(d["instance"] == instance for d in devices(core, ua.user)),
+             what=f"sipim's record of {ua.user}'s device")
+
+
+# --- registration through the core ----------------------------------------------
+
+
+def test_rfc3261_10_2_sipp_registers_through_kamailio_with_sipim_credentials(core, sipp_binary):
+    """Credentials made by `sipim user add` work at Kamailio (auth_db on the view), and
+    sipim records the registration from the third-party REGISTER."""
+    instance = "00000000-0000-4000-8000-00000000c0de"
+    result = run_sipp_scenario("register_auth", core.sipp_target(),
+                               users=[User("carol", PASSWORDS["carol"])],
+                               keys={"contact_params": f';+sip.instance="<urn:uuid:{instance}>"'})
+    assert result.ok, result.describe() + core.kamailio_log()[-3000:]
+    assert result.received_statuses() == [401, 200]
+    records = wait_for(lambda: [r for r in audit(core, "carol") if r["result"] == "registered"],
+                       what="sipim's audit record of carol's registration")
+    assert records[0]["user"] == "carol"
+    assert records[0]["instance"] == f"<urn:uuid:{instance}>"
+    assert records[0]["transport"] == "tcp"
+    devices = json.loads(next(iter(core.nodes.values())).cli("device", "list", "carol", "--json").stdout)
+    assert [d["instance"] for d in devices] == [f"<urn:uuid:{instance}>"]
+
+
+def test_rfc3261_22_4_wrong_password_refused_by_kamailio_and_recorded_by_sipim(core, sipp_binary):
+    result = run_sipp_scenario("register_wrong_password", core.sipp_target(),
+                               users=[User("dave", "not-daves-password")])
+    assert result.ok, result.describe()
+    assert result.received_statuses()[-1] == 403
+    records = wait_for(lambda: [r for r in audit(core, "dave") if r["result"] == "auth failed"],
+                       what="sipim's audit record of the refused attempt")
+    assert "wrong password" in records[0]["reason"]
+    assert records[0]["transport"] == "tcp"
+    assert not [r for r in audit(core, "dave") if r["result"] == "registered"]
+
+
+# --- messages through the core ------------------------------------------------------
+
+
+def test_rfc3325_message_reaches_every_device_through_the_core_with_the_asserted_identity(core):
+    """client -> Kamailio -> sipim -> Kamailio -> each of bob's devices, and a copy to
+    alice's other device; what the client claimed as its identity is replaced."""
+    with core.ua("alice", PASSWORDS["alice"]) as alice, core.ua("alice", PASSWORDS["alice"]) as alice_tablet, \
+            core.ua("bob", PASSWORDS["bob"]) as bob, core.ua("bob", PASSWORDS["bob"]) as bob_laptop:
+        for ua in (alice, alice_tablet, bob, bob_laptop):
+            registered(core, ua)
+        body = f"hello through the core {uuid.uuid4()}"
+        response = alice.message("bob", body, extra_headers=[("P-Asserted-Identity", "<sip:frank@example.test>")])
+        assert response.status == 200, (response.status, response.reason)
+        for device in (bob, bob_laptop):
+            delivered = device.wait_request("MESSAGE", body=body.encode())
+            assert delivered.headers.get("P-Asserted-Identity") == "<sip:alice@example.test>"
+            assert "sip:alice@example.test" in delivered.headers.get("From")
+        copy = alice_tablet.wait_request("MESSAGE", body=body.encode())
+        assert "sip:bob@example.test" in copy.headers.get("To")
+
+
+def test_rfc3325_from_must_be_the_authenticated_user(core):
+    with core.ua("alice", PASSWORDS["alice"]) as alice:
+        first, second = alice.request_with_auth(
+            "MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+            from_=f"<sip:bob@example.test>;tag={uuid.uuid4().hex[:8]}",
+            headers=[("Content-Type", "text/plain")], body=b"spoofed")
+        assert first.status == 407
+        assert second is not None and second.status == 403
+
+
+def test_rfc3325_request_from_untrusted_address_is_refused_by_the_node(core):
+    """A node accepts requests only from the trusted core (127.0.0.1): a MESSAGE with a
+    forged P-Asserted-Identity from 127.0.0.2 gets 403."""
+    port = core.node_port("A")
+    request = (
+        f"MESSAGE sip:bob@example.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.2:5099;branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@example.test>;tag={uuid.uuid4().hex[:8]}\r\n"
+        "To: <sip:bob@example.test>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 MESSAGE\r\n"
+        "P-Asserted-Identity: <sip:alice@example.test>\r\n"
+        "Content-Type: text/plain\r\nContent-Length: 6\r\n\r\nforged"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(request)
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("SIP/2.0 403 "), answer
+
+
+# --- several nodes ----------------------------------------------------------------------
+
+
+def test_rfc3428_stored_by_node_a_delivered_when_node_b_handles_the_registration(core):
+    """Only node A gets traffic while erin is offline; then only node B: the
+    third-party REGISTER reaches B, which finds the message A stored and delivers it."""
+    try:
+        core.reload_dispatcher(["A"])
+        with core.ua("frank", PASSWORDS["frank"]) as frank:
+            body = f"while you were away {uuid.uuid4()}"
+            response = frank.message("erin", body)
+            assert response.status == 202, (response.status, response.reason)
+        core.reload_dispatcher(["B"])
+        with core.ua("erin", PASSWORDS["erin"]) as erin:
+            registered(core, erin)
+            delivered = erin.wait_request("MESSAGE", body=body.encode(), timeout=10)
+            assert delivered.headers.get("P-Asserted-Identity") == "<sip:frank@example.test>"
+        devices = json.loads(core.nodes["A"].cli("device", "list", "erin", "--json").stdout)
+        assert [d["node_id"] for d in devices] == ["B"]
+    finally:
+        core.reload_dispatcher(["A", "B"])
+
+
+def collect_messages(ua: TestUA, wanted: set[bytes], timeout: float = 30.0) -> list[bytes]:
+    """Every MESSAGE body that arrives until all of ``wanted`` did."""
+    bodies: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(bodies):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"missing: {sorted(wanted - set(bodies))[:5]}")
+        bodies += [r.body for r in ua.drain(0.2) if r.method == "MESSAGE"]
+    return bodies
+
+
+def test_rfc3428_node_killed_during_a_stream_every_acknowledged_message_delivered_once(core):
+    """kill -9 of node A while alice sends to bob through Kamailio: the dispatcher
+    fails over to B; every message answered 2xx reaches bob exactly once (the claim
+    of each delivery is taken in the shared database)."""
+    import threading
+
+    run = uuid.uuid4().hex[:8]
+    acked: list[bytes] = []
+    answered_some = threading.Event()
+    killer = threading.Thread(target=lambda: (answered_some.wait(30), core.nodes["A"].kill()))
+    with core.ua("alice", PASSWORDS["alice"]) as alice, core.ua("bob", PASSWORDS["bob"]) as bob:
+        registered(core, alice)
+        registered(core, bob)
+        killer.start()
+        for index in range(40):
+            body = f"stream {run} #{index}".encode()
+            response = alice.message("bob", body)
+            if 200 <= response.status < 300:
+                acked.append(body)
+            if index == 12:
+                answered_some.set()
+        killer.join()
+        assert not core.nodes["A"].alive()
+        marker = f"stream {run} end".encode()
+        assert alice.message("bob", marker).status == 200
+        received = collect_messages(bob, set(acked) | {marker})
+    assert len(acked) >= 35, f"only {len(acked)} of 40 answered 2xx"
+    ours = [b for b in received if b.startswith(f"stream {run}".encode())]
+    duplicates = {b for b in ours if ours.count(b) > 1}
+    assert not duplicates, duplicates
