@@ -108,6 +108,54 @@ def test_rfc3261_22_4_wrong_password_refused_by_kamailio_and_recorded_by_sipim(c
     assert not [r for r in audit(core, "dave") if r["result"] == "registered"]
 
 
+def test_device_credentials_register_as_their_owner_until_revoked(core):
+    """A per-device credential (provisioning) is in the view with its owner: Kamailio
+    lets it register and send as the owner's AOR and asserts the owner; once the device
+    is revoked the view no longer has it and Kamailio refuses it."""
+    import asyncio
+
+    from sipim.provisioning.credentials import new_device
+    from sipim.store import open_store
+
+    async def issue():
+        store = await open_store(core.database)
+        try:
+            issued = new_device("carol", "example.test", "tablet", f"urn:uuid:{uuid.uuid4()}", time.time())
+            await store.add_device(issued.device)
+            return issued
+        finally:
+            await store.close()
+
+    async def revoke(device_id):
+        store = await open_store(core.database)
+        try:
+            await store.revoke_device(device_id, time.time())
+        finally:
+            await store.close()
+
+    issued = asyncio.run(issue())
+    owner = "<sip:carol@example.test>"
+    with core.ua(issued.device.auth_username, issued.password) as tablet, \
+            core.ua("bob", PASSWORDS["bob"]) as bob:
+        registered(core, bob)
+        contact = f'<sip:carol@{tablet.local[0]}:{tablet.local[1]};transport=tls>'
+        first, second = tablet.request_with_auth(
+            "REGISTER", to=owner, from_=f"{owner};tag={uuid.uuid4().hex[:8]}",
+            headers=[("Contact", contact), ("Expires", "600")])
+        assert second is not None and second.status == 200, (second.status, second.reason)
+        body = f"from carol's tablet {uuid.uuid4()}".encode()
+        first, second = tablet.request_with_auth(
+            "MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+            from_=f"{owner};tag={uuid.uuid4().hex[:8]}", headers=[("Content-Type", "text/plain")], body=body)
+        assert second is not None and second.status == 200, (second.status, second.reason)
+        assert bob.wait_request("MESSAGE", body=body).headers.get("P-Asserted-Identity") == owner
+        asyncio.run(revoke(issued.device.device_id))
+        first, second = tablet.request_with_auth(
+            "REGISTER", to=owner, from_=f"{owner};tag={uuid.uuid4().hex[:8]}",
+            headers=[("Contact", contact), ("Expires", "600")])
+        assert second is not None and second.status == 403
+
+
 # --- messages through the core ------------------------------------------------------
 
 
