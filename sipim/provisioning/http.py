@@ -92,6 +92,9 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
                             address: PublicAddress) -> None:
     def guarded(handler):
         async def run(request: web.Request, *args) -> web.StreamResponse:
+            if not request.secure and not service.allow_insecure:
+                # The answers carry passwords and tokens: never over plain HTTP (a ws: listener).
+                return web.json_response({"error": "provisioning needs HTTPS (a wss listener)"}, status=403)
             try:
                 return await handler(request, *args)
             except ProvisioningRefused as refused:
@@ -139,7 +142,20 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
         document = await service.pair(body.get("code"), _wish(body), _client(request), address.endpoints(request))
         return _no_store(web.json_response(document))
 
+    @guarded
+    async def devices(request: web.Request, identity: HttpIdentity) -> web.Response:
+        return web.json_response({"devices": await service.list_devices(identity.user),
+                                  "current": identity.device_id})
+
+    @guarded
+    async def revoke(request: web.Request, identity: HttpIdentity) -> web.Response:
+        await service.revoke_device(identity.user, request.match_info["device_id"], identity.device_id,
+                                    _client(request))
+        return web.Response(status=204)
+
     app.router.add_post(f"{PREFIX}/otp", otp)
+    app.router.add_get(f"{PREFIX}/devices", require_user(auth, devices))
+    app.router.add_delete(f"{PREFIX}/devices/{{device_id}}", require_user(auth, revoke))
     app.router.add_post(f"{PREFIX}/config", config)
     app.router.add_post(f"{PREFIX}/signin", signin)
     app.router.add_post(f"{PREFIX}/pairing", require_user(auth, pairing))

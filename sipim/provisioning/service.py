@@ -102,6 +102,7 @@ class ProvisioningService:
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.provisioning_trusted_networks)
         self._sending: set[asyncio.Task] = set()
         self.msisdn_header = config.provisioning_msisdn_header
+        self.allow_insecure = config.allow_insecure
 
     async def close(self) -> None:
         if self._sending:
@@ -277,6 +278,23 @@ class ProvisioningService:
                         "unknown, expired or used pairing code" if taken is None else "user gone or disabled")
             raise ProvisioningRefused(403, "unknown, expired or already used pairing code")
         return await self._issue(user, wish, client, endpoints, "pairing code")
+
+    # -- a user's own devices ---------------------------------------------------------------
+    async def list_devices(self, user: User) -> list[dict]:
+        return [{"id": d.device_id, "name": d.name, "instance_id": d.instance_id, "auth_username": d.auth_username,
+                 "created_at": d.created_at, "last_used_at": d.last_used_at, "revoked_at": d.revoked_at}
+                for d in await self._store.list_devices(user.username, self._domain)]
+
+    async def revoke_device(self, user: User, device_id: str, by_device: str | None, client: Client) -> None:
+        """The user revokes one of their own devices (the change feed then ends its
+        registration on every node)."""
+        device = await self._store.get_device(device_id)
+        if device is None or device.username != user.username or device.domain != self._domain:
+            raise ProvisioningRefused(404, f"you have no device {device_id!r}")
+        if await self._store.revoke_device(device_id, self._now()) is None:
+            raise ProvisioningRefused(404, f"device {device_id!r} is already revoked")
+        self._audit(client, self._aor(user.username), device.auth_username, "device-revoked",
+                    f"device {device_id} revoked by {by_device or 'password'}", device.instance_id)
 
     # -- issuing credentials ----------------------------------------------------------------
     async def _issue(self, user: User, wish: DeviceWish, client: Client, endpoints: Endpoints, how: str) -> dict:

@@ -75,7 +75,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def remove_user(self, username: str, domain: str) -> bool:
         """Delete the user and the bindings of its AORs (``sip:`` and ``sips:`` forms of
-        :func:`~sipim.store.models.aor_of`). False if there was no such user."""
+        :func:`~sipim.store.models.aor_of`), and revoke its devices. False if there was no
+        such user."""
 
     # ---- bindings (location service, RFC 3261 §10, RFC 5626, RFC 5627) -------------
 

@@ -387,6 +387,9 @@ class PostgresStore(Store):
                 "DELETE FROM bindings WHERE aor = ANY($1::text[])",
                 [aor_of(username, domain), aor_of(username, domain, "sips")],
             )
+            # A user added later under the same name must not inherit these devices.
+            await conn.execute("UPDATE devices SET revoked_at = $1 WHERE username = $2 AND domain = $3 "
+                               "AND revoked_at IS NULL", time.time(), username, domain)
             await self._publish(conn, CHANGE_USER, user_key(username, domain))
             return True
 

@@ -378,6 +378,9 @@ class SQLiteStore(Store):
                     "DELETE FROM bindings WHERE aor IN (?, ?)",
                     (aor_of(username, domain), aor_of(username, domain, "sips")),
                 )
+                # A user added later under the same name must not inherit these devices.
+                conn.execute("UPDATE devices SET revoked_at = ? WHERE username = ? AND domain = ? "
+                             "AND revoked_at IS NULL", (time.time(), username, domain))
                 _publish(conn, CHANGE_USER, user_key(username, domain))
                 return True
 

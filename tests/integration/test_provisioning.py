@@ -292,3 +292,36 @@ def test_self_signup_creates_a_user_for_a_verified_unknown_number(make_server):
     assert [u["phones"] for u in users if u["user"] == "u4915112345677"] == [["+4915112345677"]]
     with device_ua(open_server, config) as phone:
         assert phone.register().status == 200
+
+
+def test_provisioning_is_refused_over_plain_http(make_server):
+    import urllib.error
+    import urllib.request
+
+    plain = make_server(listen=("tls:127.0.0.1:0", "ws:127.0.0.1:0"), allow_insecure=False)
+    request = urllib.request.Request(f"http://127.0.0.1:{plain.ports['ws']}/provisioning/v1/signin",
+                                     data=b'{"user": "x", "password": "y"}', method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403 and b"HTTPS" in refused.value.read()
+
+
+def test_a_user_lists_and_revokes_their_own_devices_over_https(server):
+    keeper, doomed = otp_config(server, ALICE_PHONE), otp_config(server, ALICE_PHONE)
+    bearer = {"Authorization": f"Bearer {keeper['device']['token']}"}
+    listed = https(server, "GET", "/provisioning/v1/devices", headers=bearer)
+    assert listed.status == 200 and listed.json["current"] == keeper["device"]["id"]
+    assert {keeper["device"]["id"], doomed["device"]["id"]} <= {d["id"] for d in listed.json["devices"]}
+    assert all("password" not in d and "token" not in d for d in listed.json["devices"])
+    with device_ua(server, doomed) as agent:
+        assert agent.register().status == 200
+        gone = https(server, "DELETE", f"/provisioning/v1/devices/{doomed['device']['id']}", headers=bearer)
+        assert gone.status == 204
+        with pytest.raises(ConnectionError):  # the server ends its registration and connection
+            agent.receive(timeout=10)
+    with device_ua(server, doomed) as again:
+        assert again.register().status == 403
+    assert https(server, "DELETE", f"/provisioning/v1/devices/{doomed['device']['id']}", headers=bearer).status == 404
+    bob = post(server, "signin", {"user": "bob", "password": "bob-secret"}).json
+    assert https(server, "DELETE", f"/provisioning/v1/devices/{keeper['device']['id']}",
+                 headers={"Authorization": f"Bearer {bob['device']['token']}"}).status == 404

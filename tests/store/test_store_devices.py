@@ -104,3 +104,14 @@ async def test_a_new_code_replaces_the_old_one_and_resets_attempts(store: Store)
     assert stored.attempts == 0 and stored.code_hash == "h2"
     assert await store.delete_code("otp", "+4915112345678")
     assert not await store.delete_code("otp", "+4915112345678")
+
+
+async def test_removing_a_user_revokes_its_devices(store: Store):
+    from store_samples import sample_user
+
+    user = sample_user()
+    await store.add_user(user)
+    await store.add_device(device(1, user=user.username))
+    assert await store.remove_user(user.username, user.domain)
+    assert (await store.get_device("d-1")).revoked
+    assert await store.live_device_by_instance(user.username, user.domain, device(1).instance_id) is None
