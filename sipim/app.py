@@ -31,6 +31,7 @@ from sipim.im.devices import CoreGateway
 from sipim.im.pager import PagerService
 from sipim.web.app import make_web_app
 from sipim.web.auth import HttpDigestAuth
+from sipim.xdm.service import XdmService
 from sipim.sip.digest import DigestServer
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
@@ -38,7 +39,7 @@ from sipim.sip.parser import ParserLimits
 from sipim.sip.clock import WallTime
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
-from sipim.store.models import CHANGE_USER
+from sipim.store.models import CHANGE_USER, CHANGE_XCAP
 from sipim.store.models import CHANGE_DEVICE
 from sipim.provisioning.http import PublicAddress
 from sipim.provisioning.service import ProvisioningService
@@ -191,6 +192,9 @@ class SipimServer:
             host=config.provisioning_public_host, https_port=config.provisioning_public_https_port,
             tls_port=lambda: config.provisioning_public_tls_port or next(
                 (port for transport, _, port in self.listening() if transport == "tls"), None))
+        self.xdm = XdmService(config, store=self.store, get_user=self.users.get, audit=self.writer.audit,
+                              now=self.wall.now)
+        await self.xdm.start()
 
         limits = ParserLimits(max_message_size=config.max_message_size, max_headers=config.max_headers,
                               max_line_length=config.max_line_length, max_uri_length=config.max_uri_length)
@@ -204,10 +208,11 @@ class SipimServer:
             max_connections_per_ip=config.max_connections_per_ip,
             idle_timeout=config.connection_idle_timeout,
             http_app_factory=make_web_app(
-                store=self.store, domain=config.domain,
+                store=self.store, domain=config.domain, xdm=self.xdm,
                 auth=HttpDigestAuth(realm=config.domain, domain=config.domain, digest=self.digest,
-                                    users=self.users, lockout=self.lockout, now=self.wall.now),
-                provisioning=self.provisioning, public_address=public_address),
+                                    users=self.users, lockout=self.lockout, now=self.wall.now,
+                                    audit=self.writer.audit),
+                provisioning=self.provisioning, xdm=self.xdm, public_address=public_address),
         )
         if config.external_core:
             self.gateway = ExternalCoreGateway(config, location=self.location, transactions=self.transactions,
@@ -220,7 +225,8 @@ class SipimServer:
             return await self.users.get(aor.split(":", 1)[1].rpartition("@")[0]) is not None
 
         self.pager = PagerService(config, store=self.store, writer=self.writer, gateway=self.gateway,
-                                  temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now)
+                                  temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now,
+                                  privacy=self.xdm.privacy)
         await self.pager.start()
         self.proxy.role = self.pager
         self.registrar.on_registered.append(self.pager.on_registered)
@@ -416,6 +422,8 @@ class SipimServer:
                 await self._device_changed(change.key)
             elif change.kind == CHANGE_BINDING and self.trusted_cores is not None:
                 await self._reload_bindings(change.key)
+            elif change.kind == CHANGE_XCAP:
+                await self.xdm.on_change(change.key)
             elif change.kind == CHANGE_BINDING_REMOVED:
                 aor, _, key = change.key.partition(" ")
                 removed = self.location.remove(aor, key)

@@ -69,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password")
     add.add_argument("--phone", action="append", default=[], metavar="+E164")
     add.add_argument("--display-name")
+    add.add_argument("--admin", action="store_true",
+                     help="operator scope: manage every user's XDM documents and the directory over HTTPS")
+    admin = user.add_parser("admin", parents=[common], help="give a user the admin scope (or take it with --revoke)")
+    admin.add_argument("name")
+    admin.add_argument("--revoke", action="store_true")
+    phone = user.add_parser("phone", help="a user's phone numbers (the directory)").add_subparsers(
+        dest="phone_action", metavar="ACTION")
+    phone.required = True
+    for action, text in (("add", "add a number (E.164, e.g. +4915112345678)"), ("remove", "remove a number")):
+        parser_ = phone.add_parser(action, parents=[common], help=text)
+        parser_.add_argument("name")
+        parser_.add_argument("number")
+    phone_list = phone.add_parser("list", parents=[common], help="a user's numbers")
+    phone_list.add_argument("name")
     listing = user.add_parser("list", parents=[common], help="list users")
     listing.add_argument("--json", action="store_true")
     remove = user.add_parser("remove", parents=[common], help="remove a user and unregister its devices")
@@ -105,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--result", help="e.g. registered, refreshed, removed, challenged, 'auth failed', locked, "
                                         "refused; provisioning: otp-sent, otp-not-sent, otp-failed, otp-expired, "
                                         "rate-limited, config-issued, config-refused, signin-failed, "
-                                        "pairing-created, pairing-failed, user-signed-up, device-revoked")
+                                        "pairing-created, pairing-failed, user-signed-up, device-revoked; xdm: 'profile read', "
+                                        "'rules changed', 'xdm refused', 'directory changed'")
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true")
     return parser
@@ -228,10 +243,12 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
         users = asyncio.run(with_store(config, lambda s: s.list_users(domain)))
         if args.json:
             print(json.dumps([{"user": u.username, "domain": u.domain, "display_name": u.display_name,
-                               "phones": list(u.phones), "disabled": u.disabled} for u in users], indent=2))
+                               "phones": list(u.phones), "disabled": u.disabled, "admin": u.admin}
+                              for u in users], indent=2))
         else:
             for u in users:
-                extra = " ".join(filter(None, [u.display_name and f'"{u.display_name}"', " ".join(u.phones)]))
+                extra = " ".join(filter(None, [u.display_name and f'"{u.display_name}"', " ".join(u.phones),
+                                               u.admin and "(admin)"]))
                 print(f"sip:{u.username}@{u.domain}  {extra}".rstrip())
         return 0
 
@@ -239,8 +256,8 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
     if args.action == "add":
         password = args.password or secrets.token_urlsafe(12)
         phones = tuple(normalise_phone(p) for p in args.phone)
-        user = make_user(username, domain, password, display_name=args.display_name, phones=phones,
-                         created_at=time.time())
+        user = make_user(username, domain, password, display_name=args.display_name,
+                         phones=tuple(dict.fromkeys(phones)), created_at=time.time(), admin=args.admin)
 
         async def add(store):
             await store.add_user(user)
@@ -267,7 +284,7 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
             if old is None:
                 return False
             new = make_user(username, domain, password, display_name=old.display_name, phones=old.phones,
-                            created_at=old.created_at, disabled=old.disabled)
+                            created_at=old.created_at, disabled=old.disabled, admin=old.admin)
             await store.update_user(new)
             return True
 
@@ -277,7 +294,47 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
         if not args.password:
             print(f"password: {password}")
         return 0
+    if args.action in ("admin", "phone"):
+        return _edit_user(args, config, username)
     raise CommandError(f"unknown action {args.action}")
+
+
+def _edit_user(args: argparse.Namespace, config: Config, username: str) -> int:
+    """user admin / user phone: read, change one field, write (the store publishes the change)."""
+    from dataclasses import replace
+
+    domain = config.domain
+    aor = f"sip:{username}@{domain}"
+    action = args.phone_action if args.action == "phone" else ("revoke" if args.revoke else "grant")
+    number = normalise_phone(args.number) if action in ("add", "remove") else None
+
+    async def edit(store):
+        user = await store.get_user(username, domain)
+        if user is None:
+            raise CommandError(f"no user {aor}")
+        if action == "list":
+            return user
+        if action == "add":
+            if number in user.phones:
+                raise CommandError(f"{aor} already has {number}")
+            user = replace(user, phones=(*user.phones, number))
+        elif action == "remove":
+            if number not in user.phones:
+                raise CommandError(f"{aor} has no number {number} (it has: {', '.join(user.phones) or 'none'})")
+            user = replace(user, phones=tuple(p for p in user.phones if p != number))
+        else:
+            user = replace(user, admin=action == "grant")
+        await store.update_user(user)
+        return user
+
+    user = asyncio.run(with_store(config, edit))
+    if action == "list":
+        print("\n".join(user.phones) if user.phones else f"{aor} has no phone numbers")
+    elif action in ("add", "remove"):
+        print(f"{aor}: {', '.join(user.phones) or 'no phone numbers'}")
+    else:
+        print(f"{aor} {'is now an administrator' if user.admin else 'is no longer an administrator'}")
+    return 0
 
 
 def cmd_device(args: argparse.Namespace, config: Config) -> int:

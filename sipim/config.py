@@ -138,6 +138,14 @@ class Config:
     # How often devices' last-use times are written to the store.
     device_use_flush_interval: float = 60.0
 
+    # -- XDM: XCAP documents, directory, privacy (RFC 4825, RFC 4826, RFC 4745) --
+    xcap_max_document_size: int = 65536
+    xcap_max_documents_per_user: int = 20  # resource-lists documents (other usages have one)
+    directory_lookups_per_minute: int = 30  # per user: the directory is not for harvesting
+    # What the sender of a MESSAGE the recipient's rules block gets: "silent" (the
+    # 200/202 a delivered or stored message gets, so blocking is not revealed) or "403".
+    im_blocked_answer: str = "silent"
+
     # -- transports and parser bounds ---------------------------------------
     max_message_size: int = 131072  # a whole SIP message; IM bodies have their own limit below
     max_headers: int = 128
@@ -218,6 +226,8 @@ class Config:
                 raise ConfigError(f"unknown digest algorithm {algorithm!r} (use MD5 or SHA-256)")
         if self.max_devices_per_user < 1:
             raise ConfigError("max_devices_per_user must be at least 1")
+        if self.im_blocked_answer not in ("silent", "403"):
+            raise ConfigError('im_blocked_answer is "silent" or "403"')
         self.validate_provisioning()
 
     def validate_provisioning(self) -> None:

@@ -28,6 +28,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from datetime import datetime, timezone
 
@@ -61,6 +62,14 @@ ALLOW = "MESSAGE, OPTIONS"
 _RECENT_LIMIT = 50_000
 
 
+class PrivacyPolicy(Protocol):
+    """The recipients' privacy rules, answered from memory (sipim/xdm/service.py: PrivacyRules)."""
+
+    def message_allowed(self, recipient: str, sender: str) -> bool: ...
+
+    def number_visible(self, owner: str, requester: str) -> bool: ...
+
+
 class Refusal(Exception):
     def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(reason)
@@ -90,6 +99,7 @@ class PagerService:
         temp_gruus: TempGruuCodec,
         user_exists: Callable[[str], Awaitable[bool]],
         now: Callable[[], float],
+        privacy: PrivacyPolicy | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -98,6 +108,7 @@ class PagerService:
         self._temp_gruus = temp_gruus
         self._user_exists = user_exists
         self._now = now
+        self._privacy = privacy
         self._local_domains = config.local_domains()
         # (sender, call_id, cseq) and (sender, imdn id) -> status already answered
         self._recent: OrderedDict[tuple, int] = OrderedDict()
@@ -128,12 +139,15 @@ class PagerService:
             return response
         try:
             self._check_size_and_type(request, source)
-            recipient, instance = await self._resolve(request)
+            recipient, instance = await self._resolve(request, identity.aor)
         except Refusal as refusal:
             response = make_response(request, refusal.status, refusal.reason)
             for name, value in refusal.headers:
                 response.headers.add(name, value)
             return response
+
+        if self._privacy is not None and not self._privacy.message_allowed(recipient, identity.aor):
+            return self._blocked(request, recipient)
 
         cpim = None
         if content_type_of(request) == "message/cpim":
@@ -190,6 +204,17 @@ class PagerService:
         self._remember(keys, status)
         return make_response(request, status, "OK" if delivered else "Accepted")
 
+    def _blocked(self, request: Request, recipient: str) -> Response:
+        """The recipient's privacy rules block the sender (RFC 4745 rules, sipim/xdm/policy.py):
+        nothing is delivered, nothing is stored.  By default the sender gets what a
+        message that was taken gets -- 200 when the recipient has a device online, else
+        202 -- so a block is not revealed; ``im_blocked_answer = "403"`` says it."""
+        if self._config.im_blocked_answer == "403":
+            return make_response(request, 403, "Forbidden")
+        if self._gateway.devices(recipient):
+            return make_response(request, 200, "OK")
+        return make_response(request, 202, "Accepted")
+
     def _check_size_and_type(self, request: Request, source: Source) -> None:
         config = self._config
         if not request.body:
@@ -206,7 +231,7 @@ class PagerService:
         if config.im_refuse_other_types and content_type not in config.im_content_types:
             raise Refusal(415, "Unsupported Media Type", [("Accept", ", ".join(config.im_content_types))])
 
-    async def _resolve(self, request: Request) -> tuple[str, str | None]:
+    async def _resolve(self, request: Request, sender: str) -> tuple[str, str | None]:
         """The recipient AOR and, for a GRUU, the one device instance (RFC 5627 §3).
 
         A phone number (``tel:`` or ``user=phone``) is looked up by the server to
@@ -215,7 +240,7 @@ class PagerService:
         uri = request.uri
         number = number_of(uri)
         if number is not None and (isinstance(uri, TelURI) or uri.host.lower() in self._local_domains):
-            return await self._resolve_number(number), None
+            return await self._resolve_number(number, sender), None
         if isinstance(uri, TelURI):
             raise Refusal(404, "Only global (+E.164) numbers are looked up")
         if not isinstance(uri, SipURI):
@@ -238,12 +263,16 @@ class PagerService:
             raise Refusal(404, "Not Found")
         return aor, instance
 
-    async def _resolve_number(self, number: str) -> str:
+    async def _resolve_number(self, number: str, sender: str) -> str:
         try:
             e164 = normalise_e164(number)
         except InvalidNumber:
             raise Refusal(404, "Not a valid phone number") from None
         users = await self._store.users_by_phone(e164, self._config.domain)
+        if self._privacy is not None:
+            # A user who hides their number from the sender does not have it, for them.
+            users = [u for u in users
+                     if self._privacy.number_visible(f"sip:{u.username}@{self._config.domain}", sender)]
         if not users:
             raise Refusal(404, "No user has this number")
         if len(users) > 1:

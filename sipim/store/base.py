@@ -13,6 +13,7 @@ from types import TracebackType
 
 from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User
 from .models import DeviceCredential, ProvisioningCode
+from .models import XcapDocument
 
 DEFAULT_AUDIT_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -390,6 +391,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_codes(self, now: float) -> int:
         """Delete codes that expired before ``now``; returns how many."""
+    # ---- XCAP documents (RFC 4825) ---------------------------------------------------
+    # Writes are compare-and-swap on the etag, so two nodes (or two requests) editing
+    # the same document never lose an update; each write publishes a change (kind
+    # "xcap", key xcap_key(...)) in the same transaction.  remove_user deletes the
+    # user's documents with the user.
+
+    @abc.abstractmethod
+    async def get_xcap_document(self, auid: str, owner: str, filename: str) -> XcapDocument | None:
+        """The document, or None."""
+
+    @abc.abstractmethod
+    async def list_xcap_documents(self, auid: str, owner: str | None = None) -> list[XcapDocument]:
+        """Every document of an application usage (optionally of one owner), ordered by
+        (owner, filename)."""
+
+    @abc.abstractmethod
+    async def put_xcap_document(self, document: XcapDocument, expected_etag: str | None) -> bool:
+        """Create (``expected_etag`` None: only if absent) or replace (only if the stored
+        etag equals ``expected_etag``) the document. False when that condition failed."""
+
+    @abc.abstractmethod
+    async def delete_xcap_document(self, auid: str, owner: str, filename: str, expected_etag: str) -> bool:
+        """Delete the document if its etag is ``expected_etag``; False otherwise."""
+
 
 
 def normalise_batch(

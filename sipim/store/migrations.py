@@ -386,6 +386,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE d.revoked_at IS NULL AND NOT u.disabled",
         ),
     ),
+    Migration(
+        version=6,
+        description="XCAP documents (contact lists, privacy rules, profile) and the admin flag",
+        # One row per XCAP document (RFC 4825 §6.2 document selector: AUID, XUI, name);
+        # the etag changes with every write (§8.5) and guards conditional writes.
+        sqlite=(
+            """CREATE TABLE xcap_documents (
+                auid       TEXT NOT NULL,
+                owner      TEXT NOT NULL,
+                filename   TEXT NOT NULL,
+                content    BLOB NOT NULL,
+                etag       TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (auid, owner, filename)
+            )""",
+            "CREATE INDEX xcap_documents_owner ON xcap_documents (owner)",
+            "ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+        ),
+        postgresql=(
+            """CREATE TABLE xcap_documents (
+                auid       text NOT NULL,
+                owner      text NOT NULL,
+                filename   text NOT NULL,
+                content    bytea NOT NULL,
+                etag       text NOT NULL,
+                updated_at double precision NOT NULL,
+                PRIMARY KEY (auid, owner, filename)
+            )""",
+            "CREATE INDEX xcap_documents_owner ON xcap_documents (owner)",
+            "ALTER TABLE users ADD COLUMN admin boolean NOT NULL DEFAULT false",
+        ),
+    ),
 )
 
 

@@ -28,6 +28,7 @@ class User:
     phones: tuple[str, ...] = ()
     created_at: float = 0.0
     disabled: bool = False
+    admin: bool = False  # operator scope over every user's XDM documents and the directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,3 +278,30 @@ class ProvisioningCode:
     created_at: float
     expires_at: float
     attempts: int = 0
+
+
+# ---- XCAP documents (RFC 4825) -------------------------------------------------------------
+
+CHANGE_XCAP = "xcap"
+"""Published by put/delete_xcap_document with key ``"AUID OWNER FILENAME"``: every node
+drops what it derived from that document (e.g. the privacy rules it enforces)."""
+
+
+def xcap_key(auid: str, owner: str, filename: str) -> str:
+    """The change-feed key of an XCAP document (no part contains a space)."""
+    return f"{auid} {owner} {filename}"
+
+
+@dataclass(frozen=True, slots=True)
+class XcapDocument:
+    """One XCAP document: ``auid`` (application usage), ``owner`` (the XUI, the user's
+    AOR ``sip:alice@example.com``), ``filename`` (the document name below the XUI,
+    usually ``index``), the UTF-8 XML ``content`` and its entity tag (RFC 4825 §8.5:
+    one etag for the whole document, new on every change)."""
+
+    auid: str
+    owner: str
+    filename: str
+    content: bytes
+    etag: str
+    updated_at: float = 0.0

@@ -45,11 +45,14 @@ from .models import (
     HistoryEntry,
     StoredMessage,
     User,
+    XcapDocument,
     aor_of,
     aor_user_part,
     user_key,
+    xcap_key,
 )
 from .models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
+from .models import CHANGE_XCAP
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 5
@@ -98,7 +101,7 @@ _INSERT_AUDIT = (
 # Binding upserts need ON CONFLICT, which COPY cannot do; a single INSERT ... SELECT FROM
 # unnest(arrays) measured no faster than executemany, so upserts stay simple.
 _AUDIT_COPY_THRESHOLD = 32
-_USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled"
+_USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled, admin"
 _MESSAGE_COLUMNS = (
     "id, sender, recipient, target_instance, call_id, cseq, imdn_message_id, content_type, "
     "body, disposition_notification, created_at, expires_at, state"
@@ -192,7 +195,7 @@ def _binding_from_record(r: asyncpg.Record) -> Binding:
 def _user_row(u: User) -> tuple[Any, ...]:
     return (
         u.username, u.domain, u.ha1_md5, u.ha1_sha256, u.display_name, list(u.phones),
-        u.created_at, u.disabled,
+        u.created_at, u.disabled, u.admin,
     )  # fmt: skip
 
 
@@ -201,6 +204,7 @@ def _user_from_record(r: asyncpg.Record) -> User:
         username=r["username"], domain=r["domain"], ha1_md5=r["ha1"],
         ha1_sha256=r["ha1_sha256"], display_name=r["display_name"],
         phones=tuple(r["phones"]), created_at=r["created_at"], disabled=r["disabled"],
+        admin=r["admin"],
     )  # fmt: skip
 
 
@@ -328,7 +332,7 @@ class PostgresStore(Store):
             try:
                 async with conn.transaction():
                     await conn.execute(
-                        f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        f"INSERT INTO users ({_USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         *_user_row(user),
                     )
                     await self._publish(conn, CHANGE_USER, user_key(user.username, user.domain))
@@ -368,7 +372,7 @@ class PostgresStore(Store):
         async with self._connection() as conn, conn.transaction():
             status = await conn.execute(
                 "UPDATE users SET ha1 = $3, ha1_sha256 = $4, display_name = $5, phones = $6, "
-                "created_at = $7, disabled = $8 WHERE username = $1 AND domain = $2",
+                "created_at = $7, disabled = $8, admin = $9 WHERE username = $1 AND domain = $2",
                 *_user_row(user),
             )
             if _row_count(status) == 0:
@@ -390,6 +394,8 @@ class PostgresStore(Store):
             # A user added later under the same name must not inherit these devices.
             await conn.execute("UPDATE devices SET revoked_at = $1 WHERE username = $2 AND domain = $3 "
                                "AND revoked_at IS NULL", time.time(), username, domain)
+            # A later user of the same name must not inherit lists or privacy rules.
+            await conn.execute("DELETE FROM xcap_documents WHERE owner = $1", aor_of(username, domain))
             await self._publish(conn, CHANGE_USER, user_key(username, domain))
             return True
 
@@ -846,6 +852,62 @@ class PostgresStore(Store):
     async def prune_codes(self, now: float) -> int:
         async with self._connection() as conn:
             return _row_count(await conn.execute("DELETE FROM provisioning_codes WHERE expires_at < $1", now))
+
+    # ---- XCAP documents ----------------------------------------------------------------
+
+    async def get_xcap_document(self, auid: str, owner: str, filename: str) -> XcapDocument | None:
+        async with self._connection() as conn:
+            record = await conn.fetchrow(
+                "SELECT auid, owner, filename, content, etag, updated_at FROM xcap_documents "
+                "WHERE auid = $1 AND owner = $2 AND filename = $3", auid, owner, filename,
+            )
+        return _xcap_from_record(record) if record else None
+
+    async def list_xcap_documents(self, auid: str, owner: str | None = None) -> list[XcapDocument]:
+        sql = "SELECT auid, owner, filename, content, etag, updated_at FROM xcap_documents WHERE auid = $1"
+        params: list[Any] = [auid]
+        if owner is not None:
+            sql += " AND owner = $2"
+            params.append(owner)
+        async with self._connection() as conn:
+            records = await conn.fetch(sql + " ORDER BY owner, filename", *params)
+        return [_xcap_from_record(r) for r in records]
+
+    async def put_xcap_document(self, document: XcapDocument, expected_etag: str | None) -> bool:
+        d = document
+        async with self._connection() as conn, conn.transaction():
+            if expected_etag is None:
+                status = await conn.execute(
+                    "INSERT INTO xcap_documents (auid, owner, filename, content, etag, updated_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    d.auid, d.owner, d.filename, d.content, d.etag, d.updated_at,
+                )
+            else:
+                status = await conn.execute(
+                    "UPDATE xcap_documents SET content = $4, etag = $5, updated_at = $6 "
+                    "WHERE auid = $1 AND owner = $2 AND filename = $3 AND etag = $7",
+                    d.auid, d.owner, d.filename, d.content, d.etag, d.updated_at, expected_etag,
+                )
+            if _row_count(status) == 0:
+                return False
+            await self._publish(conn, CHANGE_XCAP, xcap_key(d.auid, d.owner, d.filename))
+            return True
+
+    async def delete_xcap_document(self, auid: str, owner: str, filename: str, expected_etag: str) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM xcap_documents WHERE auid = $1 AND owner = $2 AND filename = $3 AND etag = $4",
+                auid, owner, filename, expected_etag,
+            )
+            if _row_count(status) == 0:
+                return False
+            await self._publish(conn, CHANGE_XCAP, xcap_key(auid, owner, filename))
+            return True
+
+
+def _xcap_from_record(r: asyncpg.Record) -> XcapDocument:
+    return XcapDocument(auid=r["auid"], owner=r["owner"], filename=r["filename"],
+                        content=bytes(r["content"]), etag=r["etag"], updated_at=r["updated_at"])
 
 
 _DEVICE_COLUMNS = (

@@ -46,11 +46,14 @@ from .models import (
     HistoryEntry,
     StoredMessage,
     User,
+    XcapDocument,
     aor_of,
     aor_user_part,
     user_key,
+    xcap_key,
 )
 from .models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
+from .models import CHANGE_XCAP
 
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"
@@ -76,7 +79,7 @@ _INSERT_AUDIT = (
     "INSERT INTO audit (ts, aor, aor_user, username, instance_id, user_agent, source, "
     "transport, result, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled"
+_USER_COLUMNS = "username, domain, ha1, ha1_sha256, display_name, phones, created_at, disabled, admin"
 _MESSAGE_COLUMNS = (
     "id, sender, recipient, target_instance, call_id, cseq, imdn_message_id, content_type, "
     "body, disposition_notification, created_at, expires_at, state"
@@ -147,7 +150,7 @@ def _binding_from_row(r: sqlite3.Row) -> Binding:
 def _user_row(u: User) -> tuple[Any, ...]:
     return (
         u.username, u.domain, u.ha1_md5, u.ha1_sha256, u.display_name,
-        json.dumps(list(u.phones)), u.created_at, int(u.disabled),
+        json.dumps(list(u.phones)), u.created_at, int(u.disabled), int(u.admin),
     )  # fmt: skip
 
 
@@ -156,7 +159,7 @@ def _user_from_row(r: sqlite3.Row) -> User:
         username=r["username"], domain=r["domain"], ha1_md5=r["ha1"],
         ha1_sha256=r["ha1_sha256"], display_name=r["display_name"],
         phones=tuple(json.loads(r["phones"])), created_at=r["created_at"],
-        disabled=bool(r["disabled"]),
+        disabled=bool(r["disabled"]), admin=bool(r["admin"]),
     )  # fmt: skip
 
 
@@ -303,7 +306,7 @@ class SQLiteStore(Store):
         def work(conn: sqlite3.Connection) -> None:
             with _Transaction(conn):
                 conn.execute(
-                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     _user_row(user),
                 )
                 _publish(conn, CHANGE_USER, user_key(user.username, user.domain))
@@ -356,7 +359,7 @@ class SQLiteStore(Store):
             with _Transaction(conn):
                 cursor = conn.execute(
                     "UPDATE users SET ha1 = ?, ha1_sha256 = ?, display_name = ?, phones = ?, "
-                    "created_at = ?, disabled = ? WHERE username = ? AND domain = ?",
+                    "created_at = ?, disabled = ?, admin = ? WHERE username = ? AND domain = ?",
                     (*_user_row(user)[2:], user.username, user.domain),
                 )
                 if cursor.rowcount == 0:
@@ -381,6 +384,8 @@ class SQLiteStore(Store):
                 # A user added later under the same name must not inherit these devices.
                 conn.execute("UPDATE devices SET revoked_at = ? WHERE username = ? AND domain = ? "
                              "AND revoked_at IS NULL", (time.time(), username, domain))
+                # A later user of the same name must not inherit lists or privacy rules.
+                conn.execute("DELETE FROM xcap_documents WHERE owner = ?", (aor_of(username, domain),))
                 _publish(conn, CHANGE_USER, user_key(username, domain))
                 return True
 
@@ -914,6 +919,73 @@ class SQLiteStore(Store):
                 return conn.execute("DELETE FROM provisioning_codes WHERE expires_at < ?", (now,)).rowcount
 
         return await self._run(work)
+
+    # ---- XCAP documents ----------------------------------------------------------------
+
+    async def get_xcap_document(self, auid: str, owner: str, filename: str) -> XcapDocument | None:
+        def work(conn: sqlite3.Connection) -> XcapDocument | None:
+            row = conn.execute(
+                "SELECT auid, owner, filename, content, etag, updated_at FROM xcap_documents "
+                "WHERE auid = ? AND owner = ? AND filename = ?", (auid, owner, filename),
+            ).fetchone()
+            return _xcap_from_row(row) if row else None
+
+        return await self._run(work)
+
+    async def list_xcap_documents(self, auid: str, owner: str | None = None) -> list[XcapDocument]:
+        def work(conn: sqlite3.Connection) -> list[XcapDocument]:
+            sql = "SELECT auid, owner, filename, content, etag, updated_at FROM xcap_documents WHERE auid = ?"
+            params: tuple[Any, ...] = (auid,)
+            if owner is not None:
+                sql += " AND owner = ?"
+                params += (owner,)
+            rows = conn.execute(sql + " ORDER BY owner, filename", params).fetchall()
+            return [_xcap_from_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def put_xcap_document(self, document: XcapDocument, expected_etag: str | None) -> bool:
+        d = document
+
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                if expected_etag is None:
+                    cursor = conn.execute(
+                        "INSERT INTO xcap_documents (auid, owner, filename, content, etag, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (d.auid, d.owner, d.filename, d.content, d.etag, d.updated_at),
+                    )
+                else:
+                    cursor = conn.execute(
+                        "UPDATE xcap_documents SET content = ?, etag = ?, updated_at = ? "
+                        "WHERE auid = ? AND owner = ? AND filename = ? AND etag = ?",
+                        (d.content, d.etag, d.updated_at, d.auid, d.owner, d.filename, expected_etag),
+                    )
+                if cursor.rowcount == 0:
+                    return False
+                _publish(conn, CHANGE_XCAP, xcap_key(d.auid, d.owner, d.filename))
+                return True
+
+        return await self._run(work)
+
+    async def delete_xcap_document(self, auid: str, owner: str, filename: str, expected_etag: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _Transaction(conn):
+                cursor = conn.execute(
+                    "DELETE FROM xcap_documents WHERE auid = ? AND owner = ? AND filename = ? AND etag = ?",
+                    (auid, owner, filename, expected_etag),
+                )
+                if cursor.rowcount == 0:
+                    return False
+                _publish(conn, CHANGE_XCAP, xcap_key(auid, owner, filename))
+                return True
+
+        return await self._run(work)
+
+
+def _xcap_from_row(r: sqlite3.Row) -> XcapDocument:
+    return XcapDocument(auid=r["auid"], owner=r["owner"], filename=r["filename"],
+                        content=bytes(r["content"]), etag=r["etag"], updated_at=r["updated_at"])
 
 
 _DEVICE_COLUMNS = (

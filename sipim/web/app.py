@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sipim.store.base import Store
 from sipim.web.auth import HttpDigestAuth, HttpIdentity, require_user
+from sipim.web.openapi import add_openapi_route
 
 API = "/api/v1"
 MAX_PAGE = 200
@@ -22,7 +23,7 @@ def _bad(reason: str) -> web.Response:
 
 
 def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
-                 provisioning=None, public_address=None) -> Callable[[], web.Application]:
+                 provisioning=None, public_address=None, xdm=None) -> Callable[[], web.Application]:
     async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
         """A page of the authenticated user's own history, newest first.
 
@@ -65,6 +66,11 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
             from sipim.provisioning.http import add_provisioning_routes
 
             add_provisioning_routes(app, provisioning, auth=auth, address=public_address)
+        if xdm is not None:
+            from sipim.xdm.http import add_xdm_routes
+
+            add_xdm_routes(app, service=xdm, auth=auth)
+        add_openapi_route(app)
         return app
 
     return factory

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sipim.core.auth import UserCache, is_device_username
+from sipim.core.auth import AUTH_FAILED, UserCache, is_device_username
 from sipim.core.lockout import Lockout
 from sipim.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
-from sipim.store.models import User
+from sipim.store.models import AuditRecord, User
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,6 +27,7 @@ class HttpIdentity:
     # The device whose own credentials (digest auth username or bearer token)
     # authenticated; None for the user's password.
     device_id: str | None = None
+    admin: bool = False  # operator scope (sipim user admin NAME): every user's XDM documents
 
     @property
     def username(self) -> str:
@@ -35,7 +36,8 @@ class HttpIdentity:
 
 class HttpDigestAuth:
     def __init__(self, *, realm: str, domain: str, digest: DigestServer, users: UserCache, lockout: Lockout,
-                 now: Callable[[], float], algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> None:
+                 now: Callable[[], float], algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+                 audit: Callable[[AuditRecord], None] | None = None) -> None:
         self._realm = realm
         self._domain = domain
         self._digest = digest
@@ -43,6 +45,18 @@ class HttpDigestAuth:
         self._lockout = lockout
         self._now = now
         self._algorithms = algorithms
+        self._audit = audit
+
+    def _record_failure(self, request: web.Request, username: str, reason: str) -> None:
+        """Wrong HTTP credentials go to the audit trail like failed registrations."""
+        if self._audit is None:
+            return
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self._audit(AuditRecord(
+            ts=self._now(), aor=f"sip:{username}@{self._domain}", username=None, instance_id=None,
+            user_agent=request.headers.get("User-Agent", "")[:200],
+            source=f"{peer[0]}:{peer[1]}" if peer else (request.remote or ""), transport="https",
+            result=AUTH_FAILED, reason=f"HTTP {request.method} {request.path[:120]}: {reason}"))
 
     def _challenge(self, reason: str, *, stale: bool = False, status: int = 401) -> web.Response:
         response = web.json_response({"error": reason}, status=status)
@@ -69,8 +83,9 @@ class HttpDigestAuth:
             return self._challenge("too many failed attempts, try again later", status=403)
         if credentials is None or credentials.realm != self._realm:
             return self._challenge("authentication required")
-        # RFC 7616 §3.4: the digest covers the request-target actually requested.
-        if credentials.uri != request.path_qs:
+        # RFC 7616 §3.4: the digest covers the request-target actually requested, as
+        # sent (XCAP node selectors are percent-encoded, RFC 4825 §6).
+        if credentials.uri not in (request.raw_path, request.path_qs):
             return web.json_response({"error": "digest uri does not match the request"}, status=400)
         user = await self._users.get(credentials.username)
         ha1 = None
@@ -78,6 +93,7 @@ class HttpDigestAuth:
             ha1 = user.ha1_sha256 if credentials.ha1_algorithm == "SHA-256" else user.ha1_md5
         if not ha1:
             self._lockout.record_failure(credentials.username, source_ip, now)
+            self._record_failure(request, credentials.username, "unknown or disabled user")
             return self._challenge("authentication failed", status=403)
         result = self._digest.verify(credentials, request.method, ha1)
         if result is DigestResult.OK:
@@ -85,10 +101,14 @@ class HttpDigestAuth:
             device = self._users.device_of(credentials.username) if is_device_username(credentials.username) else None
             if device is not None:
                 self._users.note_device_use(device.device_id, now)
-            return HttpIdentity(user, f"sip:{user.username}@{self._domain}", device.device_id if device else None)
+            return HttpIdentity(user, f"sip:{user.username}@{self._domain}", device.device_id if device else None,
+                                # Admin scope only with the user's own password, never a device's
+                                # credentials: a lost phone does not carry operator rights.
+                                admin=user.admin and device is None)
         if result in (DigestResult.STALE, DigestResult.BAD_NONCE, DigestResult.BAD_REALM):
             return self._challenge("authentication required", stale=result is DigestResult.STALE)
         self._lockout.record_failure(credentials.username, source_ip, now)
+        self._record_failure(request, credentials.username, f"wrong credentials ({result.name.lower()})")
         return self._challenge("authentication failed", status=403)
 
 

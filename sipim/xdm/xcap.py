@@ -37,17 +37,18 @@ NODE_SELECTOR_SEPARATOR = "~~"  # RFC 4825 §6
 class XCAPError(Exception):
     """An XCAP failure with its HTTP status and, for 409, the §11 error element."""
 
-    def __init__(self, status: int, reason: str, error_element: str | None = None) -> None:
+    def __init__(self, status: int, reason: str, error_element: str | None = None, **details: object) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.error_element = error_element
+        self.details = details  # e.g. exists=[field], alt_values=[...] for <uniqueness-failure>
 
     def body(self) -> bytes | None:
         """The detailed conflict report (§11) for this error, if it has one."""
         if self.error_element is None:
             return None
-        return error_document(self.error_element, phrase=self.reason)
+        return error_document(self.error_element, phrase=self.reason, **self.details)
 
 
 # ---------------------------------------------------------------- selectors
@@ -309,6 +310,12 @@ def _parse(data: bytes, error_element: str = "not-well-formed", wrapper_scope: M
     except ET.ParseError as exc:
         raise XCAPError(409, f"not well-formed: {exc}", error_element) from None
     return root, builder.declarations
+
+
+def parse_root(doc: bytes) -> ET.Element:
+    """The root element of a whole document, parsed with the same hardening (no DTDs);
+    XCAPError 409 <not-well-formed>/<not-utf-8> otherwise (§8.2.2)."""
+    return _parse(doc)[0]
 
 
 def _parse_document(doc: bytes) -> _Tree:

@@ -28,7 +28,7 @@ def test_user_add_list_passwd_remove(tmp_path, database_url):
     assert "password:" in out.stdout  # generated, shown once
     users = json.loads(cli(tmp_path, "user", "list", "--json", database=db, check=True).stdout)
     assert users == [{"user": "alice", "domain": "example.test", "display_name": "Alice A",
-                      "phones": ["+14155550123"], "disabled": False}]
+                      "phones": ["+14155550123"], "disabled": False, "admin": False}]
     assert "password changed" in cli(tmp_path, "user", "passwd", "alice", "--password", "pw2",
                                      database=db, check=True).stdout
     assert_one_line_error(cli(tmp_path, "user", "add", "sip:alice@example.test", "--password", "x", database=db),
@@ -70,3 +70,23 @@ def test_unreachable_postgresql_is_one_line(tmp_path):
 def test_audit_filters_and_json(tmp_path):
     result = cli(tmp_path, "audit", "--json", "--result", "registered", check=True)
     assert json.loads(result.stdout) == []
+
+
+def test_user_phone_numbers_and_admin_flag(tmp_path):
+    def cli(*args, code=0):
+        result = run_cli(tmp_path, *args, check=False)
+        assert result.returncode == code, result.stderr
+        return result
+
+    cli("user", "add", "alice", "--password", "pw", "--phone", "+1 415 555 0123")
+    cli("user", "phone", "add", "alice", "+14155550124")
+    assert "already has" in cli("user", "phone", "add", "alice", "+14155550124", code=1).stderr
+    invalid = cli("user", "phone", "add", "alice", "12345", code=1).stderr
+    assert invalid.startswith("sipim: invalid phone number") and "Traceback" not in invalid
+    cli("user", "phone", "remove", "alice", "+14155550123")
+    cli("user", "admin", "alice")
+    cli("user", "passwd", "alice", "--password", "new")  # keeps the flag
+    listed = json.loads(cli("user", "list", "--json").stdout)[0]
+    assert listed["phones"] == ["+14155550124"] and listed["admin"] is True
+    cli("user", "admin", "alice", "--revoke")
+    assert json.loads(cli("user", "list", "--json").stdout)[0]["admin"] is False
