@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "'rules changed', 'xdm refused', 'directory changed'")
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true")
+    client = commands.add_parser("client", help="a device: set up, send, listen, history, contacts, pair")
+    from sipim.client.cli import add_client_arguments
+
+    add_client_arguments(client)
     return parser
 
 
@@ -525,6 +529,10 @@ def print_banner(server, config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "client":
+        from sipim.client.cli import run as run_client
+
+        return run_client(args)
     try:
         config = load_config(args)
         if args.command == "serve":

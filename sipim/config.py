@@ -342,3 +342,53 @@ def _convert(value: object, current: object, spec: dataclasses.Field) -> object:
     if value is None:
         return None
     return str(value)
+
+
+@dataclass
+class ClientConfig:
+    """Limits and timers of the Python client (``sipim client``, ``sipim.client``).
+
+    Separate from ``Config`` because a device never runs the server; the same TOML
+    rules apply (``sipim client --config FILE``, tables only group keys).
+    """
+
+    # REGISTER expiry asked for (RFC 3261 §10.2.1); the registrar may shorten it.
+    client_register_expires: int = 600
+    # Refresh a registration this many seconds before it runs out (at the latest at
+    # half its lifetime, so a short grant still leaves room for a retry).
+    client_refresh_margin: int = 60
+    # RFC 5626 §4.4.1: with no Flow-Timer from the registrar, ping every 95..120 s.
+    client_keepalive_interval: int = 120
+    # RFC 5626 §4.4.1: no pong within 10 s after a ping -> the flow has failed.
+    client_keepalive_timeout: float = 10.0
+    # RFC 5626 §4.5: flow recovery waits base * 2^failures (capped), randomised.
+    client_recovery_base_all_failed: int = 30
+    client_recovery_base_ok: int = 90
+    client_recovery_max: int = 1800
+    # RFC 3261 §17 T1 (Timer F = 64*T1 ends a request nobody answers).
+    client_t1: float = 0.5
+    # TCP/TLS connect and HTTP request limits.
+    client_connect_timeout: float = 10.0
+    client_http_timeout: float = 30.0
+    client_max_message_size: int = 65536
+
+    def apply(self, values: dict[str, object], origin: str) -> None:
+        by_name = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in by_name:
+                raise ConfigError(f"{origin}: unknown client setting {key!r}")
+            try:
+                setattr(self, name, _convert(value, getattr(self, name), by_name[name]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{origin}: bad value for {key!r}: {exc}") from None
+
+    def load_toml(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        self.apply(_flatten(document), str(path))
