@@ -101,6 +101,11 @@ class UserAgent:
     def aor(self) -> str:
         return self.device.user_id
 
+    @property
+    def flow(self) -> SipFlow | None:
+        """The current connection to the outbound proxy (a new one after recovery)."""
+        return self._flow
+
     # -- connection ------------------------------------------------------------------------
     async def connect(self) -> "UserAgent":
         if self._flow is not None and self._flow.is_open:

@@ -83,6 +83,8 @@ class SipFlow:
         self.keepalive = KeepAlive(config.client_keepalive_interval, config.client_keepalive_timeout)
         self._tasks: list[asyncio.Task] = []
         self._data_seen = asyncio.Event()
+        # Set at every answered keep-alive (for whoever wants to watch the flow's health).
+        self.pong_received = asyncio.Event()
         self.closed = asyncio.Event()
         self.failure: str | None = None
         self.local: tuple[str, int] = ("invalid", 9)
@@ -200,6 +202,8 @@ class SipFlow:
                 if self.keepalive.failed(loop.time()):
                     self._fail(f"no keep-alive answer within {self.keepalive.timeout:g} s")
                     return
+            else:
+                self.pong_received.set()
 
     # -- closing ------------------------------------------------------------------------
     def _fail(self, reason: str) -> None:

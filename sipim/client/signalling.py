@@ -223,8 +223,9 @@ class Registration:
         return Registered(granted, self.refresh_delay(granted), timer, pub_gruu, temp_gruu)
 
     def refresh_delay(self, granted: int) -> float:
-        """Refresh ``refresh_margin`` seconds before expiry, but at half-time at the latest."""
-        return max(1.0, min(granted / 2, granted - self._refresh_margin))
+        """Refresh ``refresh_margin`` seconds before expiry, but not before half-time
+        (a short grant would otherwise be refreshed at once)."""
+        return max(1.0, granted / 2, granted - self._refresh_margin)
 
     def _is_mine(self, contact: NameAddr) -> bool:
         instance = _unquote(contact.params.get("+sip.instance"))
