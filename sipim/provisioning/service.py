@@ -52,6 +52,7 @@ SIGNIN_FAILED = "signin-failed"
 PAIRING_CREATED = "pairing-created"
 PAIRING_FAILED = "pairing-failed"
 USER_SIGNED_UP = "user-signed-up"
+BAD_REQUEST = "bad-request"
 
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~+-]{0,63}")
 WRONG_CODE = "wrong, expired or already used code"
@@ -158,6 +159,7 @@ class ProvisioningService:
     async def config_with_code(self, raw_phone: object, code: object, wish: DeviceWish, client: Client,
                                endpoints: Endpoints) -> dict:
         phone = self._phone(raw_phone, client, "code check")
+        self._check_wish(wish, client)
         self._attempt(client)
         if not isinstance(code, str) or not code.strip():
             raise ProvisioningRefused(400, "give the code that was sent to the phone")
@@ -189,6 +191,7 @@ class ProvisioningService:
         """Zero typing: the mobile network vouches for the number (its header), which we
         believe only from the configured trusted address ranges."""
         header = self._config.provisioning_msisdn_header
+        self._check_wish(wish, client)
         if not self.is_trusted(client.ip):
             self._audit(client, "", None, CONFIG_REFUSED,
                         f"no code, and {client.ip} is not in a trusted network"
@@ -226,7 +229,9 @@ class ProvisioningService:
     async def signin(self, raw_user: object, password: object, wish: DeviceWish, client: Client,
                      endpoints: Endpoints) -> dict:
         if not isinstance(raw_user, str) or not isinstance(password, str) or not password:
+            self._audit(client, "", None, BAD_REQUEST, "sign-in without user or password")
             raise ProvisioningRefused(400, "give user and password")
+        self._check_wish(wish, client)
         name = raw_user.strip()
         if name.lower().startswith(("sip:", "sips:")):
             name = name.split(":", 1)[1]
@@ -267,6 +272,7 @@ class ProvisioningService:
         return code, lifetime
 
     async def pair(self, code: object, wish: DeviceWish, client: Client, endpoints: Endpoints) -> dict:
+        self._check_wish(wish, client)
         self._attempt(client)
         if not isinstance(code, str) or not codes.normalise_code(code):
             raise ProvisioningRefused(400, "give the pairing code")
@@ -302,6 +308,7 @@ class ProvisioningService:
             instance_id = normalise_instance(wish.instance_id)
             name = normalise_name(wish.name, client.user_agent.split("/", 1)[0].strip() or "device")
         except BadDeviceRequest as exc:
+            self._audit(client, self._aor(user.username), None, BAD_REQUEST, f"{how}: {exc}")
             raise ProvisioningRefused(400, str(exc)) from None
         issued: IssuedDevice | None = None
         for _ in range(3):  # a concurrent request for the same instance may win the insert
@@ -367,10 +374,22 @@ class ProvisioningService:
     # -- helpers ----------------------------------------------------------------------------------
     def _phone(self, raw: object, client: Client, what: str) -> str:
         if not isinstance(raw, str):
+            self._audit(client, "", None, BAD_REQUEST, f"{what}: no phone number")
             raise ProvisioningRefused(400, "give the phone number in international form, e.g. +4915112345678")
         try:
             return normalise_e164(raw)
         except InvalidNumber as exc:
+            self._audit(client, "", None, BAD_REQUEST, f"{what}: {exc}")
+            raise ProvisioningRefused(400, str(exc)) from None
+
+    def _check_wish(self, wish: DeviceWish, client: Client) -> None:
+        """A bad instance id or name is refused before any code is used up."""
+        try:
+            if wish.instance_id not in (None, ""):
+                normalise_instance(wish.instance_id)
+            normalise_name(wish.name, "device")
+        except BadDeviceRequest as exc:
+            self._audit(client, "", None, BAD_REQUEST, str(exc))
             raise ProvisioningRefused(400, str(exc)) from None
 
     def _attempt(self, client: Client) -> None:

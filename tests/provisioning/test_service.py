@@ -195,3 +195,13 @@ async def test_webhook_gateway_posts_json_with_the_configured_authorization():
     with pytest.raises(SmsError):
         await unreachable.send(SmsMessage(PHONE, "nobody listens", "1"))
     await unreachable.close()
+
+
+async def test_a_bad_instance_id_is_refused_before_the_code_is_used(setup):
+    service, clock, gateway, audit = setup
+    code = await send_code(service, gateway)
+    with pytest.raises(ProvisioningRefused) as refused:
+        await service.config_with_code(PHONE, code, DeviceWish(instance_id="not a urn"), CLIENT, ENDPOINTS)
+    assert refused.value.status == 400 and audit[-1].result == "bad-request"
+    document = await service.config_with_code(PHONE, code, DeviceWish(), CLIENT, ENDPOINTS)
+    assert document["username"] == "alice"
