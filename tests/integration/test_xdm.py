@@ -236,3 +236,26 @@ def test_openapi_document_is_served_without_credentials(xdm):
     response = session.get(f"https://127.0.0.1:{xdm.ports['wss']}/api/v1/openapi.json",
                            verify=str(xdm.ca_file), timeout=10)
     assert response.status_code == 200 and "/api/v1/lookup" in response.json()["paths"]
+
+
+def test_im_blocked_answer_403_and_a_blocked_domain(make_server):
+    server = make_server(config_text='im_blocked_answer = "403"\n', domain="example.test")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    bob_http = Client(server, "bob")
+    # Blocking the sender's whole domain (RFC 4745 §7.1.3.2 <except domain>) over XCAP itself.
+    rules = (b'<ruleset xmlns="urn:ietf:params:xml:ns:common-policy" xmlns:ir="urn:sipim:xml:ns:im-rules">'
+             b'<rule id="all-but-example"><conditions><identity><many><except domain="example.test"/></many>'
+             b'</identity></conditions><actions><ir:im-handling>allow</ir:im-handling></actions></rule></ruleset>')
+    put = bob_http.put(f"/xcap/org.sipim.im-rules/users/sip:bob@{DOMAIN}/index", rules, "application/auth-policy+xml")
+    assert put.status_code == 201, put.text
+    assert bob_http.get("/api/v1/privacy").json()["custom"] is True
+    alice = TestUA("tls", "127.0.0.1", server.ports["tls"], "alice", "alice-secret", ca_file=server.ca_file,
+                   instance=str(uuid.uuid4())).connect()
+    try:
+        assert alice.register().status == 200
+        assert alice.message("bob", "blocked by domain").status == 403
+    finally:
+        alice.close()
+    assert json.loads(server.cli("history", "bob", "--json").stdout) == []
+    assert audit(server, "--user", "bob", "--result", "rules changed")

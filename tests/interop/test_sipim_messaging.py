@@ -33,6 +33,8 @@ def sipim(tmp_path_factory):
                           config_text="lockout_threshold = 1000\n").start()
     server.add_user(ALICE.name, ALICE.password)
     server.add_user(BOB.name, BOB.password, "--phone", "+14155550102")
+    server.add_user("carol", "carol-secret", "--phone", "+14155550199")
+    server.add_user("dave", "dave-secret", "--phone", "+14155550199")
     yield server
     server.stop()
 
@@ -92,6 +94,44 @@ def test_sipp_messages_a_phone_number_and_the_server_finds_the_user(sipp_binary,
         assert sender.wait(timeout=20) == 0, sender.stderr.read()
         received = (tmp_path / "receiver" / "messages.log").read_text()
         assert "MESSAGE sip:bob@" in received
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=5)
+
+
+def sipp_to_uri(server: SipimProcess, uri: str, expected: int, workdir: Path) -> subprocess.Popen:
+    workdir.mkdir(exist_ok=True)
+    template = (Path(__file__).parent / "scenarios" / "message_to_uri_uac.xml").read_text()
+    scenario = workdir / "message_to_uri_uac.xml"
+    scenario.write_text(template.replace("EXPECTED_STATUS", str(expected)))
+    (workdir / "users.csv").write_text(f"SEQUENTIAL\nalice;alice-secret;{uri}\n")
+    return subprocess.Popen(
+        ["sipp", f"127.0.0.1:{server.ports['udp']}", "-sf", str(scenario), "-inf", str(workdir / "users.csv"),
+         "-t", "u1", "-i", "127.0.0.1", "-key", "domain", DOMAIN, "-nostdin", "-nd", "-m", "1",
+         "-auth_uri", uri.split(":", 1)[1].split(";", 1)[0]],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize("uri, expected", [("tel:+14155550177", 404), ("tel:+1-415-555-0199", 485),
+                                           (f"sip:+14155550177@{DOMAIN};user=phone", 404),
+                                           (f"sip:+14155550199@{DOMAIN};user=phone", 485)])
+def test_sipp_numbers_unknown_give_404_and_shared_give_485_ambiguous(sipp_binary, sipim, tmp_path, uri, expected):
+    sender = sipp_to_uri(sipim, uri, expected, tmp_path / "sender")
+    assert sender.wait(timeout=20) == 0, sender.stderr.read()
+
+
+def test_sipp_messages_a_tel_uri_and_it_reaches_the_right_user(sipp_binary, sipim, tmp_path):
+    receiver = sipp(sipim, "message_auth_uas.xml", "SEQUENTIAL\nbob;bob-secret\n", tmp_path / "receiver",
+                    "-oocsf", str(SCENARIOS / "message_answer_ooc.xml"), "-p", str(free_port()),
+                    "-d", "20000", "-auth_uri", DOMAIN, "-trace_logs", "-log_file",
+                    str(tmp_path / "receiver" / "registered.log"))
+    try:
+        log = tmp_path / "receiver" / "registered.log"
+        wait_for(lambda: log.exists() and "registered" in log.read_text(), 15, "the receiving sipp to register")
+        sender = sipp_to_uri(sipim, "tel:+1-415-555-0102", 200, tmp_path / "sender")
+        assert sender.wait(timeout=20) == 0, sender.stderr.read()
+        received = (tmp_path / "receiver" / "messages.log").read_text()
+        assert "MESSAGE sip:bob@" in received and "P-Asserted-Identity: <sip:alice@example.test>" in received
     finally:
         receiver.terminate()
         receiver.wait(timeout=5)
