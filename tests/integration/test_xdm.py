@@ -224,6 +224,14 @@ def test_a_blocked_senders_message_never_reaches_the_recipients_devices_or_store
         for owner in ("bob", "alice"):
             history = json.loads(xdm.cli("history", owner, "--json", "--limit", "200").stdout)
             assert all(entry["body"] != secret for entry in history)
+        # Nothing was stored for later either: a device of bob's registering now gets nothing.
+        late = TestUA("tls", "127.0.0.1", xdm.ports["tls"], "bob", "bob-secret", ca_file=xdm.ca_file,
+                      instance=str(uuid.uuid4())).connect()
+        try:
+            assert late.register().status == 200
+            assert secret.encode() not in [r.body for r in late.drain(timeout=1.0)]
+        finally:
+            late.close()
     finally:
         bob_http.request("PUT", "/api/v1/privacy", json={})
         for agent in (alice, bob, carol):
