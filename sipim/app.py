@@ -184,9 +184,7 @@ class SipimServer:
         self.provisioning = ProvisioningService(
             config, store=self.store, users=self.users, lockout=self.lockout, audit=self.writer.audit,
             secret=secret, now=self.wall.now,
-            gateway=make_gateway(config.sms_gateway, data_dir=config.data_dir, webhook_url=config.sms_webhook_url,
-                                 webhook_timeout=config.sms_webhook_timeout,
-                                 webhook_authorization=config.sms_webhook_authorization),
+            gateway=make_gateway(config),
             ca_pem=self.tls_files.ca_cert.read_text() if self.tls_files is not None else None)
         public_address = PublicAddress(
             host=config.provisioning_public_host, https_port=config.provisioning_public_https_port,

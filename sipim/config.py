@@ -118,7 +118,8 @@ class Config:
     # Unknown numbers get a code (and an account once verified) only with self sign-up;
     # otherwise they get the same answer as known ones and no code.
     provisioning_self_signup: bool = False
-    # SMS gateway: "outbox" (log + DATA_DIR/sms-outbox.jsonl) or "webhook" (POST JSON).
+    # SMS gateway: "outbox" (log + DATA_DIR/sms-outbox.jsonl), "webhook" (POST JSON), or
+    # "package.module:factory" -- a callable taking the Config and returning an SmsGateway.
     sms_gateway: str = "outbox"
     sms_webhook_url: str = ""
     sms_webhook_authorization: str = ""  # sent as the Authorization header, if set
@@ -135,6 +136,8 @@ class Config:
     provisioning_public_host: str = ""
     provisioning_public_tls_port: int = 0
     provisioning_public_https_port: int = 0
+    # Largest JSON body a provisioning request may carry.
+    provisioning_max_body: int = 4096
     # How often devices' last-use times are written to the store.
     device_use_flush_interval: float = 60.0
 
@@ -238,8 +241,8 @@ class Config:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ConfigError(f"provisioning_trusted_networks: {network!r} is not a CIDR range") from None
-        if self.sms_gateway not in ("outbox", "webhook"):
-            raise ConfigError(f"sms_gateway {self.sms_gateway!r}: use outbox or webhook")
+        if self.sms_gateway not in ("outbox", "webhook") and ":" not in self.sms_gateway:
+            raise ConfigError(f"sms_gateway {self.sms_gateway!r}: use outbox, webhook or module:factory")
         if self.sms_gateway == "webhook" and not self.sms_webhook_url.startswith(("http://", "https://")):
             raise ConfigError("sms_gateway = webhook needs sms_webhook_url = http(s)://...")
         if not 4 <= self.otp_length <= 10:

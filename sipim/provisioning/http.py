@@ -19,7 +19,6 @@ from sipim.web.auth import HttpDigestAuth, HttpIdentity, require_user
 log = logging.getLogger(__name__)
 
 PREFIX = "/provisioning/v1"
-MAX_BODY = 4096
 
 
 class PublicAddress:
@@ -48,12 +47,12 @@ def _client(request: web.Request) -> Client:
     return Client(ip=request.remote or "", port=port, user_agent=request.headers.get("User-Agent", ""))
 
 
-async def _body(request: web.Request) -> dict:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ProvisioningRefused(413, f"request body larger than {MAX_BODY} bytes")
+async def _body(request: web.Request, max_body: int) -> dict:
+    if request.content_length is not None and request.content_length > max_body:
+        raise ProvisioningRefused(413, f"request body larger than {max_body} bytes")
     raw = await request.read()  # bounded by the application's client_max_size as well
-    if len(raw) > MAX_BODY:
-        raise ProvisioningRefused(413, f"request body larger than {MAX_BODY} bytes")
+    if len(raw) > max_body:
+        raise ProvisioningRefused(413, f"request body larger than {max_body} bytes")
     if not raw.strip():
         return {}
     try:
@@ -104,13 +103,13 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
 
     @guarded
     async def otp(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, service.max_body)
         expires_in = await service.request_otp(body.get("phone"), _client(request))
         return web.json_response({"status": "code-sent", "expires_in": expires_in}, status=202)
 
     @guarded
     async def config(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, service.max_body)
         client, endpoints = _client(request), address.endpoints(request)
         if body.get("code") not in (None, ""):
             document = await service.config_with_code(body.get("phone"), body.get("code"), _wish(body),
@@ -122,7 +121,7 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
 
     @guarded
     async def signin(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, service.max_body)
         document = await service.signin(body.get("user"), body.get("password"), _wish(body), _client(request),
                                         address.endpoints(request))
         return _no_store(web.json_response(document))
@@ -138,7 +137,7 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
 
     @guarded
     async def pair(request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await _body(request, service.max_body)
         document = await service.pair(body.get("code"), _wish(body), _client(request), address.endpoints(request))
         return _no_store(web.json_response(document))
 

@@ -104,6 +104,7 @@ class ProvisioningService:
         self._sending: set[asyncio.Task] = set()
         self.msisdn_header = config.provisioning_msisdn_header
         self.allow_insecure = config.allow_insecure
+        self.max_body = config.provisioning_max_body
 
     async def close(self) -> None:
         if self._sending:
@@ -128,6 +129,9 @@ class ProvisioningService:
                         f"number belongs to {len(owners)} users; no code sent")
             return self._config.otp_lifetime
         owner = owners[0] if owners else None
+        if owner is not None and owner.disabled:
+            self._audit(client, self._aor(owner.username), None, OTP_NOT_SENT, "account disabled; no code sent")
+            return self._config.otp_lifetime
         if owner is None and not self._config.provisioning_self_signup:
             self._audit(client, f"tel:{phone}", None, OTP_NOT_SENT, "unknown number, self sign-up off; no code sent")
             return self._config.otp_lifetime

@@ -85,8 +85,22 @@ class WebhookGateway:
             self._session = None
 
 
-def make_gateway(kind: str, *, data_dir: Path, webhook_url: str = "", webhook_timeout: float = 10.0,
-                 webhook_authorization: str = "") -> SmsGateway:
+def make_gateway(config) -> SmsGateway:
+    """The gateway the configuration names: ``outbox``, ``webhook`` or ``module:factory``
+    (a callable taking the Config, for an operator's own driver)."""
+    kind = config.sms_gateway
     if kind == "webhook":
-        return WebhookGateway(webhook_url, timeout=webhook_timeout, authorization=webhook_authorization)
-    return OutboxGateway(data_dir / "sms-outbox.jsonl")
+        return WebhookGateway(config.sms_webhook_url, timeout=config.sms_webhook_timeout,
+                              authorization=config.sms_webhook_authorization)
+    if kind == "outbox":
+        return OutboxGateway(config.data_dir / "sms-outbox.jsonl")
+    import importlib
+
+    from sipim.config import ConfigError
+
+    module_name, _, factory_name = kind.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"sms_gateway {kind!r}: cannot load it ({exc})") from None
+    return factory(config)

@@ -205,3 +205,27 @@ async def test_a_bad_instance_id_is_refused_before_the_code_is_used(setup):
     assert refused.value.status == 400 and audit[-1].result == "bad-request"
     document = await service.config_with_code(PHONE, code, DeviceWish(), CLIENT, ENDPOINTS)
     assert document["username"] == "alice"
+
+
+def test_an_operators_own_sms_gateway_is_loaded_from_module_and_factory(tmp_path):
+    from sipim.provisioning.sms import OutboxGateway, make_gateway
+
+    config = Config(domain=DOMAIN, data_dir=tmp_path, sms_gateway="tests.provisioning.test_service:custom_gateway")
+    config.validate_provisioning()
+    assert isinstance(make_gateway(config), Gateway)
+    assert isinstance(make_gateway(Config(domain=DOMAIN, data_dir=tmp_path)), OutboxGateway)
+
+
+def custom_gateway(config) -> Gateway:
+    return Gateway()
+
+
+async def test_disabled_account_gets_no_code(setup, store):
+    from dataclasses import replace
+
+    service, clock, gateway, audit = setup
+    alice = await store.get_user("alice", DOMAIN)
+    await store.update_user(replace(alice, disabled=True))
+    assert await service.request_otp(PHONE, CLIENT) == 300
+    await service.close()
+    assert gateway.sent == [] and audit[-1].reason == "account disabled; no code sent"
