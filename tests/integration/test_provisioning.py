@@ -325,3 +325,47 @@ def test_a_user_lists_and_revokes_their_own_devices_over_https(server):
     bob = post(server, "signin", {"user": "bob", "password": "bob-secret"}).json
     assert https(server, "DELETE", f"/provisioning/v1/devices/{keeper['device']['id']}",
                  headers={"Authorization": f"Bearer {bob['device']['token']}"}).status == 404
+
+
+def test_a_code_survives_a_restart(make_server, tmp_path):
+    node = make_server(data_dir=tmp_path / "restart")
+    node.add_user("frank", "frank-secret", "--phone", "+4915112345678")
+    seen = len(outbox(node))
+    assert post(node, "otp", {"phone": "+4915112345678"}).status == 202
+    code = wait_for_code(node, "+4915112345678", seen)
+    node.stop()
+    node.start()
+    answer = post(node, "config", {"phone": "+4915112345678", "code": code})
+    assert answer.status == 200 and answer.json["user_id"] == "sip:frank@example.test"
+
+
+def test_a_code_sent_by_one_node_is_taken_on_another_sharing_the_database(tmp_path):
+    from tests.integration.conftest import _postgres_url_or_skip
+    import asyncio
+    import shutil
+
+    from tests.conftest import _drop_schema
+
+    url, schema = _postgres_url_or_skip()
+    first = SipimProcess(tmp_path / "a", database=url).start()
+    try:
+        # Nodes of one service share the server secret (nonces, GRUUs, code hashes).
+        (tmp_path / "b").mkdir()
+        shutil.copy(tmp_path / "a" / "secret.key", tmp_path / "b" / "secret.key")
+        second = SipimProcess(tmp_path / "b", database=url).start()
+        try:
+            first.add_user("grace", "grace-secret", "--phone", "+4915112345679")
+            assert post(first, "otp", {"phone": "+4915112345679"}).status == 202
+            code = wait_for_code(first, "+4915112345679", 0)
+            answer = post(second, "config", {"phone": "+4915112345679", "code": code})
+            assert answer.status == 200, answer.body
+            assert post(first, "config", {"phone": "+4915112345679", "code": code}).status == 403  # used
+            # The device registers on the other node with credentials issued on this one.
+            with device_ua(first, {**answer.json, "sip": {"outbound_proxy": {
+                    "tls": f"sips:127.0.0.1:{first.ports['tls']};transport=tls"}}}) as phone:
+                assert phone.register().status == 200
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        asyncio.run(_drop_schema(schema))
