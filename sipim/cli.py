@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "refused; provisioning: otp-sent, otp-not-sent, otp-failed, otp-expired, "
                                         "rate-limited, config-issued, config-refused, signin-failed, "
                                         "pairing-created, pairing-failed, user-signed-up, device-revoked; xdm: 'profile read', "
-                                        "'rules changed', 'xdm refused', 'directory changed'")
+                                        "'rules changed', 'xdm refused', 'admin access', 'directory changed'")
     audit.add_argument("--limit", type=int, default=100)
     audit.add_argument("--json", action="store_true")
     client = commands.add_parser("client", help="a device: set up, send, listen, history, contacts, pair")

@@ -31,6 +31,8 @@ from sipim.xdm.documents import (
 )
 from sipim.xdm.policy import PrivacySettings, build_policy_document, canonical_identity, read_settings
 from sipim.xdm.service import (
+    ADMIN_ACCESS,
+    DIRECTORY_CHANGED,
     INDEX,
     PROFILE_READ,
     RULES_CHANGED,
@@ -111,8 +113,14 @@ def add_xdm_routes(app: web.Application, *, service: XdmService, auth) -> None:
             return _xcap_error(XCAPError(404, f"no application usage {ref.auid!r} here"))  # §8
         target = await service.user_for_xui(ref.xui or "")
         if target is None:
+            if not identity.admin and not usage.others_may_read:
+                # Not the caller's own tree: the same 403 whether the user exists or not.
+                refuse(request, identity, ref.xui or "", f"{ref.auid} document of {ref.xui}")
+                return web.Response(status=403, text="these documents belong to another user\n")
             return _xcap_error(XCAPError(404, "no such user"))  # §8: unknown XUI
         owner = service.owner_of(target.username)
+        if owner != identity.aor and identity.admin:
+            record(request, identity, owner, ADMIN_ACCESS, f"{request.method} {request.raw_path[:150]}")
         if owner != identity.aor and not identity.admin:
             # §5.7 default policy: only the owner reads and writes; a profile may be
             # read by others as the owner's privacy rules allow.
@@ -402,7 +410,7 @@ def add_xdm_routes(app: web.Application, *, service: XdmService, auth) -> None:
         if fresh is None:
             raise XCAPError(404, "no such user")
         await service.store.update_user(replace(fresh, phones=normalised))
-        record(request, identity, service.owner_of(target.username), "directory changed",
+        record(request, identity, service.owner_of(target.username), DIRECTORY_CHANGED,
                f"phones set to {', '.join(normalised) or 'none'}")
         return web.json_response({"user_id": service.owner_of(target.username), "phones": list(normalised)})
 

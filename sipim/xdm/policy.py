@@ -23,6 +23,7 @@ A user without a rules document gets the server default: everything allowed
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from functools import lru_cache
 from dataclasses import dataclass
 
 from sipim.sip.errors import SIPParseError
@@ -46,6 +47,7 @@ ALLOW_ALL = Permissions("allow", True, True)
 NOTHING = Permissions()
 
 
+@lru_cache(maxsize=65536)  # the IM server asks for every MESSAGE to a user with rules
 def canonical_identity(uri: str) -> str:
     """An identity as rules compare it (RFC 4745 §7.2 ids are URIs): SIP URIs as
     ``sip:user@host`` (host lower-cased, parameters dropped, sips same as sip),

@@ -34,7 +34,8 @@ CAS_ATTEMPTS = 5
 PROFILE_READ = "profile read"
 RULES_CHANGED = "rules changed"
 XDM_REFUSED = "xdm refused"
-LOOKUP = "lookup"
+ADMIN_ACCESS = "admin access"
+DIRECTORY_CHANGED = "directory changed"
 
 
 class Precondition(Exception):
@@ -217,4 +218,4 @@ class XdmService:
 
 
 __all__ = ["XdmService", "PrivacyRules", "Precondition", "WriteResult", "InvalidNumber", "etag_matches",
-           "PROFILE_READ", "RULES_CHANGED", "XDM_REFUSED", "LOOKUP", "INDEX"]
+           "PROFILE_READ", "RULES_CHANGED", "XDM_REFUSED", "ADMIN_ACCESS", "DIRECTORY_CHANGED", "INDEX"]

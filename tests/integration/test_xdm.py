@@ -124,8 +124,10 @@ def test_another_users_documents_are_refused_and_recorded(xdm):
     alice.put(ALICE_LISTS, lists_document(), "application/resource-lists+xml")
     assert bob.get(ALICE_LISTS).status_code == 403
     assert bob.put(ALICE_LISTS, lists_document(), "application/resource-lists+xml").status_code == 403
+    # Someone else's tree is 403 whether or not that user exists (no probing for users).
+    assert bob.get(ALICE_LISTS.replace("alice", "nobody")).status_code == 403
     refused = audit(xdm, "--user", "bob", "--result", "xdm refused")
-    assert refused and refused[0]["transport"] == "https" and refused[0]["aor"] == "sip:alice@example.test"
+    assert any(r["transport"] == "https" and r["aor"] == "sip:alice@example.test" for r in refused)
 
 
 def test_admin_scope_reaches_any_users_documents_and_the_directory(xdm):
@@ -137,6 +139,7 @@ def test_admin_scope_reaches_any_users_documents_and_the_directory(xdm):
         "user_id": "sip:dave@example.test", "phones": ["+14155550104", "+14155550114"]}
     assert olive.request("PUT", "/api/v1/users/dave/phones", json={"phones": ["12"]}).status_code == 400
     assert alice.get("/api/v1/users/dave/phones").status_code == 403
+    assert any(r["aor"] == "sip:alice@example.test" for r in audit(xdm, "--user", "olive", "--result", "admin access"))
 
 
 def test_wrong_credentials_are_refused_and_recorded(xdm):
