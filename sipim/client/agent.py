@@ -336,6 +336,9 @@ def _send_error(target: str, response: Response) -> str:
         return f"{target}: no such user (404 {response.reason})"
     if status == 485:
         return f"{target}: the number belongs to several users (485 {response.reason}); send to a user name"
+    if status == 403 and "authenticat" in response.reason.lower():
+        return (f"the server refused this device's credentials (403 {response.reason}): "
+                "revoked or changed? run `sipim client setup` again")
     if status == 403:
         return f"{target}: not allowed (403 {response.reason})"
     return f"{target}: {status} {response.reason}"

@@ -122,7 +122,7 @@ class ProvisioningClient:
             retry = response.headers.get("Retry-After")
             raise RequestFailed(429, "Too Many Requests",
                                 f"too many attempts: {text}" + (f" (try again in {retry} s)" if retry else ""))
-        raise RequestFailed(status, response.reason or "", f"{what} refused ({status}): {text}")
+        raise RequestFailed(status, response.reason or "", f"{what} was refused ({status}): {text}")
 
     async def request_code(self, phone: str) -> dict[str, Any]:
         """Ask for a one-time code by SMS; the answer does not say whether the number is known."""

@@ -203,3 +203,52 @@ def test_listen_with_credentials_the_server_refuses_fails_readably(tmp_path, ser
     listen = subprocess.run(sipim_command("client", "listen"), capture_output=True, text=True, timeout=60,
                             env=client_env(tmp_path))
     assert_one_line_error(listen, "registration refused", "wrong or revoked credentials")
+
+
+@pytest.fixture
+def https_without_provisioning(server):
+    """An HTTPS server with the sipim server's certificate that has no routes at all,
+    like a sipim from before provisioning existed."""
+    import asyncio
+
+    from aiohttp import web
+
+    from sipim.transport.tls import server_ssl_context
+
+    ready: queue.Queue = queue.Queue()
+    loop = asyncio.new_event_loop()
+
+    async def start():
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        context = server_ssl_context(server.data_dir / "tls" / "server.pem", server.data_dir / "tls" / "server.key")
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        ready.put(site._server.sockets[0].getsockname()[1])
+        return runner
+
+    def run():
+        asyncio.set_event_loop(loop)
+        runner = loop.run_until_complete(start())
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield ready.get(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+def test_setup_builds_a_password_profile_when_the_server_has_no_provisioning(tmp_path, server,
+                                                                              https_without_provisioning):
+    port, _ = tls_ports(server)
+    result = client(tmp_path, "setup", "--user", f"alice@{DOMAIN}", "--password", "alice-secret",
+                    "--server", f"https://127.0.0.1:{https_without_provisioning}", "--ca", str(server.ca_file),
+                    "--sip", f"127.0.0.1:{port}")
+    assert result.returncode == 0, result.stderr
+    assert "this server has no provisioning" in result.stderr
+    document = json.loads((tmp_path / "profiles" / "default.json").read_text())
+    assert document["device"]["auth_username"] == "alice" and document["device"]["token"] is None
+    sent = client(tmp_path, "send", "carol", "over a password profile")
+    assert sent.returncode == 0, sent.stderr
