@@ -13,9 +13,10 @@ USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", 
          "erin": "erin-secret"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[SipimProcess]:
-    """tls (SHA-256 first), tls with MD5 only, and wss (the HTTPS API) on one server."""
+    """tls (SHA-256 first), tls with MD5 only, and wss (the HTTPS API) on one server,
+    shared by every client test (each test uses its own texts, users or profiles)."""
     process = SipimProcess(tmp_path_factory.mktemp("client-server"),
                            listen=("tls:127.0.0.1:0", "tls:127.0.0.1:0?digest=MD5", "wss:127.0.0.1:0"),
                            config_text="lockout_threshold = 1000\n").start()

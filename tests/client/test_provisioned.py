@@ -142,11 +142,20 @@ def test_contacts_add_list_and_remove(bob_home, people):
     assert_one_line_error(client(bob_home, "contacts", "frobnicate"), "contacts add URI")
 
 
-def test_a_revoked_device_is_refused_readably(people, tmp_path):
+def test_a_revoked_device_stops_listening_and_is_refused_readably(people, tmp_path):
     result = setup_with_code_from_the_outbox(people, tmp_path, PETE_PHONE)
     assert result.returncode == 0, result.stderr
     device_id = profile(tmp_path)["device"]["id"]
+    settings = tmp_path / "client.toml"
+    settings.write_text("client_recovery_base_all_failed = 0.05\n")  # reconnect at once
+    listener = Listener(tmp_path, "--config", str(settings))
+    listener.wait_for(f"listening as sip:pete@{DOMAIN}")
     people.cli("device", "revoke", "pete", device_id)
+    # The server closes the device's connection; the client reconnects, is refused, and says so.
+    assert listener.process.wait(timeout=30) == 1
+    stderr = listener.process.stderr.read()
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("sipim client: the server no longer accepts this device")
     assert_one_line_error(client(tmp_path, "history"), "the API refused this device (401)")
     assert_one_line_error(client(tmp_path, "send", "olga", "still there?"), "refused this device's credentials")
 
