@@ -56,9 +56,13 @@ DEFAULT_SIP_TLS_PORT = 5061
 # -- arguments ------------------------------------------------------------------------------
 def add_client_arguments(client: argparse.ArgumentParser) -> None:
     """The ``client`` sub-commands, on ``client`` (``sipim client`` or ``sipim-client``)."""
+    # Accepted before the action (`sipim client --profile work send ...`) and after it;
+    # after the action they only count when given (SUPPRESS), so neither place wins by default.
+    client.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (default: default)")
+    client.add_argument("--config", type=Path, default=None, help="TOML file with client_* settings")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", default=DEFAULT_PROFILE, help="profile name (default: default)")
-    common.add_argument("--config", type=Path, default=None, help="TOML file with client_* settings")
+    common.add_argument("--profile", default=argparse.SUPPRESS, help="profile name (default: default)")
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML file with client_* settings")
 
     actions = client.add_subparsers(dest="client_action", metavar="ACTION")
     actions.required = True
@@ -419,8 +423,8 @@ def _history_text(entry: dict[str, Any]) -> str:
 
 async def cmd_history(args: argparse.Namespace, store: ProfileStore, config: ClientConfig) -> int:
     profile = store.load(args.profile)
-    peer = message_target(args.peer, profile.domain) if args.peer else None
     async with ApiClient(profile, config=config) as api:
+        peer = await _contact_uri(api, args.peer, profile) if args.peer else None
         page = await api.history(peer=peer, limit=args.limit, before=args.before)
     entries = page.get("entries") or []
     if args.json:

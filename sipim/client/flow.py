@@ -161,6 +161,9 @@ class SipFlow:
             self._fail(f"connection lost ({error})")
         except asyncio.CancelledError:
             raise
+        except Exception as error:  # noqa: BLE001 - a bug must end the flow visibly, not hang it
+            log.exception("reading from %s:%s failed", self.host, self.port)
+            self._fail(f"internal error while reading ({type(error).__name__})")
 
     def _dispatch(self, item: Request | Response | PingFromServer) -> None:
         assert self._transactions is not None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import email.utils
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -186,6 +187,18 @@ def _decode(body: bytes, content_type: str | None) -> str:
         return body.decode("utf-8", "replace")
 
 
+def _date_header(request: Request) -> datetime | None:
+    """RFC 3261 §20.17 Date: when a stored message was really sent (the server adds it
+    to messages it delivers late)."""
+    value = request.headers.get("Date")
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _respond(request: Request, status: int, reason: str, headers: list[tuple[str, str]] = ()) -> Response:
     response = make_response(request, status, reason, to_tag=new_tag())
     for name, value in headers:
@@ -236,7 +249,7 @@ def handle_request(request: Request, own_aor: str, *, max_size: int = 65536) -> 
         message = IncomingMessage(
             sender=sender, sender_name=sender_name, recipient=recipient,
             text=_decode(request.body, content_type), content_type="text/plain", body=request.body,
-            call_id=request.call_id, outgoing_copy=outgoing_copy)
+            call_id=request.call_id, outgoing_copy=outgoing_copy, sent_at=_date_header(request))
         return Handled(_respond(request, 200, "OK"), message)
     # RFC 3428 §7: a type we cannot render gets 415 with what we accept.
     return Handled(_respond(request, 415, "Unsupported Media Type", [("Accept", ACCEPT)]))

@@ -245,3 +245,14 @@ async def test_rfc5626_4_5_a_failed_flow_is_replaced_and_registered_again(server
             assert forwarder.connections == 2
     finally:
         forwarder.close()
+
+
+async def test_rfc3428_a_message_stored_while_offline_arrives_when_the_device_registers(server, device):
+    text = f"while you were away {uuid.uuid4().hex[:8]}"
+    async with UserAgent(device("alice")) as alice:
+        result = await alice.send_message("erin", text, cpim=False)
+    assert result.stored
+    async with UserAgent(device("erin")) as erin:
+        await erin.register()
+        event = await next_of(erin, IncomingMessage, lambda e: e.text == text)
+        assert event.sent_at is not None  # the server's Date header: when it was sent

@@ -252,3 +252,10 @@ def test_setup_builds_a_password_profile_when_the_server_has_no_provisioning(tmp
     assert document["device"]["auth_username"] == "alice" and document["device"]["token"] is None
     sent = client(tmp_path, "send", "carol", "over a password profile")
     assert sent.returncode == 0, sent.stderr
+
+
+def test_profile_and_config_options_go_before_or_after_the_action(home):
+    before = client(home, "--profile", "bob", "show")
+    after = client(home, "show", "--profile", "bob")
+    assert before.returncode == after.returncode == 0
+    assert f"sip:bob@{DOMAIN}" in before.stdout and before.stdout == after.stdout

@@ -144,3 +144,9 @@ def test_malformed_cpim_gets_400():
 
 def test_oversized_message_gets_413():
     assert handle_request(incoming(b"x" * 100), BOB, max_size=10).response.status == 413
+
+
+def test_rfc3261_20_17_date_of_a_stored_plain_message_is_when_it_was_sent():
+    request = incoming(b"late")
+    request.headers.add("Date", "Fri, 02 Jan 2026 03:04:05 GMT")
+    assert handle_request(request, BOB).event.sent_at == NOW
