@@ -10,6 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from sipim import __version__
+from sipim.provisioning.openapi import PATHS as PROVISIONING_PATHS
+from sipim.provisioning.openapi import SCHEMAS as PROVISIONING_SCHEMAS
 
 API = "/api/v1"
 
@@ -157,10 +159,10 @@ def openapi_document() -> dict:
                                 "the SIP credentials, or Authorization: Bearer <device token>. Contact lists, "
                                 "privacy rules and the profile are the same documents XCAP (RFC 4825) serves "
                                 "at /xcap."},
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
+        "components": {"schemas": {**SCHEMAS, **PROVISIONING_SCHEMAS}, "securitySchemes": {
             "digest": {"type": "http", "scheme": "digest"}, "bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"digest": []}, {"bearer": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **PROVISIONING_PATHS},
     }
 
 

@@ -23,7 +23,7 @@ def registered_api_routes(app) -> set[tuple[str, str]]:
     routes = set()
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
-        if path.startswith("/api/v1/") and route.method != "HEAD":
+        if path.startswith(("/api/v1/", "/provisioning/v1/")) and route.method != "HEAD":
             routes.add((path, route.method.lower()))
     return routes
 
@@ -32,10 +32,11 @@ def test_every_api_route_is_documented_and_every_documented_route_exists():
     config = Config(domain="example.test")
     xdm = XdmService(config, store=_Anything(), get_user=_Anything(), audit=lambda record: None)
     app = make_web_app(store=_Anything(), auth=_Anything(), domain="example.test", xdm=xdm,
-                       provisioning=None)()
+                       provisioning=_Anything(), public_address=_Anything())()
     documented = {(path, method) for path, item in openapi_document()["paths"].items() for method in item}
     registered = registered_api_routes(app)
     assert ("/api/v1/history", "get") in registered and ("/api/v1/lookup", "get") in registered
+    assert ("/provisioning/v1/otp", "post") in registered
     assert registered - documented == set(), "routes without documentation"
     assert documented - registered == set(), "documented routes that do not exist"
 
