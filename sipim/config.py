@@ -131,6 +131,7 @@ class Config:
     # Pairing codes shown as QR code / link by a signed-in device: length, lifetime.
     pairing_code_length: int = 8
     pairing_code_lifetime: int = 120
+    pairing_codes_per_user: int = 10  # within otp_rate_window
     # What the device configuration names as the server (default: the host the
     # device reached, the first TLS listener's port, the HTTPS port it used).
     provisioning_public_host: str = ""
@@ -250,7 +251,8 @@ class Config:
         if not 6 <= self.pairing_code_length <= 16:
             raise ConfigError("pairing_code_length must be from 6 to 16 characters")
         for name in ("otp_lifetime", "otp_max_attempts", "otp_rate_per_number", "otp_rate_per_source",
-                     "otp_rate_window", "provisioning_attempts_per_source", "pairing_code_lifetime"):
+                     "otp_rate_window", "provisioning_attempts_per_source", "pairing_code_lifetime",
+                     "pairing_codes_per_user"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if not self.provisioning_msisdn_header.strip():

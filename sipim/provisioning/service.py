@@ -100,6 +100,7 @@ class ProvisioningService:
         self._per_number = RateLimiter(config.otp_rate_per_number, config.otp_rate_window)
         self._per_source = RateLimiter(config.otp_rate_per_source, config.otp_rate_window)
         self._attempts = RateLimiter(config.provisioning_attempts_per_source, config.otp_rate_window)
+        self._pairings = RateLimiter(config.pairing_codes_per_user, config.otp_rate_window)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.provisioning_trusted_networks)
         self._sending: set[asyncio.Task] = set()
         self.msisdn_header = config.provisioning_msisdn_header
@@ -266,6 +267,10 @@ class ProvisioningService:
     async def create_pairing(self, user: User, device_id: str | None, client: Client) -> tuple[str, int]:
         """A short-lived single-use code that signs a new device in as ``user``."""
         now = self._now()
+        wait = self._pairings.hit(user.username, now)
+        if wait is not None:
+            self._audit(client, self._aor(user.username), None, RATE_LIMITED, "pairing codes: over the user's limit")
+            raise ProvisioningRefused(429, "too many pairing codes, try again later", retry_after=wait)
         code = codes.new_pairing_code(self._config.pairing_code_length)
         subject = codes.pairing_subject(self._secret, code)
         lifetime = self._config.pairing_code_lifetime

@@ -229,3 +229,13 @@ async def test_disabled_account_gets_no_code(setup, store):
     assert await service.request_otp(PHONE, CLIENT) == 300
     await service.close()
     assert gateway.sent == [] and audit[-1].reason == "account disabled; no code sent"
+
+
+async def test_pairing_codes_per_user_are_rate_limited(setup):
+    service, clock, gateway, audit = setup
+    alice = await service._users.get("alice")
+    for _ in range(10):
+        await service.create_pairing(alice, None, CLIENT)
+    with pytest.raises(ProvisioningRefused) as refused:
+        await service.create_pairing(alice, None, CLIENT)
+    assert refused.value.status == 429 and audit[-1].result == "rate-limited"
