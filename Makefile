@@ -1,7 +1,9 @@
 # sipim set-up in two commands on Debian 12 (root, or a user with sudo):
 #   make run    create .venv, install sipim, start `sipim serve $(ARGS)`
-#   make test   install the test tools (sipp, sipsak, baresip, Kamailio, PostgreSQL when
-#               absent), install sipim with its test extra, run pytest $(PYTEST_ARGS)
+#   make test   install the test tools (sipp, sipsak, baresip, Kamailio, PostgreSQL,
+#               Chromium when absent), install sipim with its test extra, run pytest $(PYTEST_ARGS)
+#   make web    build the browser client (npm ci + esbuild) into sipim/web/static/;
+#               run and test do it when the bundle is missing or older than web/
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,12 +17,16 @@ PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.sipim-installed
 TEST_STAMP := $(VENV)/.sipim-test-installed
 
-.PHONY: run test venv test-deps postgres clean-venv
+.PHONY: run test venv test-deps postgres clean-venv web
 
-run: $(RUN_STAMP)
+# The browser client bundle; index.html is written last by web/build.mjs.
+WEB_BUNDLE := sipim/web/static/index.html
+WEB_SOURCES := web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
+
+run: $(RUN_STAMP) $(WEB_BUNDLE)
 	exec $(VENV)/bin/sipim serve $(ARGS)
 
-test: test-deps $(TEST_STAMP) postgres
+test: test-deps $(TEST_STAMP) postgres $(WEB_BUNDLE)
 	@status=0; $(VENV)/bin/pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 	    echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; \
@@ -39,6 +45,11 @@ $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
 $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@ $(RUN_STAMP)
+
+web: $(WEB_BUNDLE)
+
+$(WEB_BUNDLE): $(WEB_SOURCES)
+	scripts/build-web.sh
 
 test-deps:
 	scripts/install-test-deps.sh

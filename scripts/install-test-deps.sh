@@ -9,4 +9,10 @@ cd "$(dirname "$0")/.."
 apt_install_missing \
     sip-tester sipsak baresip socat linphone-cli \
     kamailio kamailio-sqlite-modules kamailio-tls-modules \
-    kamailio-websocket-modules kamailio-postgres-modules
+    kamailio-websocket-modules kamailio-postgres-modules \
+    chromium
+
+# Node.js builds the browser client; a Node.js from elsewhere (nodesource) has npm inside.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install_missing nodejs npm
+fi

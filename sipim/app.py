@@ -210,7 +210,8 @@ class SipimServer:
                 auth=HttpDigestAuth(realm=config.domain, domain=config.domain, digest=self.digest,
                                     users=self.users, lockout=self.lockout, now=self.wall.now,
                                     audit=self.writer.audit),
-                provisioning=self.provisioning, public_address=public_address),
+                provisioning=self.provisioning, public_address=public_address,
+                web_client_dir=config.web_client_dir),
         )
         if config.external_core:
             self.gateway = ExternalCoreGateway(config, location=self.location, transactions=self.transactions,

@@ -72,11 +72,13 @@ class Config:
     # -- authentication (RFC 7616, RFC 8760) --------------------------------
     nonce_lifetime: int = 300
     max_tracked_nonces: int = 100_000
-    # Order of the WWW-Authenticate / Proxy-Authenticate challenges.  JsSIP and
-    # SIP.js read only the first header and know only MD5, so WebSocket
-    # listeners offer MD5 first; everything else prefers SHA-256 (RFC 8760 §2.4).
+    # Order of the WWW-Authenticate / Proxy-Authenticate challenges.  Browser
+    # SIP stacks know only MD5 and keep one challenge: SIP.js the first, JsSIP
+    # 3.13 the last (its parser overwrites each header with the next), so
+    # WebSocket listeners offer MD5 alone; everything else prefers SHA-256
+    # (RFC 8760 §2.4).
     auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
-    websocket_auth_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    websocket_auth_algorithms: tuple[str, ...] = ("MD5",)
 
     # -- brute-force protection ---------------------------------------------
     lockout_threshold: int = 10
@@ -176,6 +178,11 @@ class Config:
     external_core: bool = False
     trusted_cores: tuple[str, ...] = ()
     core_uri: str = ""
+
+    # -- browser client (served at / on ws/wss ports) ---------------------------
+    # The folder with the built bundle (index.html, app.js, app.css); None: the
+    # one `make web` builds into the package (sipim/web/static).
+    web_client_dir: Path | None = None
 
     # ------------------------------------------------------------------------
     @property

@@ -7,12 +7,14 @@ routes see anything; everything else is an HTTP API for users' devices.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from sipim.store.base import Store
 from sipim.web.auth import HttpDigestAuth, HttpIdentity, require_user
 from sipim.web.openapi import add_openapi_route
+from sipim.web.client import STATIC_DIR, add_web_client_routes
 
 API = "/api/v1"
 MAX_PAGE = 200
@@ -23,7 +25,8 @@ def _bad(reason: str) -> web.Response:
 
 
 def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
-                 provisioning=None, public_address=None, xdm=None) -> Callable[[], web.Application]:
+                 provisioning=None, public_address=None, xdm=None,
+                 web_client_dir: Path | None = None) -> Callable[[], web.Application]:
     async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
         """A page of the authenticated user's own history, newest first.
 
@@ -71,6 +74,7 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
 
             add_xdm_routes(app, service=xdm, auth=auth)
         add_openapi_route(app)
+        add_web_client_routes(app, domain=domain, static_dir=web_client_dir or STATIC_DIR)
         return app
 
     return factory

@@ -1,0 +1,189 @@
+"""The browser client end to end: Debian's Chromium (Playwright) running the JsSIP
+bundle against a real sipim over WSS, on both storage engines."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.interop.clients import Baresip, Target, User
+from tests.interop.conftest import require_binary
+from tests.interop.linphone import Linphone
+from tests.support.sipua import TestUA
+
+from .conftest import PASSWORDS
+from .webclient import BrowserUser
+
+pytestmark = pytest.mark.browser
+DOMAIN = "example.test"
+
+
+def aor(name: str) -> str:
+    return f"sip:{name}@{DOMAIN}"
+
+
+def unique(text: str) -> str:
+    return f"{text} {uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def people(browser, web_server):
+    """Open browsers signed in with User ID and password; all closed after the test."""
+    opened: list[BrowserUser] = []
+
+    def sign_in(name: str, **kwargs) -> BrowserUser:
+        person = BrowserUser(browser, web_server, **kwargs).open()
+        opened.append(person)
+        return person.sign_in_with_password(name, PASSWORDS[name]).wait_registered()
+
+    yield sign_in
+    for person in opened:
+        assert not person.errors, f"script errors in the page: {person.errors}"
+        person.close()
+
+
+def live_devices(server, name: str) -> list[dict]:
+    return json.loads(server.cli("device", "list", name, "--json").stdout)
+
+
+def history(server, name: str, peer: str) -> list[dict]:
+    return json.loads(server.cli("history", name, "--json", "--with", peer).stdout)
+
+
+def test_rfc5438_two_browsers_chat_both_ways_with_delivery_then_display_ticks(people, web_server):
+    alice, bob = people("alice"), people("bob")
+    bob.open_chat("carol")  # bob looks at another conversation: alice's message is delivered, not read
+
+    first = unique("hello bob")
+    alice.open_chat("bob")
+    alice.send(first)
+    bob_conversation = bob.page.locator(f'[data-testid="conversation"][data-peer="{aor("alice")}"]')
+    expect(bob_conversation.get_by_test_id("unread")).to_have_text("1")
+    # RFC 5438 §7.2.1.1: bob's browser answers positive-delivery at once ...
+    alice.expect_tick(first, "delivered")
+
+    # ... and display only once the message is on screen (§7.2.1.2).
+    bob.open_conversation(aor("alice"))
+    bob.expect_message(first, "in")
+    alice.expect_tick(first, "displayed")
+    expect(bob_conversation.get_by_test_id("unread")).to_have_count(0)
+
+    reply = unique("hi alice")
+    bob.send(reply)
+    alice.expect_message(reply, "in")
+    bob.expect_tick(reply, "displayed")  # alice has the conversation open
+
+    # The server recorded the recipients' notifications in both users' history.
+    statuses = {entry["body"].split("\r\n")[-1]: entry["status"] for entry in history(web_server, "alice", "bob")}
+    assert statuses[first] == "displayed" and statuses[reply] == "displayed"
+
+
+def test_reload_registers_the_same_device_again(people, web_server):
+    frank = people("frank")
+    instance = frank.instance()
+    devices = live_devices(web_server, "frank")
+    assert [d["instance"].strip("<>") for d in devices] == [f"urn:uuid:{instance}"]
+
+    note = unique("before the reload")
+    frank.open_chat("grace")
+    frank.send(note)
+    frank.expect_tick(note, "stored")  # grace has no device online
+
+    frank.page.reload()
+    frank.wait_registered()
+    assert frank.instance() == instance
+    # RFC 5626 §4.1: the same +sip.instance replaces the binding; no second device.
+    devices = live_devices(web_server, "frank")
+    assert [d["instance"].strip("<>") for d in devices] == [f"urn:uuid:{instance}"]
+    assert len({d["binding_key"] for d in devices}) == 1
+    frank.expect_message(note, "out")  # filled from history
+
+
+def test_messages_sent_while_the_browser_was_closed_appear_after_sign_in(people, browser, web_server):
+    dave = people("dave")
+    returning_profile = dave.context.storage_state()
+    dave.close()  # the browser is closed: its WebSocket (and the flow) is gone
+
+    erin = people("erin")
+    from_browser = unique("while you were away")
+    erin.open_chat("dave")
+    erin.send(from_browser)
+    erin.expect_tick(from_browser, "stored")  # RFC 3428 §7: 202, kept for later
+
+    from_phone = unique("plain text from a phone")
+    with TestUA("tls", "127.0.0.1", web_server.ports["tls"], "grace", PASSWORDS["grace"],
+                ca_file=web_server.ca_file) as grace:
+        assert grace.message("dave", from_phone).status == 202
+
+    # The same browser comes back: its stored device signs in by itself.
+    returning = BrowserUser(browser, web_server, storage_state=returning_profile).open().wait_registered()
+    try:
+        returning.open_conversation(aor("grace"))
+        returning.expect_message(from_phone, "in")
+        returning.open_conversation(aor("erin"))
+        returning.expect_message(from_browser, "in")
+        erin.expect_tick(from_browser, "displayed")
+        assert [d["instance"] for d in live_devices(web_server, "dave")] == \
+            [f"<urn:uuid:{returning.instance()}>"]
+        assert not returning.errors
+    finally:
+        returning.close()
+
+    # A browser that never signed in before sees the same messages from history.
+    other = people("dave")
+    other.open_conversation(aor("grace"))
+    other.expect_message(from_phone, "in")
+
+
+def test_wrong_password_is_refused_and_nothing_is_kept(browser, web_server):
+    stranger = BrowserUser(browser, web_server).open()
+    try:
+        stranger.sign_in_with_password("alice", "not-her-password")
+        expect(stranger.page.get_by_test_id("signin-error")).not_to_be_empty()
+        expect(stranger.page.get_by_test_id("status")).to_have_attribute("data-state", "signed-out")
+        assert stranger.page.evaluate("localStorage.getItem('sipim.device')") is None
+    finally:
+        stranger.close()
+
+
+@pytest.mark.interop
+def test_browser_user_chats_with_linphone_over_tls(people, web_server, tmp_path):
+    """liblinphone (linphonec 5.1, Debian) reads the browser's CPIM; its text/plain
+    reaches the browser.  (linphonec's own 200 to the MESSAGE is lost here: it sends
+    responses over a new TLS connection to 127.0.0.1 and its mbedTLS cannot match IP
+    subjectAltNames; its IMDNs are deflated and the server forwards them without
+    their Content-Encoding, so no tick is asserted with this client.)"""
+    require_binary("linphonec", "linphone-cli")
+    with Linphone("127.0.0.1", web_server.ports["tls"], "tls", "carol", PASSWORDS["carol"], DOMAIN,
+                  ca_file=web_server.ca_file, workdir=tmp_path / "linphone") as carol:
+        carol.wait_registered()
+        heidi = people("heidi")
+
+        to_native = unique("hello from the browser")
+        heidi.open_chat("carol")
+        heidi.send(to_native)
+        assert carol.wait_for_message(to_native, timeout=15).sender.startswith("sip:heidi@example.test")
+
+        to_browser = unique("hello from linphone")
+        answer = carol.send_message(aor("heidi"), to_browser, timeout=15)
+        assert answer.status == 200  # heidi's browser took it at once
+        heidi.expect_message(to_browser, "in")
+
+
+@pytest.mark.interop
+def test_baresip_messages_reach_the_browser(people, web_server, tmp_path):
+    """baresip 1.0 sends text/plain (and refuses CPIM with 415: Accept: text/plain)."""
+    require_binary("baresip", "baresip-core")
+    target = Target("127.0.0.1", web_server.ports["tls"], "tls", DOMAIN, web_server.ca_file)
+    heidi = people("heidi")
+    with Baresip(target, User("carol", PASSWORDS["carol"]), contacts=[aor("heidi")],
+                 workdir=tmp_path / "baresip") as carol:
+        assert carol.wait_registered() == 200
+        to_browser = unique("hello from baresip")
+        carol.send_message(aor("heidi"), to_browser)
+        heidi.open_conversation(aor("carol"))
+        heidi.expect_message(to_browser, "in")
+        assert 200 in carol.responses_to("MESSAGE")
