@@ -435,3 +435,23 @@ def normalise_batch(
             f"write_batch: {len(both)} binding key(s) both upserted and deleted, e.g. {next(iter(both))}"
         )
     return list(latest.values()), delete_keys
+
+
+# RFC 5438 §7.1.2: a message's disposition only moves forward.  Notifications for
+# one message are applied by concurrent tasks, so "delivered" can be written after
+# "displayed"; the UPDATE keeps the further state.  Failure counts as past
+# "stored" (expiry) but not past a delivery.
+_HISTORY_STATUS_RANK = {"stored": 1, "processed": 1, "failed": 2, "forbidden": 2, "error": 2,
+                        "delivered": 3, "displayed": 4}
+
+
+def history_status_rank_sql(expression: str) -> str:
+    """SQL giving the rank of the status ``expression`` (a column or a parameter)."""
+    cases = " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in _HISTORY_STATUS_RANK.items())
+    return f"(CASE {expression} {cases} ELSE 0 END)"
+
+
+def history_status_update_sql(status_param: str, message_id_param: str) -> str:
+    """``UPDATE history`` that never moves a message's status backwards."""
+    return (f"UPDATE history SET status = {status_param} WHERE message_id = {message_id_param} "
+            f"AND {history_status_rank_sql('status')} < {history_status_rank_sql(status_param)}")

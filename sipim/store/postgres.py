@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from . import migrations
+from .base import history_status_update_sql
 from .base import (
     CLAIM_LEASE,
     DEFAULT_AUDIT_LIMIT,
@@ -473,8 +474,7 @@ class PostgresStore(Store):
                 await conn.executemany("UPDATE messages SET for_late_devices = FALSE WHERE id = $1",
                                        [(mid,) for mid in taken_at_once])
             if history_status:
-                await conn.executemany("UPDATE history SET status = $2 WHERE message_id = $1",
-                                       list(history_status))
+                await conn.executemany(history_status_update_sql("$2::text", "$1"), list(history_status))
         return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
     # ---- audit -----------------------------------------------------------------------
@@ -703,9 +703,7 @@ class PostgresStore(Store):
     async def update_history_status(self, message_id: str, status: str) -> int:
         async with self._connection() as conn:
             return _row_count(
-                await conn.execute(
-                    "UPDATE history SET status = $2 WHERE message_id = $1", message_id, status
-                )
+                await conn.execute(history_status_update_sql("$2::text", "$1"), message_id, status)
             )
 
     async def prune_history(self, before_ts: float) -> int:

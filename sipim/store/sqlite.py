@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import migrations
+from .base import history_status_update_sql
 from .base import (
     CLAIM_LEASE,
     DEFAULT_AUDIT_LIMIT,
@@ -470,7 +471,7 @@ class SQLiteStore(Store):
                     conn.executemany("UPDATE messages SET for_late_devices = 0 WHERE id = ?",
                                      [(mid,) for mid in taken_at_once])
                 if history_status:
-                    conn.executemany("UPDATE history SET status = ? WHERE message_id = ?",
+                    conn.executemany(history_status_update_sql("?1", "?2"),
                                      [(status, mid) for mid, status in history_status])
             return BatchResult(duplicates) if duplicates else EMPTY_BATCH_RESULT
 
@@ -733,9 +734,7 @@ class SQLiteStore(Store):
     async def update_history_status(self, message_id: str, status: str) -> int:
         def work(conn: sqlite3.Connection) -> int:
             with _Transaction(conn):
-                return conn.execute(
-                    "UPDATE history SET status = ? WHERE message_id = ?", (status, message_id)
-                ).rowcount
+                return conn.execute(history_status_update_sql("?1", "?2"), (status, message_id)).rowcount
 
         return await self._run(work)
 

@@ -335,3 +335,20 @@ async def test_a_message_taken_at_once_is_not_offered_to_later_devices(store):
     assert [m.id for m in later] == ["m-owed"]
     assert await store.recipients_owed_messages(now) == {"sip:b@x": now + 60}
     assert await store.recipients_owed_messages(now + 61) == {}
+
+
+async def test_rfc5438_7_1_2_history_status_never_moves_backwards(store: Store):
+    """Notifications for one message are applied concurrently: a late "delivered"
+    must not undo "displayed", nor a "failed" undo a delivery."""
+    message = sample_message(1)
+    await store.write_batch(messages=[message], history=sample_history_pair(message))
+    await store.write_batch(history_status=[(message.id, "stored")])
+    await store.write_batch(history_status=[(message.id, "displayed")])
+    await store.write_batch(history_status=[(message.id, "delivered")])
+    assert await store.update_history_status(message.id, "failed") == 0
+    for owner in (ALICE, BOB):
+        assert [e.status for e in await store.query_history(owner)] == ["displayed"]
+    other = sample_message(2)
+    await store.write_batch(messages=[other], history=sample_history_pair(other))
+    await store.write_batch(history_status=[(other.id, "stored")])
+    assert await store.update_history_status(other.id, "failed") == 2  # expiry after storing

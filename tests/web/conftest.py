@@ -25,7 +25,9 @@ from tests.support.server import SipimProcess
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("SIPIM_TEST_CHROMIUM", "/usr/bin/chromium")
 BUNDLE = ROOT / "sipim" / "web" / "static" / "index.html"
-PASSWORDS = {name: f"{name}-secret" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")}
+PHONES = {"ivan": "+4915112345601"}
+PASSWORDS = {name: f"{name}-secret" for name in
+             ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")}
 
 
 def run_coroutine(coroutine):
@@ -87,7 +89,7 @@ def web_server(request, tmp_path_factory) -> Iterator[SipimProcess]:
                            config_text="lockout_threshold = 1000\n").start()
     try:
         for name, password in PASSWORDS.items():
-            process.add_user(name, password)
+            process.add_user(name, password, *(("--phone", PHONES[name]) if name in PHONES else ()))
         yield process
     finally:
         process.stop()

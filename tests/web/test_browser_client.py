@@ -4,6 +4,7 @@ bundle against a real sipim over WSS, on both storage engines."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -12,9 +13,10 @@ from playwright.sync_api import expect
 from tests.interop.clients import Baresip, Target, User
 from tests.interop.conftest import require_binary
 from tests.interop.linphone import Linphone
+from tests.support.provision import outbox, wait_for_code
 from tests.support.sipua import TestUA
 
-from .conftest import PASSWORDS
+from .conftest import PASSWORDS, PHONES
 from .webclient import BrowserUser
 
 pytestmark = pytest.mark.browser
@@ -187,3 +189,74 @@ def test_baresip_messages_reach_the_browser(people, web_server, tmp_path):
         heidi.open_conversation(aor("carol"))
         heidi.expect_message(to_browser, "in")
         assert 200 in carol.responses_to("MESSAGE")
+
+
+def test_pairing_link_gives_a_second_browser_its_own_device(people, browser, web_server):
+    judy = people("judy")
+    judy.page.get_by_test_id("pair-device").click()
+    link = judy.page.get_by_test_id("pairing-link")
+    expect(link).to_have_attribute("href", re.compile(r"#pair="))
+    expect(judy.page.get_by_test_id("pairing-qr")).to_have_attribute("src", re.compile(r"^data:image/svg\+xml"))
+    url = link.get_attribute("href")
+
+    # The new browser opens the link (what scanning the QR code does): no typing.
+    second = BrowserUser(browser, web_server).open("#pair=" + url.split("#pair=", 1)[1]).wait_registered()
+    try:
+        assert "#pair" not in second.page.url  # the single-use code is not kept in the address
+        assert second.instance() != judy.instance()
+        instances = sorted(d["instance"].strip("<>") for d in live_devices(web_server, "judy"))
+        assert instances == sorted([f"urn:uuid:{judy.instance()}", f"urn:uuid:{second.instance()}"])
+        device = second.page.evaluate("JSON.parse(localStorage.getItem('sipim.device')).device")
+        first = judy.page.evaluate("JSON.parse(localStorage.getItem('sipim.device')).device")
+        assert device["auth_username"] != first["auth_username"]  # its own credentials
+
+        # The same code does not work twice.
+        third = BrowserUser(browser, web_server).open("#pair=" + url.split("#pair=", 1)[1])
+        try:
+            expect(third.page.get_by_test_id("signin-error")).not_to_be_empty()
+            expect(third.page.get_by_test_id("status")).to_have_attribute("data-state", "signed-out")
+        finally:
+            third.close()
+    finally:
+        second.close()
+
+
+def test_one_time_code_sign_in_from_the_outbox(browser, web_server):
+    ivan = BrowserUser(browser, web_server).open()
+    try:
+        seen = len(outbox(web_server))
+        ivan.page.get_by_test_id("otp-phone").fill(PHONES["ivan"])
+        ivan.page.get_by_test_id("otp-request").click()
+        code = wait_for_code(web_server, PHONES["ivan"], seen)
+        ivan.page.get_by_test_id("otp-code").fill(code)
+        ivan.page.get_by_test_id("otp-submit").click()
+        ivan.wait_registered()
+        expect(ivan.page.get_by_test_id("me")).to_contain_text(aor("ivan"))
+        assert [d["instance"].strip("<>") for d in live_devices(web_server, "ivan")] == \
+            [f"urn:uuid:{ivan.instance()}"]
+    finally:
+        ivan.close()
+
+
+def test_password_alone_registers_when_the_server_has_no_provisioning(browser, web_server):
+    """A sipim without the provisioning endpoints (simulated: /provisioning answers 404):
+    the page registers with JsSIP's own MD5 digest and signs its API calls itself."""
+    erin = BrowserUser(browser, web_server)
+    erin.context.route("**/provisioning/**", lambda route: route.fulfill(status=404, body="404: Not Found"))
+    try:
+        erin.open().sign_in_with_password("erin", PASSWORDS["erin"]).wait_registered()
+        stored = erin.page.evaluate("JSON.parse(localStorage.getItem('sipim.device')).device")
+        assert stored["auth_username"] == "erin" and len(stored["ha1"]) == 32
+        assert "password" not in stored  # only the HA1 is kept
+
+        text = unique("signed in with the password alone")
+        erin.open_chat("grace")
+        erin.send(text)
+        erin.expect_tick(text, "stored")
+        erin.page.reload()
+        erin.wait_registered()
+        erin.open_conversation(aor("grace"))
+        erin.expect_message(text, "out")  # history through HTTP digest computed in the page
+        assert not erin.errors
+    finally:
+        erin.close()
