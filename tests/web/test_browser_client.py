@@ -260,3 +260,19 @@ def test_password_alone_registers_when_the_server_has_no_provisioning(browser, w
         assert not erin.errors
     finally:
         erin.close()
+
+
+def test_contact_list_from_the_xdm_side_and_a_phone_number_opens_the_users_chat(people, web_server):
+    grace = people("grace")
+    expect(grace.page.get_by_test_id("contacts-note")).to_have_text("No contacts yet.")
+
+    grace.open_chat(PHONES["ivan"])  # looked up in the directory: the chat is with the user
+    expect(grace.page.get_by_test_id("chat-peer")).to_have_attribute("data-peer", aor("ivan"))
+    grace.page.get_by_test_id("add-contact").click()
+    contact = grace.page.locator(f'[data-testid="contact"][data-uri="{aor("ivan")}"]')
+    expect(contact).to_have_count(1)
+    expect(grace.page.get_by_test_id("add-contact")).to_be_hidden()
+
+    grace.page.reload()
+    grace.wait_registered()
+    expect(contact).to_have_count(1)  # kept on the server (GET /api/v1/contacts)
