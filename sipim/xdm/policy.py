@@ -70,6 +70,7 @@ def _domain_of(identity: str) -> str:
     return _ascii_domain(host) if "@" in identity else ""
 
 
+@lru_cache(maxsize=65536)
 def _ascii_domain(domain: str) -> str:
     """RFC 4745 §7.1.3: compare domains after ToASCII (RFC 3490), label by label."""
     text = domain.strip().lower()
@@ -164,6 +165,8 @@ class Policy:
 
     def __init__(self, rules: list[_Rule]) -> None:
         self.rules = rules
+        # Only <validity> makes the answer change with the clock (RFC 4745 §7.4).
+        self.time_dependent = any(rule.validity is not None for rule in rules)
 
     def evaluate(self, requester: str, now: float) -> Permissions:
         identity = canonical_identity(requester)

@@ -75,11 +75,17 @@ def etag_matches(header: str | None, etag: str | None) -> bool:
 class PrivacyRules:
     """Every user's parsed rules, in memory: what the IM server asks per MESSAGE."""
 
+    MEMO_LIMIT = 100_000
+
     def __init__(self, now: Callable[[], float]) -> None:
         self._policies: dict[str, Policy] = {}
         self._now = now
+        # (owner, requester) -> permissions, for rules that do not depend on the time:
+        # a conversation's messages then cost one dict look-up each.
+        self._memo: dict[tuple[str, str], Permissions] = {}
 
     def set(self, owner: str, document: bytes | None) -> None:
+        self._memo.clear()
         if document is None:
             self._policies.pop(owner, None)
             return
@@ -93,7 +99,17 @@ class PrivacyRules:
         if owner == requester:
             return ALLOW_ALL  # the owner is never hidden from themselves
         policy = self._policies.get(owner)
-        return ALLOW_ALL if policy is None else policy.evaluate(requester, self._now())
+        if policy is None:
+            return ALLOW_ALL
+        if policy.time_dependent:
+            return policy.evaluate(requester, self._now())
+        key = (owner, requester)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= self.MEMO_LIMIT:
+                self._memo.clear()
+            found = self._memo[key] = policy.evaluate(requester, self._now())
+        return found
 
     # The IM server's interface (sipim/im/pager.py).
     def message_allowed(self, recipient: str, sender: str) -> bool:

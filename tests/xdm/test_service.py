@@ -59,3 +59,22 @@ async def test_privacy_rules_change_on_one_node_reaches_the_other_through_the_ch
     fresh = service(store)
     await fresh.start()
     assert not fresh.privacy.message_allowed(BOB, ALICE)
+
+
+def test_remembered_answers_are_dropped_when_rules_change_and_timed_rules_follow_the_clock():
+    from sipim.xdm.service import PrivacyRules
+    from sipim.xdm.usages import CP_NS, IR_NS
+
+    clock = [1_800_000_000.0]
+    rules = PrivacyRules(lambda: clock[0])
+    rules.set(BOB, build_policy_document(PrivacySettings()))
+    assert rules.message_allowed(BOB, ALICE)  # remembered now
+    rules.set(BOB, build_policy_document(PrivacySettings(blocked_users=(ALICE,))))
+    assert not rules.message_allowed(BOB, ALICE)
+    timed = (f'<ruleset xmlns="{CP_NS}" xmlns:ir="{IR_NS}"><rule id="t"><conditions><validity>'
+             "<from>2027-01-01T00:00:00Z</from><until>2027-02-01T00:00:00Z</until></validity></conditions>"
+             "<actions><ir:im-handling>allow</ir:im-handling></actions></rule></ruleset>").encode()
+    rules.set(BOB, timed)
+    assert rules.message_allowed(BOB, ALICE)  # 2027-01-15
+    clock[0] += 30 * 86400
+    assert not rules.message_allowed(BOB, ALICE)  # the validity period ended
