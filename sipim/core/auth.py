@@ -40,7 +40,7 @@ def is_device_username(name: str) -> bool:
 def token_hash(token: str) -> str:
     """How a bearer token is stored and looked up: SHA-256, hex.  Tokens are 256-bit
     random values, so a plain hash cannot be inverted by guessing."""
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class UserCache:

@@ -36,7 +36,8 @@ def normalise_code(text: str) -> str:
 
 
 def code_hash(secret: bytes, purpose: str, subject: str, code: str) -> str:
-    message = f"{purpose}\0{subject}\0{normalise_code(code)}".encode("utf-8", "surrogateescape")
+    # surrogatepass: JSON may carry lone surrogates ("\ud800"); they hash, they never match.
+    message = f"{purpose}\0{subject}\0{normalise_code(code)}".encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 

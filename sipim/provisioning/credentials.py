@@ -43,18 +43,18 @@ def normalise_instance(value: object) -> str:
     text = value.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
-    if not _URN.fullmatch(text):
+    if not _URN.fullmatch(text) or any(0xD800 <= ord(ch) <= 0xDFFF or ord(ch) < 32 for ch in text):
         raise BadDeviceRequest("instance_id must be a URN such as urn:uuid:6f1d... (RFC 5626 §4.1)")
     return text.lower() if text.lower().startswith("urn:uuid:") else text
 
 
 def normalise_name(value: object, fallback: str) -> str:
     if value is None or value == "":
-        return fallback[:MAX_NAME]
+        return normalise_name(fallback[:MAX_NAME], "device") if fallback else "device"
     if not isinstance(value, str):
         raise BadDeviceRequest("device_name must be a string")
     name = " ".join(value.split())
-    if not name or len(name) > MAX_NAME or any(ord(ch) < 32 for ch in name):
+    if not name or len(name) > MAX_NAME or any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in name):
         raise BadDeviceRequest(f"device_name must be 1 to {MAX_NAME} printable characters")
     return name
 

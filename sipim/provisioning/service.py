@@ -315,7 +315,11 @@ class ProvisioningService:
     async def _issue(self, user: User, wish: DeviceWish, client: Client, endpoints: Endpoints, how: str) -> dict:
         try:
             instance_id = normalise_instance(wish.instance_id)
-            name = normalise_name(wish.name, client.user_agent.split("/", 1)[0].strip() or "device")
+            try:
+                # Unnamed devices are called after their User-Agent product, when usable.
+                name = normalise_name(wish.name, client.user_agent.split("/", 1)[0].strip() or "device")
+            except BadDeviceRequest:
+                name = normalise_name(wish.name, "device")
         except BadDeviceRequest as exc:
             self._audit(client, self._aor(user.username), None, BAD_REQUEST, f"{how}: {exc}")
             raise ProvisioningRefused(400, str(exc)) from None
@@ -412,6 +416,13 @@ class ProvisioningService:
 
     def _audit(self, client: Client, aor: str, username: str | None, result: str, reason: str,
                instance_id: str | None = None) -> None:
-        self._audit_sink(AuditRecord(ts=self._now(), aor=aor, username=username, instance_id=instance_id,
-                                     user_agent=client.user_agent[:200], source=f"{client.ip}:{client.port}",
-                                     transport="https", result=result, reason=reason[:300]))
+        self._audit_sink(AuditRecord(ts=self._now(), aor=_storable(aor), username=username, instance_id=instance_id,
+                                     user_agent=_storable(client.user_agent[:200]),
+                                     source=f"{client.ip}:{client.port}", transport="https", result=result,
+                                     reason=_storable(reason[:300])))
+
+
+def _storable(text: str) -> str:
+    """Client-supplied text as the store can keep it: a lone surrogate (valid in JSON, not
+    in UTF-8) would make the whole audit batch fail."""
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -239,3 +239,31 @@ async def test_pairing_codes_per_user_are_rate_limited(setup):
     with pytest.raises(ProvisioningRefused) as refused:
         await service.create_pairing(alice, None, CLIENT)
     assert refused.value.status == 429 and audit[-1].result == "rate-limited"
+
+
+ODD_VALUES = [None, True, 0, -1, 1.5, "", " ", "x" * 5000, "\x00\n", "+4915112345678", "+49 151 123 456 78",
+              "<urn:uuid:1>", "urn:uuid:", "ÿ\ud800", [], ["+4915112345678"], {}, {"a": {"b": [1]}}]
+
+
+async def test_any_json_values_get_an_answer_or_a_clear_refusal(setup, store):
+    service, clock, gateway, audit = setup
+    odd_agent = Client("192.0.2.9", 1, "Ph\ud800one\x07/1.0")
+    for value in ODD_VALUES:
+        for wish in (DeviceWish(name=value), DeviceWish(instance_id=value)):
+            for attempt in (lambda: service.request_otp(value, CLIENT),
+                            lambda: service.config_with_code(value, value, wish, CLIENT, ENDPOINTS),
+                            lambda: service.config_with_code(PHONE, value, wish, CLIENT, ENDPOINTS),
+                            lambda: service.config_trusted(value if isinstance(value, str) else None, wish, CLIENT,
+                                                           ENDPOINTS),
+                            lambda: service.signin(value, value, wish, CLIENT, ENDPOINTS),
+                            lambda: service.signin("alice", value, wish, CLIENT, ENDPOINTS),
+                            lambda: service.pair(value, wish, CLIENT, ENDPOINTS)):
+                try:
+                    await attempt()
+                except ProvisioningRefused as refused:
+                    assert 400 <= refused.status < 600 and refused.reason
+    document = await service.signin("alice", "alice-secret", DeviceWish(), odd_agent, ENDPOINTS)
+    assert document["device"]["name"] == "device"
+    await service.close()
+    await store.write_batch(audit=audit)  # every record is storable, whatever the client sent
+    assert len(await store.query_audit(limit=10_000)) == len(audit)
