@@ -173,3 +173,49 @@ def test_first_contact_trusted_by_a_confirmed_fingerprint(people, tmp_path):
     assert result.returncode == 0, result.stderr
     assert profile(tmp_path)["ca_pem"] == people.ca_file.read_text()
     assert client(tmp_path, "history").returncode == 0
+
+
+def test_first_contact_asks_the_user_to_confirm_the_fingerprint_on_a_terminal(people, tmp_path):
+    """On a terminal, setup shows the certificate's fingerprint and asks; "y" pins it."""
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certificate = x509.load_pem_x509_certificate((people.data_dir / "tls" / "server.pem").read_bytes())
+    expected = certificate.fingerprint(hashes.SHA256()).hex().upper()
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(
+            sipim_command("client", "setup", "--user", "pete", "--password", "pete-secret",
+                          "--server", f"https://127.0.0.1:{people.ports['wss']}"),
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env(tmp_path))
+        os.write(controller, b"y\n")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 0, stderr
+    shown = stderr.replace(":", "").replace("\n", " ")
+    assert expected in shown  # the fingerprint the user compares with the operator's
+    assert "Trust this server?" in stdout
+    assert profile(tmp_path)["ca_pem"] == people.ca_file.read_text()
+
+
+def test_first_contact_declined_on_a_terminal_stops(people, tmp_path):
+    import os
+
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(
+            sipim_command("client", "setup", "--user", "pete", "--password", "pete-secret",
+                          "--server", f"https://127.0.0.1:{people.ports['wss']}"),
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env(tmp_path))
+        os.write(controller, b"n\n")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert_one_line_error(result, "not signed by a CA this computer trusts")
+    assert not (tmp_path / "profiles" / "default.json").exists()
