@@ -96,6 +96,8 @@ class UserAgent:
         self._closing = False
         # Called with every flow failure the agent recovers from (for the CLI to show).
         self.on_flow_lost: Callable[[str, float], None] | None = None
+        # Called when a new flow is registered after such a failure.
+        self.on_flow_recovered: Callable[[], None] | None = None
 
     @property
     def aor(self) -> str:
@@ -222,6 +224,9 @@ class UserAgent:
                 self._flow = None
                 await self.connect()
                 await self._register_once(None)
+                failures = 0  # RFC 5626 §4.5: the new flow registered; the count starts again
+                if self.on_flow_recovered is not None:
+                    self.on_flow_recovered()
             except RequestFailed as error:
                 if error.status in (401, 403, 404):
                     await self._events.put(_Stopped(str(error)))

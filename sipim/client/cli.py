@@ -388,6 +388,7 @@ async def cmd_listen(args: argparse.Namespace, store: ProfileStore, config: Clie
         loop.add_signal_handler(sig, stop.set)
     agent = UserAgent(profile, config=config)
     agent.on_flow_lost = lambda reason, delay: note(f"connection lost ({reason}); reconnecting in {delay:.0f} s")
+    agent.on_flow_recovered = lambda: note("connected and registered again")
     try:
         await agent.connect()
         await agent.register()

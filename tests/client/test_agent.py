@@ -225,13 +225,14 @@ async def test_rfc5626_4_5_a_failed_flow_is_replaced_and_registered_again(server
     port, _ = tls_ports(server)
     forwarder = Forwarder(port)
     relay_port = await forwarder.start()
-    lost = asyncio.Event()
+    lost, recovered = asyncio.Event(), asyncio.Event()
     config = ClientConfig(client_recovery_base_all_failed=0.05)
     text = f"after recovery {uuid.uuid4().hex[:8]}"
     try:
         async with UserAgent(device("bob", sip_port=relay_port), config=config) as bob, \
                 UserAgent(device("alice")) as alice:
             bob.on_flow_lost = lambda reason, delay: lost.set()
+            bob.on_flow_recovered = recovered.set
             await bob.register()
             first_flow = bob.flow
             forwarder.cut()
@@ -241,6 +242,7 @@ async def test_rfc5626_4_5_a_failed_flow_is_replaced_and_registered_again(server
             result = await alice.send_message("bob", text)
             await next_of(bob, IncomingMessage, lambda e: e.text == text)
             assert result.status in (200, 202)
+            await asyncio.wait_for(recovered.wait(), TIMEOUT)
             assert bob.flow is not first_flow and bob.registered is not None
             assert forwarder.connections == 2
     finally:
