@@ -168,7 +168,7 @@ class UserAgent:
                 request = action.request
                 continue
             if isinstance(action, RegistrationFailed):
-                raise RequestFailed(action.status, action.reason, _register_error(action))
+                raise RequestFailed(action.status, action.reason, _register_error(action), retry_after=action.retry_after)
             if isinstance(action, Registered):
                 self.registered = action
                 flow.keepalive.use_flow_timer(action.flow_timer)
@@ -184,27 +184,36 @@ class UserAgent:
 
     async def _keep_registered(self) -> None:
         failures = 0
+        wait = self.registered.refresh_in if self.registered else 0.0
         while not self._closing:
             flow = self._flow
-            refresh_in = self.registered.refresh_in if self.registered else 0.0
             if flow is not None and flow.is_open:
                 closed = asyncio.ensure_future(flow.closed.wait())
                 try:
-                    await asyncio.wait({closed}, timeout=refresh_in)
+                    await asyncio.wait({closed}, timeout=wait)
                 finally:
                     closed.cancel()
                 if self._closing:
                     return
                 if flow.is_open:
                     try:
-                        await self._register_once(None)
+                        registered = await self._register_once(None)
                         failures = 0
+                        wait = registered.refresh_in
                         continue
                     except RequestFailed as error:
                         log.warning("registration refresh refused: %s", error)
                         if error.status in (401, 403, 404):
                             await self._events.put(_Stopped(str(error)))
                             return
+                        if error.status >= 500 and flow.is_open:
+                            # RFC 5626 §4.2.2: a recoverable error (503 + Retry-After...) does
+                            # not tear the flow down; try again on it after the wait.
+                            wait = error.retry_after if error.retry_after is not None else recovery_delay(
+                                failures, base_all_failed=self.config.client_recovery_base_all_failed,
+                                base_ok=self.config.client_recovery_base_ok, max_time=self.config.client_recovery_max)
+                            failures += 1
+                            continue
                     except ClientError as error:
                         log.info("registration refresh failed: %s", error)
                 reason = flow.failure or "registration lost"
@@ -223,7 +232,8 @@ class UserAgent:
             try:
                 self._flow = None
                 await self.connect()
-                await self._register_once(None)
+                registered = await self._register_once(None)
+                wait = registered.refresh_in
                 failures = 0  # RFC 5626 §4.5: the new flow registered; the count starts again
                 if self.on_flow_recovered is not None:
                     self.on_flow_recovered()
@@ -231,8 +241,10 @@ class UserAgent:
                 if error.status in (401, 403, 404):
                     await self._events.put(_Stopped(str(error)))
                     return
+                wait = 0.0  # the new flow is up: register on it again (recoverable errors wait there)
             except ClientError as error:
                 log.info("flow recovery failed: %s", error)
+                wait = 0.0
 
     # -- requests with digest (RFC 3261 §22.2) ---------------------------------------------
     async def _transact(self, method: str, uri: str, *, to: str, headers: list[tuple[str, str]],

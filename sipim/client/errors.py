@@ -22,10 +22,12 @@ class FlowFailed(ClientError):
 class RequestFailed(ClientError):
     """The server answered a request with an error status."""
 
-    def __init__(self, status: int, reason: str, message: str | None = None) -> None:
+    def __init__(self, status: int, reason: str, message: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         super().__init__(message or f"{status} {reason}")
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds, from a Retry-After header
 
 
 class RequestTimeout(ClientError):

@@ -258,3 +258,52 @@ async def test_rfc3428_a_message_stored_while_offline_arrives_when_the_device_re
         await erin.register()
         event = await next_of(erin, IncomingMessage, lambda e: e.text == text)
         assert event.sent_at is not None  # the server's Date header: when it was sent
+
+
+async def test_rfc5626_4_2_2_a_503_on_refresh_keeps_the_flow_and_retries_after_retry_after(tmp_path):
+    """A registrar answering the first refresh with 503 + Retry-After: the client
+    waits and refreshes again over the same connection (no new flow)."""
+    from sipim.client.profile import local_password_config
+    from sipim.sip.message import Request, make_response
+    from sipim.sip.parser import StreamFramer
+
+    files = ensure_certificates(tmp_path / "tls", DOMAIN)
+    statuses = iter([200, 503, 200])
+    answered: list[int] = []
+    connections = 0
+    third = asyncio.Event()
+
+    async def registrar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        framer = StreamFramer()
+        while data := await reader.read(65536):
+            for message in framer.feed(data):
+                if not isinstance(message, Request) or message.method != "REGISTER":
+                    continue
+                status = next(statuses, 200)
+                response = make_response(message, status, "OK" if status == 200 else "Service Unavailable",
+                                         to_tag="r1")
+                if status == 200 and message.expires:
+                    response.headers.add("Contact", f"{message.headers.get('Contact')};expires=2")
+                if status == 503:
+                    response.headers.add("Retry-After", "1")
+                writer.write(response.to_bytes())
+                answered.append(status)
+                if len(answered) == 3:
+                    third.set()
+        writer.close()
+
+    listener = await asyncio.start_server(registrar, "127.0.0.1", 0,
+                                          ssl=server_ssl_context(files.server_cert, files.server_key))
+    port = listener.sockets[0].getsockname()[1]
+    device = local_password_config(user="alice", password="x", domain=DOMAIN, sip_host="127.0.0.1", sip_port=port,
+                                   https_base="https://127.0.0.1:1", ca_pem=files.ca_cert.read_text())
+    try:
+        async with UserAgent(device) as agent:
+            await agent.register()  # 200, expires 2: refreshed after 1 s
+            await asyncio.wait_for(third.wait(), TIMEOUT)  # 503, then after Retry-After the retry
+            assert answered == [200, 503, 200]
+            assert connections == 1 and agent.flow.is_open
+    finally:
+        listener.close()
