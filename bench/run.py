@@ -44,6 +44,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 SCENARIO_DIR = BENCH_DIR / "scenarios"
 KAMAILIO_CFG = BENCH_DIR / "kamailio" / "kamailio.cfg"
+CORE_CFG = REPO_DIR / "deploy" / "kamailio" / "kamailio.cfg"
+POSTGRES_URL = os.environ.get("SIPIM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 KAMAILIO_MAKE_DB = BENCH_DIR / "kamailio" / "make_db.py"
 RESULTS_DIR = BENCH_DIR / "results"
 SIPIM_BIN = REPO_DIR / ".venv" / "bin" / "sipim"
@@ -346,7 +348,141 @@ class SipimTarget(Target):
             raise BenchError(f"sipim user add user{index} failed: {result.stderr.strip()}")
 
 
-TARGETS = {"kamailio": KamailioTarget, "sipim": SipimTarget}
+class CoreTarget(Target):
+    """Kamailio with deploy/kamailio/kamailio.cfg in front of N sipim nodes in
+    external-core mode on one PostgreSQL schema (a fresh one, dropped afterwards).
+
+    Devices (sipp) talk UDP/TCP/TLS to Kamailio; Kamailio authenticates against
+    sipim's kamailio_subscriber view, dispatches MESSAGE round robin to the nodes
+    over TCP, and relays each delivery back to the recipient's registered socket.
+    """
+
+    nodes = 1
+
+    def start(self) -> None:
+        if shutil.which("kamailio") is None:
+            raise BenchError("kamailio is not installed (scripts/install-test-deps.sh installs it)")
+        if not SIPIM_BIN.exists():
+            raise BenchError(f"{SIPIM_BIN} not found: run `make run` once (it creates .venv)")
+        suffix = f"{random.getrandbits(48):012x}"
+        self.schema, self.role = f"bench_{suffix}", f"bench_kam_{suffix}"
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        self.database = f"{POSTGRES_URL}{separator}schema={self.schema}"
+        self._provision_users()
+        self._sql(f'CREATE ROLE "{self.role}" LOGIN', f'GRANT USAGE ON SCHEMA "{self.schema}" TO "{self.role}"',
+                  f'GRANT SELECT ON "{self.schema}".kamailio_subscriber TO "{self.role}"',
+                  f'ALTER ROLE "{self.role}" SET search_path = "{self.schema}"')
+        self.internal_port = free_port_pair()
+        self.node_processes: list[subprocess.Popen] = []
+        node_ports = []
+        for index in range(self.nodes):
+            port = free_port_pair()
+            node_ports.append(port)
+            data_dir = self.work_dir / f"node{index}"
+            data_dir.mkdir()
+            command = [str(SIPIM_BIN), "serve", "--data-dir", str(data_dir), "--database", self.database,
+                       "--domain", DOMAIN, "--listen", f"tcp:{LOOPBACK}:{port}", "--external-core",
+                       "--trusted-core", LOOPBACK, "--core-uri", f"sip:{LOOPBACK}:{self.internal_port};transport=tcp",
+                       "--node-id", f"node{index}", "--log-level", "warning"]
+            self.node_processes.append(subprocess.Popen(command, cwd=self.work_dir, stdout=subprocess.DEVNULL,
+                                                        stderr=open(self.work_dir / f"node{index}.log", "wb")))
+        for index, port in enumerate(node_ports):
+            wait_until(lambda: tcp_port_open(port), 60, f"sipim node{index} on tcp:{port}", self.node_processes[index])
+        node_list = self.work_dir / "sipim-nodes.list"
+        node_list.write_text("".join(f"1 sip:{LOOPBACK}:{port};transport=tcp\n" for port in node_ports))
+        cert, key = KamailioTarget._self_signed_certificate(self)
+        tls_cfg = self.work_dir / "tls.cfg"
+        tls_cfg.write_text(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+            f"private_key = {key}\ncertificate = {cert}\n")
+        run_dir = self.work_dir / "kamailio-run"
+        run_dir.mkdir()
+        postgres = POSTGRES_URL.split("://", 1)[1].split("?", 1)[0]
+        host_and_db = postgres.split("@", 1)[-1]
+        defines = {
+            "SIPDOMAIN": f'"{DOMAIN}"', "DBURL": f'"postgres://{self.role}@{host_and_db}"',
+            "DISPATCHER_LIST": f'"{node_list}"', "TLS_CONFIG": f'"{tls_cfg}"',
+            "LISTEN_UDP": f"udp:{LOOPBACK}:{self.port}", "LISTEN_TCP": f"tcp:{LOOPBACK}:{self.port}",
+            "LISTEN_TLS": f"tls:{LOOPBACK}:{self.port + 1}",
+            "LISTEN_INTERNAL": f"tcp:{LOOPBACK}:{self.internal_port}",
+            "INTERNAL_SOCKET": f'"tcp:{LOOPBACK}:{self.internal_port}"', "INTERNAL_PORT": str(self.internal_port),
+        }
+        command = ["kamailio", "-DD", "-E", "-f", str(CORE_CFG), "-Y", str(run_dir), "-w", str(self.work_dir),
+                   "-m", "512", "-M", "16", "-b", str(4 * 1024 * 1024),
+                   "-A", "WITH_UDP", "-A", "WITH_TCP", "-A", "NO_WSS"]
+        for name, value in defines.items():
+            command += ["-A", f"{name}={value}"]
+        log(f"   starting kamailio (deploy/kamailio/kamailio.cfg) on udp/tcp:{self.port} tls:{self.port + 1} "
+            f"in front of {self.nodes} sipim node(s) on PostgreSQL")
+        self.process = subprocess.Popen(command, cwd=self.work_dir, stdout=subprocess.DEVNULL,
+                                        stderr=open(self.log_path, "wb"))
+        self._wait_ready()
+
+    def _provision_users(self) -> None:
+        """user0 through the CLI (it also creates the schema), the rest in one process."""
+        common = ["--data-dir", str(self.work_dir / "cli"), "--database", self.database, "--domain", DOMAIN]
+        result = subprocess.run([str(SIPIM_BIN), "user", "add", "user0", "--password", "pw0", *common],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BenchError(f"sipim user add user0 failed: {result.stderr.strip()}")
+        bulk = (
+            "import asyncio, sys, time\n"
+            "from sipim.cli import make_user\n"
+            "from sipim.store import open_store\n"
+            "async def main(url, count, domain):\n"
+            "    store = await open_store(url)\n"
+            "    try:\n"
+            "        for index in range(1, count):\n"
+            "            await store.add_user(make_user(f'user{index}', domain, f'pw{index}', created_at=time.time()))\n"
+            "    finally:\n"
+            "        await store.close()\n"
+            "asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))\n"
+        )
+        result = subprocess.run([str(SIPIM_PYTHON), "-c", bulk, self.database, str(self.users), DOMAIN],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BenchError(f"provisioning users in PostgreSQL failed: {result.stderr.strip()[-300:]}")
+
+    def _sql(self, *statements: str) -> None:
+        script = (
+            "import asyncio, sys, asyncpg\n"
+            "async def main(url, statements):\n"
+            "    conn = await asyncpg.connect(url)\n"
+            "    try:\n"
+            "        for statement in statements:\n"
+            "            await conn.execute(statement)\n"
+            "    finally:\n"
+            "        await conn.close()\n"
+            "asyncio.run(main(sys.argv[1], sys.argv[2:]))\n"
+        )
+        result = subprocess.run([str(SIPIM_PYTHON), "-c", script, POSTGRES_URL, *statements],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BenchError(f"PostgreSQL: {result.stderr.strip()[-300:]}")
+
+    def stop(self) -> None:
+        super().stop()
+        for process in getattr(self, "node_processes", []):
+            stop_process(process)
+        if getattr(self, "schema", None):
+            try:
+                self._sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE', f'DROP OWNED BY "{self.role}"',
+                          f'DROP ROLE IF EXISTS "{self.role}"')
+            except BenchError as exc:
+                log(f"   cleanup: {exc}")
+
+
+class CoreTarget1(CoreTarget):
+    name = "core1"
+    nodes = 1
+
+
+class CoreTarget2(CoreTarget):
+    name = "core2"
+    nodes = 2
+
+
+TARGETS = {"kamailio": KamailioTarget, "sipim": SipimTarget, "core1": CoreTarget1, "core2": CoreTarget2}
 
 
 # --------------------------------------------------------------------------- sipp runs
@@ -693,7 +829,9 @@ def print_summary(results: list[TargetResult]) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=sorted(BENCHMARKS))
-    parser.add_argument("--target", choices=["kamailio", "sipim", "both"], default="both")
+    parser.add_argument("--target", choices=["kamailio", "sipim", "both", "core1", "core2", "core"], default="both",
+                        help="both = kamailio then sipim; core1/core2 = Kamailio (deploy/kamailio) in front of "
+                             "1 or 2 sipim nodes on PostgreSQL; core = core1 then core2")
     parser.add_argument("--transport", choices=["udp", "tcp", "tls"], default="udp")
     parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",") if r],
                         help="comma-separated calls/s to try in order (stops at the first failure); "
@@ -717,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("sipp") is None:
         log("sipp is not installed: apt-get install sip-tester (or scripts/install-test-deps.sh)")
         return 2
-    names = ["kamailio", "sipim"] if args.target == "both" else [args.target]
+    names = {"both": ["kamailio", "sipim"], "core": ["core1", "core2"]}.get(args.target, [args.target])
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     # --budget bounds the whole invocation: the targets share it.
     results = [run_target(name, args, args.budget / len(names)) for name in names]

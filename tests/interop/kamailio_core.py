@@ -83,7 +83,7 @@ class CoreDeployment:
                         "--node-id", name, *extra),
             config_text="change_poll_interval = 0.2\nim_delivery_wait = 2.0\n",
             domain=DOMAIN)
-        node.start()
+        node.start(timeout=60)  # a busy CI machine starts Python slowly
         self.nodes[name] = node
         return node
 

@@ -52,6 +52,8 @@ class TestUA:
     _requests: queue.Queue = field(default_factory=queue.Queue)
     _reader: threading.Thread | None = None
     _io_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Responses that matched no request waiting for one (see transact).
+    stray_responses: list = field(default_factory=list)
 
     # -- connection ---------------------------------------------------------------
     def connect(self) -> "TestUA":
@@ -168,10 +170,14 @@ class TestUA:
         return request
 
     def transact(self, request: Request) -> Response:
-        """Send, and return the final response (skipping 1xx)."""
+        """Send, and return the final response (skipping 1xx, and responses to earlier
+        requests that arrive late -- a proxy that failed over may answer twice)."""
         self.send_raw(request.to_bytes())
         while True:
             message = self.receive()
+            if message.call_id != request.call_id or message.cseq.seq != request.cseq.seq:
+                self.stray_responses.append(message)
+                continue
             if message.status >= 200:
                 return message
 
