@@ -62,6 +62,7 @@ class CoreDeployment:
     tcp_port: int
     internal_port: int
     ca_file: Path
+    wss_port: int = 0
     nodes: dict[str, SipimProcess] = field(default_factory=dict)
     kamailio: subprocess.Popen | None = None
 
@@ -118,7 +119,7 @@ class CoreDeployment:
             "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n")
         run_dir = self.workdir / "run"
         run_dir.mkdir(exist_ok=True)
-        wss_port = free_port("tcp", avoid={self.tls_port, self.tcp_port, self.internal_port})
+        wss_port = self.wss_port = free_port("tcp", avoid={self.tls_port, self.tcp_port, self.internal_port})
         defines = {
             "SIPDOMAIN": f'"{DOMAIN}"',
             "DBURL": f'"postgres://{self.kamailio_role}@127.0.0.1:5432/{postgres_database()}"',

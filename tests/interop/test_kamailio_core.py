@@ -23,7 +23,7 @@ from .kamailio_core import CoreDeployment, start_deployment
 pytestmark = pytest.mark.interop
 
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-3", "dave": "dave-pw-4",
-             "erin": "erin-pw-5", "frank": "frank-pw-6"}
+             "erin": "erin-pw-5", "frank": "frank-pw-6", "grace": "grace-pw-7"}
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +205,66 @@ def test_rfc3325_request_from_untrusted_address_is_refused_by_the_node(core):
         sock.sendall(request)
         answer = sock.recv(4096).decode()
     assert answer.startswith("SIP/2.0 403 "), answer
+
+
+def test_rfc7118_device_on_secure_websocket_registers_and_gets_messages(core):
+    """A browser-like device on Kamailio's WSS port: digest against sipim's
+    credentials, third-party REGISTER, and a delivery over its WebSocket."""
+    import asyncio
+    import ssl
+
+    import aiohttp
+
+    from sipim.sip.digest import build_authorization, ha1, parse_challenge
+    from sipim.sip.message import make_response
+    from sipim.sip.parser import parse_message
+
+    instance = str(uuid.uuid4())
+    body = f"to the browser {uuid.uuid4()}".encode()
+
+    def register_text(cseq: int, authorization: str | None) -> str:
+        lines = [f"REGISTER sip:example.test SIP/2.0",
+                 f"Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK{uuid.uuid4().hex[:12]};rport",
+                 "Max-Forwards: 70", "From: <sip:grace@example.test>;tag=ws1", "To: <sip:grace@example.test>",
+                 "Call-ID: ws-call-1", f"CSeq: {cseq} REGISTER",
+                 f'Contact: <sip:grace@df7jal23ls0d.invalid;transport=ws>;+sip.instance="<urn:uuid:{instance}>";reg-id=1',
+                 "Expires: 600", "Supported: path, outbound, gruu"]
+        if authorization:
+            lines.append(f"Authorization: {authorization}")
+        return "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n"
+
+    async def scenario() -> None:
+        context = ssl.create_default_context(cafile=str(core.ca_file))
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"wss://127.0.0.1:{core.wss_port}/", protocols=("sip",),
+                                          ssl=context) as ws:
+                await ws.send_str(register_text(1, None))
+                challenge = parse_message((await ws.receive_str(timeout=10)).encode())
+                assert challenge.status == 401
+                parsed = parse_challenge(challenge.headers.get("WWW-Authenticate"))
+                authorization = build_authorization(parsed, "REGISTER", "sip:example.test", "grace",
+                                                    ha1("grace", parsed.realm, PASSWORDS["grace"], parsed.algorithm))
+                await ws.send_str(register_text(2, authorization))
+                assert parse_message((await ws.receive_str(timeout=10)).encode()).status == 200
+                await asyncio.to_thread(
+                    wait_for, lambda: any(d["instance"] == f"<urn:uuid:{instance}>" for d in devices(core, "grace")),
+                    10.0, "sipim's record of the WebSocket device")
+
+                def send_from_frank() -> int:
+                    with core.ua("frank", PASSWORDS["frank"]) as frank:
+                        return frank.message("grace", body).status
+
+                sent = asyncio.ensure_future(asyncio.to_thread(send_from_frank))
+                while True:
+                    message = parse_message((await ws.receive_str(timeout=15)).encode())
+                    if getattr(message, "method", None) == "MESSAGE":
+                        await ws.send_str(make_response(message, 200, "OK", to_tag="ws").to_bytes().decode())
+                        if message.body == body:
+                            break
+                assert message.headers.get("P-Asserted-Identity") == "<sip:frank@example.test>"
+                assert await sent == 200
+
+    asyncio.run(scenario())
 
 
 # --- several nodes ----------------------------------------------------------------------
