@@ -13,7 +13,7 @@ USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", 
          "erin": "erin-secret"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/client is done
 def server(tmp_path_factory) -> Iterator[SipimProcess]:
     """tls (SHA-256 first), tls with MD5 only, and wss (the HTTPS API) on one server,
     shared by every client test (each test uses its own texts, users or profiles)."""
