@@ -96,6 +96,16 @@ def test_rfc3261_10_2_sipp_registers_through_kamailio_with_sipim_credentials(cor
     assert [d["instance"] for d in devices] == [f"<urn:uuid:{instance}>"]
 
 
+def test_rfc3261_10_2_2_unregistering_at_the_core_removes_the_device_in_sipim(core):
+    with core.ua("grace", PASSWORDS["grace"]) as grace:
+        registered(core, grace)
+        instance = f"<urn:uuid:{grace.instance}>"
+        assert grace.register(expires=0).status == 200
+        wait_for(lambda: not any(d["instance"] == instance for d in devices(core, "grace")),
+                 what="the device gone from sipim's bindings")
+        assert any(r["result"] == "removed" for r in audit(core, "grace"))
+
+
 def test_rfc3261_22_4_wrong_password_refused_by_kamailio_and_recorded_by_sipim(core, sipp_binary):
     result = run_sipp_scenario("register_wrong_password", core.sipp_target(),
                                users=[User("dave", "not-daves-password")])
