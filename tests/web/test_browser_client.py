@@ -103,6 +103,15 @@ def test_reload_registers_the_same_device_again(people, web_server):
     assert len({d["binding_key"] for d in devices}) == 1
     frank.expect_message(note, "out")  # filled from history
 
+    # Signing out revokes this browser's own credentials (and so its registration).
+    device_id = frank.page.evaluate("JSON.parse(localStorage.getItem('sipim.device')).device.id")
+    frank.page.get_by_test_id("sign-out").click()
+    expect(frank.page.get_by_test_id("signin")).to_be_visible()
+    assert frank.page.evaluate("localStorage.getItem('sipim.device')") is None
+    assert frank.instance() == instance  # signing in again is still this browser
+    credentials = json.loads(web_server.cli("device", "list", "frank", "--json", "--credentials").stdout)
+    assert [c["revoked_at"] is not None for c in credentials if c["device_id"] == device_id] == [True]
+
 
 def test_messages_sent_while_the_browser_was_closed_appear_after_sign_in(people, browser, web_server):
     dave = people("dave")
@@ -146,6 +155,8 @@ def test_wrong_password_is_refused_and_nothing_is_kept(browser, web_server):
         stranger.sign_in_with_password("alice", "not-her-password")
         expect(stranger.page.get_by_test_id("signin-error")).not_to_be_empty()
         expect(stranger.page.get_by_test_id("status")).to_have_attribute("data-state", "signed-out")
+        expect(stranger.page.get_by_test_id("main")).to_be_hidden()
+        expect(stranger.page.get_by_test_id("pair-device")).to_be_hidden()
         assert stranger.page.evaluate("localStorage.getItem('sipim.device')") is None
     finally:
         stranger.close()
@@ -188,6 +199,8 @@ def test_baresip_messages_reach_the_browser(people, web_server, tmp_path):
         carol.send_message(aor("heidi"), to_browser)
         heidi.open_conversation(aor("carol"))
         heidi.expect_message(to_browser, "in")
+        # baresip prints its SIP trace as it goes: wait for the 200 to show up there.
+        carol.wait_for_output(r"^SIP/2\.0 200 OK(?:\r?\n(?!\r?\n).*)*\r?\nCSeq: \d+ MESSAGE", timeout=10)
         assert 200 in carol.responses_to("MESSAGE")
 
 

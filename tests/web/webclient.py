@@ -36,6 +36,7 @@ class BrowserUser:
     def wait_registered(self) -> "BrowserUser":
         expect(self.page.get_by_test_id("status")).to_have_attribute("data-state", "registered",
                                                                    timeout=TIMEOUT_MS)
+        expect(self.page.get_by_test_id("signin")).to_be_hidden()
         return self
 
     def open_chat(self, peer: str) -> None:

@@ -224,6 +224,19 @@ function startSession(config) {
   loadContacts();
 }
 
+/** The user signs this browser out: its credentials are revoked, not just forgotten. */
+async function signOutAndRevoke() {
+  const device = state.config?.device;
+  if (device?.id && device.token) {
+    try {
+      await state.api.request('DELETE', `/provisioning/v1/devices/${encodeURIComponent(device.id)}`);
+    } catch (error) {
+      console.warn('could not revoke this device', error);
+    }
+  }
+  signOut();
+}
+
 function signOut(error = '') {
   const ua = state.ua;
   state.ua = null;
@@ -663,7 +676,7 @@ function wireChat() {
     }
   });
   $('add-contact').addEventListener('click', () => { if (state.open) addContact(state.open); });
-  $('sign-out').addEventListener('click', () => signOut());
+  $('sign-out').addEventListener('click', signOutAndRevoke);
   $('pair-device').addEventListener('click', showPairing);
   document.addEventListener('visibilitychange', markDisplayed);
 }
