@@ -187,6 +187,25 @@ def test_rfc3325_message_reaches_every_device_through_the_core_with_the_asserted
         assert "sip:bob@example.test" in copy.headers.get("To")
 
 
+def test_rfc3966_phone_number_target_and_history_behind_the_core(core):
+    """The IM role behind the core is the same: a tel: target is looked up by sipim,
+    and both sides' history (shared database) has the message."""
+    node = core.nodes["B"]
+    node.cli("user", "phone", "add", "frank", "+14155550106")
+    with core.ua("carol", PASSWORDS["carol"]) as carol, core.ua("frank", PASSWORDS["frank"]) as frank:
+        registered(core, carol)
+        registered(core, frank)
+        body = f"by number {uuid.uuid4()}"
+        response = carol.message("frank", body, uri="tel:+14155550106")
+        assert response.status == 200, (response.status, response.reason)
+        assert frank.wait_request("MESSAGE", body=body.encode()).headers.get("P-Asserted-Identity") == \
+            "<sip:carol@example.test>"
+    for owner, peer in (("carol", "frank"), ("frank", "carol")):
+        entries = json.loads(node.cli("history", owner, "--with", peer, "--json").stdout)
+        entries = entries["entries"] if isinstance(entries, dict) else entries
+        assert any(body in json.dumps(e) for e in entries), entries
+
+
 def test_rfc3325_from_must_be_the_authenticated_user(core):
     with core.ua("alice", PASSWORDS["alice"]) as alice:
         first, second = alice.request_with_auth(
