@@ -27,7 +27,7 @@ CHROMIUM = os.environ.get("SIPIM_TEST_CHROMIUM", "/usr/bin/chromium")
 BUNDLE = ROOT / "sipim" / "web" / "static" / "index.html"
 PHONES = {"ivan": "+4915112345601"}
 PASSWORDS = {name: f"{name}-secret" for name in
-             ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")}
+             ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kate")}
 
 
 def run_coroutine(coroutine):

@@ -289,3 +289,13 @@ def test_contact_list_from_the_xdm_side_and_a_phone_number_opens_the_users_chat(
     grace.page.reload()
     grace.wait_registered()
     expect(contact).to_have_count(1)  # kept on the server (GET /api/v1/contacts)
+
+
+def test_a_revoked_browser_is_signed_out_and_says_why(people, web_server):
+    kate = people("kate")
+    device_id = kate.page.evaluate("JSON.parse(localStorage.getItem('sipim.device')).device.id")
+    web_server.cli("device", "revoke", "kate", device_id)
+    # The server closes its connection; JsSIP reconnects and its credentials are refused.
+    expect(kate.page.get_by_test_id("signin")).to_be_visible()
+    expect(kate.page.get_by_test_id("signin-error")).to_contain_text("revoked")
+    assert kate.page.evaluate("localStorage.getItem('sipim.device')") is None
