@@ -5,11 +5,12 @@ after `sipim device revoke` it is unregistered and cannot register again."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 
-from tests.support.provision import post
+from tests.support.provision import https, post
 from tests.support.server import SipimProcess
 from tests.support.sipua import TestUA
 
@@ -42,6 +43,16 @@ def provisioned(server, instance: str) -> tuple[Target, User, dict]:
     return target, User(config["username"], config["device"]["password"], config["device"]["auth_username"]), config
 
 
+def wait_until_token_refused(server, token: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = https(server, "GET", "/api/v1/history", headers={"Authorization": f"Bearer {token}"})
+        if answer.status == 401:
+            return
+        assert time.monotonic() < deadline, f"the server still accepts the revoked token ({answer.status})"
+        time.sleep(0.1)
+
+
 def test_baresip_registers_with_device_credentials_and_is_stopped_by_revocation(baresip_binary, sipim):
     instance = str(uuid.uuid4())
     target, user, config = provisioned(sipim, instance)
@@ -58,6 +69,9 @@ def test_baresip_registers_with_device_credentials_and_is_stopped_by_revocation(
 
         sipim.cli("device", "revoke", "alice", f"urn:uuid:{instance}")
         assert json.loads(sipim.cli("device", "list", "alice", "--json").stdout) == []
+    # The running server learns of the revocation from the store's change feed (polled
+    # every second); once the device's token is refused, its digest credentials are too.
+    wait_until_token_refused(sipim, config["device"]["token"])
     # baresip retries a lost flow only after RFC 5626 §4.5's 15-30 s back-off; a fresh
     # start with the same credentials shows the refusal at once.
     with Baresip(target, user, instance_uuid=instance) as again:
