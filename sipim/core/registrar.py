@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from sipim.config import Config
@@ -128,26 +128,7 @@ class Registrar:
         return self._once_committed(response, registered)
 
     def _once_committed(self, response: Response, registered: list[Binding]) -> asyncio.Future[Response]:
-        """A future of ``response`` that resolves when the writer's batch commits;
-        then the roles behind the core hear of the devices that registered."""
-        answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-        def resolve(committed: asyncio.Future[None]) -> None:
-            if answered.done():
-                return
-            if committed.exception() is not None:
-                answered.set_exception(committed.exception())
-                return
-            answered.set_result(response)
-            for binding in registered:
-                for listener in self.on_registered:
-                    try:
-                        listener(binding)
-                    except Exception:
-                        log.exception("registration listener failed")
-
-        self._writer.committed().add_done_callback(resolve)
-        return answered
+        return answer_once_committed(self._writer, response, registered, self.on_registered)
 
     def _refuse(self, request: Request, source: Source, aor: str, refusal: RegisterRefused, now: float) -> Response:
         response = make_response(request, refusal.status, refusal.reason)
@@ -445,3 +426,31 @@ def _raw_to(request: Request) -> str:
         return str(request.to.uri)
     except Exception:
         return request.headers.get("To") or ""
+
+
+def answer_once_committed(writer: StoreWriter, response: Response, registered: list[Binding],
+                          listeners: list[Callable[[Binding], None]], *,
+                          on_commit: Callable[[], None] | None = None) -> asyncio.Future[Response]:
+    """A future of ``response`` that resolves when the writer's batch commits; then
+    ``on_commit`` runs and the roles behind the core hear of the devices that registered.
+    A registration is answered only once it is durable (it survives a crash)."""
+    answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+
+    def resolve(committed: asyncio.Future[None]) -> None:
+        if answered.done():
+            return
+        if committed.exception() is not None:
+            answered.set_exception(committed.exception())
+            return
+        answered.set_result(response)
+        if on_commit is not None:
+            on_commit()
+        for binding in registered:
+            for listener in listeners:
+                try:
+                    listener(binding)
+                except Exception:
+                    log.exception("registration listener failed")
+
+    writer.committed().add_done_callback(resolve)
+    return answered

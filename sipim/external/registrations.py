@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 from sipim.config import Config
 from sipim.core.location import LocationService
-from sipim.core.registrar import QUERIED, REFRESHED, REFUSED, REGISTERED, REMOVED, _contact_key
+from sipim.core.registrar import (QUERIED, REFRESHED, REFUSED, REGISTERED, REMOVED, _contact_key,
+                                  answer_once_committed)
 from sipim.core.writer import StoreWriter
 from sipim.core.auth import AUTH_FAILED
 from sipim.sip.errors import SIPParseError
@@ -170,26 +171,9 @@ class ThirdPartyRegistrar:
 
     def _once_committed(self, response: Response, aor: str, registered: list[Binding], *,
                         changed: bool) -> asyncio.Future[Response]:
-        answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-        def resolve(committed: asyncio.Future[None]) -> None:
-            if answered.done():
-                return
-            if committed.exception() is not None:
-                answered.set_exception(committed.exception())
-                return
-            answered.set_result(response)
-            if changed:
-                self._publish(aor)
-            for binding in registered:
-                for listener in self.on_registered:
-                    try:
-                        listener(binding)
-                    except Exception:
-                        log.exception("registration listener failed")
-
-        self._writer.committed().add_done_callback(resolve)
-        return answered
+        # Other nodes learn of the change through the store's feed once it is durable.
+        return answer_once_committed(self._writer, response, registered, self.on_registered,
+                                     on_commit=(lambda: self._publish(aor)) if changed else None)
 
     def _audit(self, aor: str, username: str | None, instance: str | None, user_agent: str,
                report: RegistrationReport, result: str, reason: str, now: float) -> None:

@@ -3,17 +3,10 @@ served at GET /api/v1/openapi.json)."""
 
 from __future__ import annotations
 
+from sipim.web.openapi_parts import error_response as _error
+from sipim.web.openapi_parts import json_response as _json
+
 PREFIX = "/provisioning/v1"
-
-
-def _error(description: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _json(description: str, schema: str | dict) -> dict:
-    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-    return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 def _body(schema: str) -> dict:

@@ -12,18 +12,10 @@ from aiohttp import web
 from sipim import __version__
 from sipim.provisioning.openapi import PATHS as PROVISIONING_PATHS
 from sipim.provisioning.openapi import SCHEMAS as PROVISIONING_SCHEMAS
+from sipim.web.openapi_parts import error_response as _error
+from sipim.web.openapi_parts import json_response as _json
 
 API = "/api/v1"
-
-
-def _error(description: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _json(description: str, schema: str | dict) -> dict:
-    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-    return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 def _query(name: str, description: str, required: bool = False, type_: str = "string") -> dict:
