@@ -29,7 +29,6 @@ delivery) and the other nodes (change feed ``binding``).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +45,6 @@ from sipim.sip.uri import SipURI
 from sipim.store.models import AuditRecord, Binding
 from sipim.transport.base import Source
 
-log = logging.getLogger(__name__)
 
 REPORT_HEADER = "Sipim-Registration"
 USER_AGENT_HEADER = "Sipim-User-Agent"
