@@ -307,11 +307,22 @@ class SipimServer:
         method = request.method
         if method == "REGISTER":
             registrar = self.third_party if self.trusted_cores is not None else self.registrar
-            self._answer_when_ready(transaction, registrar.handle(request, source))
+            handler = registrar.handle
         elif method == "OPTIONS":
             self._respond(transaction, self._options(request))
+            return
         else:
-            self._spawn(self._answer(transaction, self.proxy.handle(request, source)))
+            # The embedded core answers challenges without a coroutine (CoreProxy.answer).
+            handler = getattr(self.proxy, "answer", None) or self.proxy.handle
+        try:
+            result = handler(request, source)
+        except SIPParseError as error:
+            # A header parsed lazily (Contact, Expires...) turned out malformed.
+            result = make_response(request, error.status, error.reason)
+        except Exception:
+            log.exception("request handling failed")
+            result = make_response(request, 500, "Server Internal Error")
+        self._answer_when_ready(transaction, result)
 
     def _options(self, request: Request) -> Response:
         response = make_response(request, 200, "OK")

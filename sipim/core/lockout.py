@@ -27,6 +27,8 @@ class Lockout:
         self._locked_until: dict[str, float] = {}
 
     def check(self, user: str | None, source_ip: str, now: float) -> Lock | None:
+        if not self._locked_until:
+            return None  # the usual case: nobody is locked out
         for subject in self._subjects(user, source_ip):
             until = self._locked_until.get(subject)
             if until is not None:
@@ -55,6 +57,8 @@ class Lockout:
         return caused
 
     def record_success(self, user: str | None, source_ip: str) -> None:
+        if not self._failures:
+            return
         for subject in self._subjects(user, source_ip):
             self._failures.pop(subject, None)
 

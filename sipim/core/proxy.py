@@ -9,6 +9,7 @@ assertion the client itself put in the request: only the core may assert.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,30 +49,48 @@ class CoreProxy:
     def __init__(self, config: Config, *, authenticator: Authenticator, role: RequestRole | None = None) -> None:
         self._config = config
         self._auth = authenticator
+        self._local_domains = config.local_domains()
         self.role: RequestRole = role or NoRole()
 
     async def handle(self, request: Request, source: Source) -> Response:
+        result = self.answer(request, source)
+        return result if isinstance(result, Response) else await result
+
+    def answer(self, request: Request, source: Source) -> Response | Awaitable[Response]:
+        """``handle`` without a coroutine where none is needed: the answer itself when
+        the core decides alone (a challenge, a refusal), else an awaitable of the
+        role's answer.  Challenges are half of all requests; a task each is not free."""
         if request.method == "CANCEL":
             # RFC 3261 §9.2: a CANCEL matching no transaction of ours.
             return make_response(request, 481, "Call/Transaction Does Not Exist")
         outcome = self._auth.authenticate(request, source, proxy=True)
         if not isinstance(outcome, AuthOutcome):
-            outcome = await outcome
+            return self._answer_after_auth(request, source, outcome)
+        return self._answer_authenticated(request, source, outcome)
+
+    async def _answer_after_auth(self, request: Request, source: Source,
+                                 pending: Awaitable[AuthOutcome]) -> Response:
+        result = self._answer_authenticated(request, source, await pending)
+        return result if isinstance(result, Response) else await result
+
+    def _answer_authenticated(self, request: Request, source: Source,
+                              outcome: AuthOutcome) -> Response | Awaitable[Response]:
         if not outcome.ok:
             response = make_response(request, outcome.status, outcome.reason)
             for name, value in outcome.challenge_headers:
                 response.headers.add(name, value)
             return response
         assert outcome.user is not None
-        identity = AssertedIdentity(outcome.user.username, f"sip:{outcome.user.username}@{self._config.domain}",
-                                    outcome.user.display_name)
+        user = outcome.user
+        identity = AssertedIdentity(user.username, f"sip:{user.username}@{self._config.domain}",
+                                    user.display_name)
         from_uri = request.from_.uri
         if not isinstance(from_uri, SipURI) or from_uri.user != identity.username or \
-                from_uri.host.lower() not in self._config.local_domains():
+                from_uri.host.lower() not in self._local_domains:
             # The user's identity is confirmed when they send: From must be them.
             return make_response(request, 403, "From does not match the authenticated user")
         assert_identity(request, identity)
-        return await self.role.handle(request, identity, source)
+        return self.role.handle(request, identity, source)
 
 
 def assert_identity(request: Request, identity: AssertedIdentity) -> None:

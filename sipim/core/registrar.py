@@ -85,6 +85,8 @@ class Registrar:
         self.on_registered: list = []
         # Contact as stored -> Contact without expires/GRUU params: parsed once, not per 200 OK.
         self._contact_bases: dict[str, str] = {}
+        self._date_second = -1
+        self._date_value = ""
 
     # ------------------------------------------------------------------
     def handle(self, request: Request, source: Source) -> Response | Awaitable[Response]:
@@ -154,7 +156,10 @@ class Registrar:
 
     @staticmethod
     def _check_require(request: Request) -> None:
-        required = {tag.strip().lower() for tag in request.headers.get_all("Require")}
+        values = request.headers.get_all("Require")
+        if not values:
+            return
+        required = {tag.strip().lower() for tag in values}
         unsupported = sorted(required - SUPPORTED_OPTIONS)
         if unsupported:
             raise RegisterRefused(420, "Bad Extension", [("Unsupported", ", ".join(unsupported))])
@@ -331,8 +336,16 @@ class Registrar:
             if len(request.vias) == 1:
                 response.headers.add("Flow-Timer", str(self._config.flow_timer))
         response.headers.add("Supported", "path, outbound, gruu")
-        response.headers.add("Date", email.utils.formatdate(now, usegmt=True))
+        response.headers.add("Date", self._date(now))
         return response
+
+    def _date(self, now: float) -> str:
+        """The Date header value (RFC 3261 §20.17), made once a second."""
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_value = email.utils.formatdate(second, usegmt=True)
+        return self._date_value
 
     def _contact_value(self, binding: Binding, supported: set[str], now: float) -> str:
         """The binding's Contact as the 200 OK lists it (RFC 3261 §10.3 step 8, RFC 5627 §5.2)."""
@@ -434,7 +447,7 @@ def answer_once_committed(writer: StoreWriter, response: Response, registered: l
     """A future of ``response`` that resolves when the writer's batch commits; then
     ``on_commit`` runs and the roles behind the core hear of the devices that registered.
     A registration is answered only once it is durable (it survives a crash)."""
-    answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    answered: asyncio.Future[Response] = writer.loop.create_future()
 
     def resolve(committed: asyncio.Future[None]) -> None:
         if answered.done():

@@ -31,13 +31,23 @@ class StoreWriter:
         self._deliveries: list[tuple[str, str, float]] = []
         self._taken: list[str] = []
         self._history_status: list[tuple[str, str]] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        # One future for everything submitted before the next flush: every caller of
+        # committed() in between shares it (a future per registration is not free).
+        self._batch_committed: asyncio.Future[None] | None = None
         self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the writer runs on (asked once: each asking costs a getpid)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
+        self._task = self.loop.create_task(self._run(), name="store-writer")
 
     async def stop(self) -> None:
         self._closing = True
@@ -63,7 +73,7 @@ class StoreWriter:
     def message(self, message: StoredMessage, history: list[HistoryEntry]) -> asyncio.Future[bool]:
         """Store an accepted message and its history entries; the future says True once
         committed, False when the store already had it (a re-sent message)."""
-        future = asyncio.get_running_loop().create_future()
+        future = self.loop.create_future()
         self._messages.append(message)
         self._history.extend(history)
         self._message_waiters[message.id] = future
@@ -88,10 +98,14 @@ class StoreWriter:
         self._poke()
 
     def committed(self) -> asyncio.Future[None]:
-        """A future that resolves once everything submitted so far is committed."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        self._poke()
+        """A future that resolves once everything submitted so far is committed.
+
+        Shared by every caller until the next flush: add callbacks to it, do not
+        cancel it or set its result."""
+        future = self._batch_committed
+        if future is None:
+            future = self._batch_committed = self.loop.create_future()
+            self._poke()
         return future
 
     def _poke(self) -> None:
@@ -113,7 +127,7 @@ class StoreWriter:
                 + len(self._deliveries) + len(self._taken) + len(self._history_status))
 
     async def _flush(self) -> None:
-        if not (self._pending_count() or self._waiters):
+        if not (self._pending_count() or self._batch_committed is not None):
             return
         bindings, self._bindings = self._bindings, {}
         audit, self._audit = self._audit, []
@@ -123,8 +137,8 @@ class StoreWriter:
         deliveries, self._deliveries = self._deliveries, []
         taken, self._taken = self._taken, []
         history_status, self._history_status = self._history_status, []
-        waiters: list[asyncio.Future] = self._waiters
-        self._waiters = []
+        batch_committed, self._batch_committed = self._batch_committed, None
+        waiters = [batch_committed] if batch_committed is not None else []
         upserts = [b for b in bindings.values() if b is not None]
         deletes = [key for key, b in bindings.items() if b is None]
         try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -50,6 +49,7 @@ from sipim.core.proxy import AssertedIdentity
 from sipim.core.writer import StoreWriter
 from sipim.im.devices import DeviceGateway
 from sipim.sip.message import Request, Response, make_response
+from sipim.sip.tokens import random_hex
 from sipim.sip.uri import SipURI, TelURI
 from sipim.store.base import Store
 from sipim.store.models import Binding, HistoryEntry, StoredMessage
@@ -76,6 +76,15 @@ class Refusal(Exception):
         self.status = status
         self.reason = reason
         self.headers = headers or []
+
+
+def new_message_id(now: float) -> str:
+    """A fresh StoredMessage id: 32 hex digits, the time in milliseconds then 80 random bits.
+
+    Time first: the store's indexes on the id (messages, history) grow at their end,
+    so a batch of new messages touches a few index pages rather than one per message.
+    """
+    return f"{int(now * 1000) & 0xFFFFFFFFFFFF:012x}{random_hex(10)}"
 
 
 def device_key(binding: Binding) -> str:
@@ -167,7 +176,7 @@ class PagerService:
 
         now = self._now()
         message = StoredMessage(
-            id=uuid.uuid4().hex, sender=identity.aor, recipient=recipient, target_instance=instance,
+            id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=instance,
             call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=imdn_id,
             content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
             disposition_notification=(", ".join(sorted(requested_notifications(cpim))) or None) if cpim else None,
@@ -296,9 +305,9 @@ class PagerService:
         uri = self._gateway.request_uri(binding)
         headers = [
             ("Max-Forwards", "70"),
-            ("From", f"<{message.sender}>;tag={uuid.uuid4().hex[:12]}"),
+            ("From", f"<{message.sender}>;tag={random_hex(6)}"),
             ("To", f"<{message.recipient}>"),
-            ("Call-ID", f"{message.id}.{uuid.uuid4().hex[:8]}"),
+            ("Call-ID", f"{message.id}.{random_hex(4)}"),
             ("CSeq", "1 MESSAGE"),
             ("P-Asserted-Identity", f"<{message.sender}>"),
             ("Content-Type", message.content_type),
@@ -327,16 +336,25 @@ class PagerService:
 
     def _send(self, message: StoredMessage, binding: Binding, *, stored: bool) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        key = (message.id, device_key(binding))
-        self._in_flight.add(key)
 
         def on_result(status: int) -> None:
-            self._in_flight.discard(key)
             if not future.done():
                 future.set_result(status)
 
-        self._gateway.send(binding, self.build_delivery(message, binding, stored=stored), on_result)
+        self._send_to(message, binding, stored, on_result)
         return future
+
+    def _send_to(self, message: StoredMessage, binding: Binding, stored: bool,
+                 on_result: Callable[[int], None]) -> None:
+        """Send ``message`` to one device; ``on_result`` gets its final status once."""
+        key = (message.id, device_key(binding))
+        self._in_flight.add(key)
+
+        def done(status: int) -> None:
+            self._in_flight.discard(key)
+            on_result(status)
+
+        self._gateway.send(binding, self.build_delivery(message, binding, stored=stored), done)
 
     def _targets(self, message: StoredMessage) -> list[Binding]:
         devices = self._gateway.devices(message.recipient)
@@ -356,25 +374,38 @@ class PagerService:
             targets = await self._claim_live(message, targets)
         if not targets:
             return False
-        sends = {asyncio.ensure_future(self._send(message, b, stored=False)): b for b in targets}
-        delivered = False
-        pending = set(sends)
-        deadline = self._config.im_delivery_wait
+        # One future for the whole fan-out, settled by the devices' answers (no task
+        # or asyncio.wait per message): True at the first 2xx, False once every
+        # device failed or im_delivery_wait passed.
         loop = asyncio.get_running_loop()
-        end = loop.time() + deadline
-        while pending and not delivered:
-            done, pending = await asyncio.wait(pending, timeout=max(0.0, end - loop.time()),
-                                               return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                break
-            for task in done:
-                if 200 <= task.result() < 300:
-                    delivered = True
-        # Record every device that took it, also those answering after the sender's
-        # 200/202 went out, so catching up never sends it to them again.
-        for task, binding in sends.items():
-            task.add_done_callback(lambda t, b=binding: self._after_live_send(message, b, t.result()))
-        return delivered
+        first: asyncio.Future[bool] = loop.create_future()
+        remaining = len(targets)
+
+        def on_result(binding: Binding, status: int) -> None:
+            nonlocal remaining
+            remaining -= 1
+            # Record every device that took it, also those answering after the sender's
+            # 200/202 went out, so catching up never sends it to them again.
+            try:
+                self._after_live_send(message, binding, status)
+            except Exception:
+                log.exception("recording the delivery of %s failed", message.id)
+            if not first.done():
+                if 200 <= status < 300:
+                    first.set_result(True)
+                elif remaining == 0:
+                    first.set_result(False)
+
+        for binding in targets:
+            self._send_to(message, binding, False, lambda status, b=binding: on_result(b, status))
+        if first.done():
+            return first.result()
+        timer = loop.call_later(self._config.im_delivery_wait,
+                                lambda: first.done() or first.set_result(False))
+        try:
+            return await first
+        finally:
+            timer.cancel()
 
     def _after_live_send(self, message: StoredMessage, binding: Binding, status: int) -> None:
         if 200 <= status < 300:
@@ -465,7 +496,7 @@ class PagerService:
             return
         now = self._now()
         report = StoredMessage(
-            id=uuid.uuid4().hex, sender=self.notifier_uri, recipient=message.sender, target_instance=None,
+            id=new_message_id(now), sender=self.notifier_uri, recipient=message.sender, target_instance=None,
             call_id=f"imdn-{message.id}-{status}", cseq=1, imdn_message_id=message_id(cpim),
             content_type="message/cpim", body=cpim.serialize(), disposition_notification=None,
             created_at=now, expires_at=now + self._config.deferred_lifetime, state="pending")

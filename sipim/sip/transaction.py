@@ -30,12 +30,16 @@ Choices the RFC leaves open, and how this module takes them:
   through `on_timeout` (it should CANCEL, §16.8).  `None` disables the guard.
 * On reliable transports timers A, E, G are never started and the zero-length timers
   D, I, J, K are not scheduled at all: the transaction terminates on the spot.
+* Timers of one duration share one clock timer (`TimerQueues`): a UDP server keeps
+  every transaction for Timer J (32 s), tens of thousands at a few thousand requests
+  a second, and one event-loop timer each is a large share of the cost of a request.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections import deque
 from typing import Any, Callable, Protocol
 
 from .clock import Clock, TimerHandle
@@ -150,6 +154,119 @@ NON_INVITE_SERVER = {
 
 
 # ---------------------------------------------------------------------------
+# Timers
+
+
+class _QueuedTimer:
+    """One timer of a `_TimerQueue`; `cancel()` like a clock's handle."""
+
+    __slots__ = ("deadline", "callback", "queue")
+
+    def __init__(self, deadline: float, callback: Callable[[], None], queue: _TimerQueue) -> None:
+        self.deadline = deadline
+        self.callback: Callable[[], None] | None = callback
+        self.queue = queue
+
+    def cancel(self) -> None:
+        if self.callback is not None:
+            self.callback = None
+            self.queue._cancelled()
+
+
+class _Firing:
+    """Stands for the clock handle while a queue runs its due timers."""
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        pass
+
+
+_FIRING = _Firing()
+
+
+class _TimerQueue:
+    """Timers that all run `delay` seconds after they start.  They fall due in the
+    order they started, so a FIFO holds them and one clock timer, for the earliest,
+    serves them all; a cancelled one stays in the FIFO, inert, until its turn."""
+
+    __slots__ = ("clock", "delay", "entries", "live", "handle")
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        self.clock = clock
+        self.delay = delay
+        self.entries: deque[_QueuedTimer] = deque()
+        self.live = 0
+        self.handle: TimerHandle | None = None
+
+    def start(self, callback: Callable[[], None]) -> _QueuedTimer:
+        entry = _QueuedTimer(self.clock.now() + self.delay, callback, self)
+        self.entries.append(entry)
+        self.live += 1
+        if self.handle is None:
+            self.handle = self.clock.call_later(self.delay, self._fire)
+        return entry
+
+    def _cancelled(self) -> None:
+        self.live -= 1
+        if self.live == 0:
+            # Nothing left to run: no clock timer either (an idle layer holds none).
+            self.entries.clear()
+            handle = self.handle
+            if handle is not None and handle is not _FIRING:
+                handle.cancel()
+                self.handle = None
+
+    def _fire(self) -> None:
+        self.handle = _FIRING
+        entries = self.entries
+        error: Exception | None = None
+        try:
+            now = self.clock.now()
+            while entries and entries[0].deadline <= now:
+                entry = entries.popleft()
+                callback = entry.callback
+                if callback is None:
+                    continue
+                entry.callback = None
+                self.live -= 1
+                try:
+                    callback()
+                except Exception as exc:  # the others still run; the first error is re-raised
+                    error = error or exc
+        finally:
+            self.handle = None
+            if entries:
+                self.handle = self.clock.call_later(max(0.0, entries[0].deadline - self.clock.now()), self._fire)
+        if error is not None:
+            raise error
+
+
+class TimerQueues:
+    """`start(delay, callback)` -> a handle with `cancel()`, as `Clock.call_later`.
+
+    The §17 timers take a handful of durations (T1 doublings, T2, T4, 64*T1), so
+    each duration gets a `_TimerQueue`; an unusual one goes to the clock directly.
+    """
+
+    __slots__ = ("clock", "_queues")
+
+    MAX_QUEUES = 32
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._queues: dict[float, _TimerQueue] = {}
+
+    def start(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        queue = self._queues.get(delay)
+        if queue is None:
+            if len(self._queues) >= self.MAX_QUEUES or delay <= 0:
+                return self.clock.call_later(delay, callback)
+            queue = self._queues[delay] = _TimerQueue(self.clock, delay)
+        return queue.start(callback)
+
+
+# ---------------------------------------------------------------------------
 # Transactions
 
 
@@ -191,7 +308,7 @@ class _Transaction:
         if seconds <= 0:
             self._terminate()
         else:
-            self._timeout_timer = self.layer.clock.call_later(seconds, self._terminate)
+            self._timeout_timer = self.layer.timers.start(seconds, self._terminate)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.request.method} {self.state.value} {self.key[0]}>"
@@ -234,8 +351,8 @@ class InviteClientTransaction(ClientTransaction):
         layer.send(self.request, self.target)
         if not self.reliable:
             self._interval = layer.t1                         # Timer A = T1
-            self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_a)
-        self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer B
+            self._retransmit_timer = layer.timers.start(self._interval, self._timer_a)
+        self._timeout_timer = layer.timers.start(64 * layer.t1, self._fail)  # Timer B
 
     def _timer_a(self) -> None:
         # §17.1.1.2: retransmit and double the interval, only while Calling.
@@ -243,7 +360,7 @@ class InviteClientTransaction(ClientTransaction):
             return
         self.layer.send(self.request, self.target)
         self._interval *= 2
-        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_a)
+        self._retransmit_timer = self.layer.timers.start(self._interval, self._timer_a)
 
     def _receive(self, response: Response) -> None:
         event = _response_event(response.status)
@@ -259,7 +376,7 @@ class InviteClientTransaction(ClientTransaction):
             if guard is not None:
                 if self._timeout_timer is not None:
                     self._timeout_timer.cancel()
-                self._timeout_timer = layer.clock.call_later(guard, self._fail)
+                self._timeout_timer = layer.timers.start(guard, self._fail)
             self.on_response(response)
         elif new_state is TERMINATED:
             # 2xx: the TU (UAC core or proxy core) handles ACK / forwarding (§17.1.1.2).
@@ -287,8 +404,8 @@ class NonInviteClientTransaction(ClientTransaction):
         layer.send(self.request, self.target)
         if not self.reliable:
             self._interval = layer.t1                         # Timer E = T1
-            self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_e)
-        self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer F
+            self._retransmit_timer = layer.timers.start(self._interval, self._timer_e)
+        self._timeout_timer = layer.timers.start(64 * layer.t1, self._fail)  # Timer F
 
     def _timer_e(self) -> None:
         # §17.1.2.2: MIN(2*interval, T2) while Trying; T2 once Proceeding.
@@ -299,7 +416,7 @@ class NonInviteClientTransaction(ClientTransaction):
         else:
             return
         self.layer.send(self.request, self.target)
-        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_e)
+        self._retransmit_timer = self.layer.timers.start(self._interval, self._timer_e)
 
     def _receive(self, response: Response) -> None:
         new_state = NON_INVITE_CLIENT.get((self.state, _response_event(response.status)))
@@ -353,7 +470,7 @@ class InviteServerTransaction(ServerTransaction):
             self._send_trying()
         else:
             # Reuses the retransmit slot: G cannot run before a final response.
-            self._retransmit_timer = self.layer.clock.call_later(delay, self._trying_due)
+            self._retransmit_timer = self.layer.timers.start(delay, self._trying_due)
 
     def _trying_due(self) -> None:
         self._retransmit_timer = None
@@ -381,8 +498,8 @@ class InviteServerTransaction(ServerTransaction):
         elif new_state is COMPLETED:
             if not self.reliable:
                 self._interval = layer.t1                     # Timer G = T1
-                self._retransmit_timer = layer.clock.call_later(self._interval, self._timer_g)
-            self._timeout_timer = layer.clock.call_later(64 * layer.t1, self._fail)  # Timer H
+                self._retransmit_timer = layer.timers.start(self._interval, self._timer_g)
+            self._timeout_timer = layer.timers.start(64 * layer.t1, self._fail)  # Timer H
         return True
 
     def _timer_g(self) -> None:
@@ -390,7 +507,7 @@ class InviteServerTransaction(ServerTransaction):
             return
         self.layer.send(self.last_response, self.target)
         self._interval = min(2 * self._interval, self.layer.t2)
-        self._retransmit_timer = self.layer.clock.call_later(self._interval, self._timer_g)
+        self._retransmit_timer = self.layer.timers.start(self._interval, self._timer_g)
 
     def _receive_again(self, event: Event) -> None:
         new_state = INVITE_SERVER.get((self.state, event))
@@ -471,7 +588,7 @@ class TransactionLayer:
     `target.reliable`.
     """
 
-    __slots__ = ("clock", "send", "t1", "t2", "t4", "invite_trying_delay",
+    __slots__ = ("clock", "timers", "send", "t1", "t2", "t4", "invite_trying_delay",
                  "invite_proceeding_timeout", "on_ack", "on_server_failure",
                  "_servers", "_clients")
 
@@ -489,6 +606,7 @@ class TransactionLayer:
         on_server_failure: Callable[[ServerTransaction], None] | None = None,
     ) -> None:
         self.clock = clock
+        self.timers = TimerQueues(clock)
         self.send = send
         self.t1 = t1
         self.t2 = t2

@@ -132,7 +132,7 @@ def _prepare_file(path: str) -> None:
 def _binding_row(b: Binding) -> tuple[Any, ...]:
     return (
         b.aor, b.binding_key, b.contact, b.expires_at, b.instance_id, b.reg_id, b.q,
-        b.call_id, b.cseq, json.dumps(list(b.path)), b.source, b.transport, b.flow_id,
+        b.call_id, b.cseq, json.dumps(list(b.path)) if b.path else "[]", b.source, b.transport, b.flow_id,
         b.node_id, b.gruu_tag, b.user_agent, b.registered_at,
     )  # fmt: skip
 
@@ -221,6 +221,13 @@ _RECORD_DELIVERY = (
     "SELECT id, ?, '', ?, ? FROM messages WHERE id = ? "
     "ON CONFLICT (message_id, device_key) DO UPDATE "
     "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)"
+)
+
+# A device took the message: delivered, and (the second parameter 0) no longer owed to
+# the recipient's later devices when it was also taken at once (PagerService).
+_MARK_DELIVERED = (
+    "UPDATE messages SET state = CASE WHEN state = ?4 THEN ?1 ELSE state END, "
+    "for_late_devices = min(for_late_devices, ?2) WHERE id = ?3"
 )
 
 
@@ -438,13 +445,16 @@ class SQLiteStore(Store):
         if not (upsert_list or delete_list or audit or messages or history or deliveries
                 or taken_at_once or history_status):
             return EMPTY_BATCH_RESULT
-        # Convert on the event loop: cheap, and a bad value fails before touching the DB.
-        upsert_rows = [_binding_row(b) for b in upsert_list]
-        audit_rows = [_audit_row(a) for a in audit]
-        message_rows = [_message_row(m) for m in messages]
-        history_rows = [(h.message_id, _history_row(h)) for h in history]
 
         def work(conn: sqlite3.Connection) -> BatchResult:
+            # Rows are made here, on the store's thread, not on the event loop; still
+            # before BEGIN, so a bad value fails the batch before it touches the DB.
+            upsert_rows = [_binding_row(b) for b in upsert_list]
+            audit_rows = [_audit_row(a) for a in audit]
+            message_rows = [_message_row(m) for m in messages]
+            # A message delivered at once is also "taken at once": one UPDATE for both.
+            taken = set(taken_at_once)
+            delivered_ids = {mid for mid, _, _ in deliveries}
             with _Transaction(conn):
                 if delete_list:
                     conn.executemany(
@@ -454,22 +464,32 @@ class SQLiteStore(Store):
                     conn.executemany(_UPSERT_BINDING, upsert_rows)
                 if audit_rows:
                     conn.executemany(_INSERT_AUDIT, audit_rows)
-                # One execute per message: its rowcount (0 = skipped) names the duplicates.
-                duplicates = frozenset(
-                    row[0] for row in message_rows if conn.execute(_INSERT_MESSAGE, row).rowcount == 0
-                )
-                if history_rows:
+                duplicates: frozenset[str] = frozenset()
+                if message_rows:
+                    # All new (the usual case) when every row counted; else redo them one
+                    # by one: each execute's rowcount (0 = skipped) names the duplicates.
+                    conn.execute("SAVEPOINT batch_messages")
+                    before = conn.total_changes
+                    conn.executemany(_INSERT_MESSAGE, message_rows)
+                    if conn.total_changes - before != len(message_rows):
+                        conn.execute("ROLLBACK TO batch_messages")
+                        duplicates = frozenset(
+                            row[0] for row in message_rows if conn.execute(_INSERT_MESSAGE, row).rowcount == 0
+                        )
+                    conn.execute("RELEASE batch_messages")
+                if history:
                     conn.executemany(
                         _INSERT_HISTORY,
-                        [row for message_id, row in history_rows if message_id not in duplicates],
+                        [_history_row(h) for h in history if h.message_id not in duplicates],
                     )
                 if deliveries:
                     conn.executemany(_RECORD_DELIVERY, [(key, ts, ts, mid) for mid, key, ts in deliveries])
-                    conn.executemany("UPDATE messages SET state = ? WHERE id = ? AND state = ?",
-                                     [(MESSAGE_DELIVERED, mid, MESSAGE_PENDING) for mid, _, _ in deliveries])
-                if taken_at_once:
+                    conn.executemany(_MARK_DELIVERED,
+                                     [(MESSAGE_DELIVERED, int(mid not in taken), mid, MESSAGE_PENDING)
+                                      for mid in delivered_ids])
+                if taken:
                     conn.executemany("UPDATE messages SET for_late_devices = 0 WHERE id = ?",
-                                     [(mid,) for mid in taken_at_once])
+                                     [(mid,) for mid in taken if mid not in delivered_ids])
                 if history_status:
                     conn.executemany(history_status_update_sql("?1", "?2"),
                                      [(status, mid) for mid, status in history_status])

@@ -86,3 +86,26 @@ async def test_unauthenticated_request_never_reaches_the_role(sqlite_store):
     response = await proxy.handle(message(extra=(("P-Asserted-Identity", "<sip:alice@example.test>"),)), SOURCE)
     assert response.status == 407
     assert role.seen == []
+
+
+async def test_answer_decides_challenges_without_a_coroutine(sqlite_store):
+    # RFC 3261 §22.3: the 407 needs no role and no store; CoreProxy.answer gives the
+    # Response itself, and an awaitable only for what the role must decide.
+    from sipim.sip.message import Response
+
+    proxy, role = await make_proxy(sqlite_store)
+    await proxy._auth._users.preload()  # alice's HA1 in memory, as the server keeps it
+    first = proxy.answer(message(), SOURCE)
+    assert isinstance(first, Response) and first.status == 407
+    challenge = parse_challenge(first.headers.get_all("Proxy-Authenticate")[0])
+    credentials = build_authorization(challenge, "MESSAGE", f"sip:bob@{DOMAIN}", "alice",
+                                      ha1("alice", DOMAIN, "pw", challenge.algorithm))
+    pending = proxy.answer(message(extra=(("Proxy-Authorization", credentials),)), SOURCE)
+    assert not isinstance(pending, Response)
+    assert (await pending).status == 200
+    assert [identity.aor for _, identity in role.seen] == [f"sip:alice@{DOMAIN}"]
+    cancel = Request("CANCEL", f"sip:bob@{DOMAIN}", [("Via", "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK1"),
+                                                     ("From", f"<sip:alice@{DOMAIN}>;tag=1"),
+                                                     ("To", f"<sip:bob@{DOMAIN}>"), ("Call-ID", "c1"),
+                                                     ("CSeq", "1 CANCEL")])
+    assert proxy.answer(cancel, SOURCE).status == 481

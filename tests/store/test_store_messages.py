@@ -352,3 +352,34 @@ async def test_rfc5438_7_1_2_history_status_never_moves_backwards(store: Store):
     await store.write_batch(messages=[other], history=sample_history_pair(other))
     await store.write_batch(history_status=[(other.id, "stored")])
     assert await store.update_history_status(other.id, "failed") == 2  # expiry after storing
+
+
+async def test_one_batch_records_deliveries_and_taken_at_once_like_separate_batches(store: Store):
+    # write_batch may fold "delivered" and "taken at once" of one message into one
+    # statement; the outcome must be the one of recording them one after the other.
+    from sipim.store.models import StoredMessage
+
+    now = 1_000_000.0
+
+    def message(mid: str, call_id: str) -> StoredMessage:
+        return StoredMessage(id=mid, sender="sip:a@x", recipient="sip:b@x", target_instance=None, call_id=call_id,
+                             cseq=1, imdn_message_id=None, content_type="text/plain", body=b"hi",
+                             disposition_notification=None, created_at=now, expires_at=now + 60, state="pending")
+
+    both, delivered, taken, neither = (message("m-both", "c1"), message("m-delivered", "c2"),
+                                       message("m-taken", "c3"), message("m-neither", "c4"))
+    await store.write_batch(messages=[both, delivered, taken, neither])
+    # m-both answered by two devices, one of them twice (a retransmitted 200)
+    await store.write_batch(deliveries=[("m-both", "phone", now), ("m-both", "laptop", now),
+                                        ("m-both", "phone", now + 1), ("m-delivered", "phone", now)],
+                            taken_at_once=["m-both", "m-taken"])
+    states = {mid: (await store.get_message(mid)).state for mid in ("m-both", "m-delivered", "m-taken", "m-neither")}
+    assert states == {"m-both": MESSAGE_DELIVERED, "m-delivered": MESSAGE_DELIVERED,
+                      "m-taken": MESSAGE_PENDING, "m-neither": MESSAGE_PENDING}
+    # Later devices are owed what was neither taken at once: m-delivered and m-neither.
+    later = await store.undelivered_for_device("sip:b@x", "tablet", None, now + 2)
+    assert sorted(m.id for m in later) == ["m-delivered", "m-neither"]
+    assert await store.claim_delivery("m-both", "phone", "node-b", now) is False  # delivered there already
+    # Delivered again after it was delivered and taken: nothing changes, nothing fails.
+    await store.write_batch(deliveries=[("m-both", "tablet", now + 3)], taken_at_once=["m-both"])
+    assert (await store.get_message("m-both")).state == MESSAGE_DELIVERED
