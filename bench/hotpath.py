@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import functools
 import pstats
 import sys
 import tempfile
@@ -194,7 +195,7 @@ class Bench:
         return executor.submit(time.thread_time).result() if executor is not None else 0.0
 
     async def feed(self, items: list[tuple[bytes, object]], expect: int,
-                   requests: bool = False) -> list[tuple[bytes, object]]:
+                   requests: bool = False, to=None) -> list[tuple[bytes, object]]:
         """Parse and hand ``items`` to the server (timed), run the loop until ``expect``
         distinct responses (or requests) went out (timed: the work they wait for runs
         on this thread), return them.  Retransmissions (a slow run, e.g. under
@@ -206,7 +207,8 @@ class Bench:
 
         def collect() -> int:
             for data, target in sent:
-                if data.startswith(b"SIP/2.0 ") != requests and data not in seen:
+                if data.startswith(b"SIP/2.0 ") != requests and data not in seen and (
+                        to is None or target.port in to):
                     seen[data] = target
             sent.clear()
             return len(seen)
@@ -282,7 +284,7 @@ async def run_path(calls: int, profile: bool, sort: str) -> None:
             await bench.server.stop()
 
 
-async def run_message(calls: int, profile: bool, sort: str) -> None:
+async def run_message(calls: int, profile: bool, sort: str, elsewhere: bool = False) -> None:
     bench = Bench(profile)
     bench.sort = sort
     senders = [f"user{i}" for i in range(USERS // 2)]
@@ -292,7 +294,10 @@ async def run_message(calls: int, profile: bool, sort: str) -> None:
         await bench.start(data_dir)
         try:
             for user in senders:
-                await bench.register(user, sender_port)
+                # "elsewhere": the sender's registered device is not the one sending (as when
+                # a first sipp registered it and exited): every message is copied to it, and
+                # the copy is retransmitted until Timer F, 32 s later.
+                await bench.register(user, sender_port + 1 if elsewhere else sender_port)
             for n, user in enumerate(recipients):
                 await bench.register(user, 6000 + n)
             source = bench.source(sender_port)
@@ -314,12 +319,21 @@ async def run_message(calls: int, profile: bool, sort: str) -> None:
                     for (s, r, call_id), challenge in zip(batch, challenges)
                 ]
                 # committed, then relayed to the recipients' devices
-                relayed = await bench.feed(second, len(second), requests=True)
+                relayed = await bench.feed(second, len(second), requests=True, to=device_sources)
                 relayed_total += len(relayed)
                 answers = [(device_answer(m), device_sources[target.port]) for m, target in relayed]
                 for message, _ in await bench.feed(answers, len(answers)):
                     code = message.split(b" ", 2)[1].decode()
                     codes[code] = codes.get(code, 0) + 1
+            if elsewhere:
+                # The copies' retransmissions and Timer F belong to the calls: wait them out.
+                copies = [0]
+                bench.sent.clear()
+                t0 = time.thread_time()
+                await asyncio.sleep(64 * bench.server.config.t1 + 1)
+                bench.busy += time.thread_time() - t0
+                copies[0] = len(bench.sent)
+                print(f"after the calls: {copies[0]} retransmissions to the senders' other devices")
             store_cpu = bench.store_thread_time() - store0
             assert relayed_total == calls, relayed_total
             bench.report(f"{calls} calls ({3 * calls} messages in)", calls, store_cpu, codes, per="call")
@@ -376,6 +390,9 @@ def main(argv: list[str]) -> None:
     elif len(argv) > 1 and argv[1] == "message":
         mode = run_message
         argv = argv[1:]
+        if "elsewhere" in argv:
+            argv = [a for a in argv if a != "elsewhere"]
+            mode = functools.partial(run_message, elsewhere=True)
     calls = int(argv[1]) if len(argv) > 1 else 5000
     profile = "prof" in argv
     sort = argv[3] if len(argv) > 3 else "tottime"

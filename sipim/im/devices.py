@@ -46,6 +46,14 @@ def split_source(source: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _via_prefix(transport: str, host: str, port: int) -> str:
+    """A Via of ours up to the branch value: ``SIP/2.0/UDP 192.0.2.1:5060;branch=``."""
+    if ":" in host:
+        host = f"[{host}]"
+    name = {"wss": "WSS", "ws": "WS"}.get(transport, transport.upper())
+    return f"SIP/2.0/{name} {host}:{port};branch="
+
+
 class CoreGateway:
     def __init__(self, config: Config, *, location: LocationService, transactions: TransactionLayer,
                  transports: TransportManager, now: Callable[[], float]) -> None:
@@ -55,6 +63,10 @@ class CoreGateway:
         self._transports = transports
         self._now = now
         self._contact_uris: dict[str, URI] = {}
+        # Made once, not per message: where a UDP device is (its registered source) and
+        # the Via of our listener for each transport (up to the branch).
+        self._udp_targets: dict[tuple[str, str], Target] = {}
+        self._via_prefixes: dict[str, str] = {}
 
     def devices(self, aor: str) -> list[Binding]:
         return self._location.bindings(aor, self._now())
@@ -78,19 +90,28 @@ class CoreGateway:
             return Target(binding.transport, flow.remote[0], flow.remote[1], binding.flow_id)
         if not binding.source:
             return None
-        host, port = split_source(binding.source)
-        return Target(binding.transport or "udp", host, port)
+        key = (binding.transport, binding.source)
+        target = self._udp_targets.get(key)
+        if target is None:
+            host, port = split_source(binding.source)
+            if len(self._udp_targets) > 100_000:
+                self._udp_targets.clear()
+            target = self._udp_targets[key] = Target(binding.transport or "udp", host, port)
+        return target
 
     def _via(self, target: Target) -> str:
         if target.flow_id:
             flow = self._transports.get_flow(target.flow_id)
             host, port = flow.local if flow is not None else (self._config.domain, 0)
+            prefix = _via_prefix(target.transport, host, port)
         else:
-            host, port = self._listening_address(target.transport)
-        if ":" in host:
-            host = f"[{host}]"
-        transport = {"wss": "WSS", "ws": "WS"}.get(target.transport, target.transport.upper())
-        return f"SIP/2.0/{transport} {host}:{port};branch={new_branch()};rport"
+            prefix = self._via_prefixes.get(target.transport)
+            if prefix is None:
+                host, port = self._listening_address(target.transport)
+                prefix = _via_prefix(target.transport, host, port)
+                if port:  # listening already: the address stays
+                    self._via_prefixes[target.transport] = prefix
+        return f"{prefix}{new_branch()};rport"
 
     def _listening_address(self, transport: str) -> tuple[str, int]:
         for name, host, port in self._transports.listening():

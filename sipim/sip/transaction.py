@@ -330,11 +330,29 @@ class ClientTransaction(_Transaction):
         """Timer B/F (or the Proceeding guard) fired, or the transport failed (§17.1.4)."""
         if self.state is TERMINATED:
             return
+        on_timeout = self.on_timeout
         self._terminate()
-        self.on_timeout()
+        self._release_tu()
+        on_timeout()
+
+    def _release_tu(self) -> None:
+        """The TU has had its final answer: nothing more goes to it, so the transaction
+        stops holding its callbacks (and what they hold) while it lingers in Completed
+        for Timer K or D -- at a few thousand requests a second, objects kept alive
+        are what the garbage collector spends its time walking."""
+        self.on_response = _ignore_response
+        self.on_timeout = _ignore_timeout
 
     def _receive(self, response: Response) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _ignore_response(response: Response) -> None:
+    pass
+
+
+def _ignore_timeout() -> None:
+    pass
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -380,8 +398,10 @@ class InviteClientTransaction(ClientTransaction):
             self.on_response(response)
         elif new_state is TERMINATED:
             # 2xx: the TU (UAC core or proxy core) handles ACK / forwarding (§17.1.1.2).
+            on_response = self.on_response
             self._terminate()
-            self.on_response(response)
+            self._release_tu()
+            on_response(response)
         elif previous is COMPLETED:
             # Retransmitted final response: ACK again, do not bother the TU.
             layer.send(self._ack, self.target)
@@ -391,7 +411,9 @@ class InviteClientTransaction(ClientTransaction):
             self._ack = build_ack(self.request, response)
             layer.send(self._ack, self.target)
             self._linger(0.0 if self.reliable else max(32.0, 64 * layer.t1))
-            self.on_response(response)
+            on_response = self.on_response
+            self._release_tu()
+            on_response(response)
 
 
 class NonInviteClientTransaction(ClientTransaction):
@@ -423,10 +445,12 @@ class NonInviteClientTransaction(ClientTransaction):
         if new_state is None:
             return  # retransmissions in Completed are absorbed (§17.1.2.2)
         self.state = new_state
+        on_response = self.on_response
         if new_state is COMPLETED:
             self._stop_timers()
             self._linger(0.0 if self.reliable else self.layer.t4)   # Timer K
-        self.on_response(response)
+            self._release_tu()
+        on_response(response)
 
 
 class ServerTransaction(_Transaction):

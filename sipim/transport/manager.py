@@ -212,14 +212,13 @@ class TransportManager:
         return False
 
     def _send_udp(self, data: bytes, host: str, port: int) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        family = _address_family(host)
+        if family is None:
             # A host name: resolve off the hot path, then send (RFC 3263 resolution of
             # SRV/NAPTR is the caller's job; this is only the A/AAAA step).
             self._spawn(self._resolve_and_send_udp(data, host, port))
             return bool(self._udp_endpoints)
-        endpoint = self._udp_endpoint_for(socket.AF_INET6 if address.version == 6 else socket.AF_INET)
+        endpoint = self._udp_endpoint_for(family)
         return endpoint is not None and endpoint.sendto(data, (host, port))
 
     async def _resolve_and_send_udp(self, data: bytes, host: str, port: int) -> None:
@@ -289,3 +288,27 @@ def _bind_stream_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+# host -> AF_INET / AF_INET6, or None for a host name (see _address_family)
+_families: dict[str, int | None] = {}
+
+
+def _address_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for an IP address literal, None for a host name.  Every UDP
+    send asks; parsing the address each time (ipaddress) cost more than the send's
+    Python side, and a server talks to the same few thousand addresses."""
+    try:
+        return _families[host]
+    except KeyError:
+        pass
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        family = None
+    else:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    if len(_families) >= 4096:
+        _families.clear()
+    _families[host] = family
+    return family

@@ -573,3 +573,38 @@ def test_tables_and_timers_are_empty_after_every_transaction_has_run_out(h):
     assert h.layer.server_transaction_count > 0 and h.layer.client_transaction_count > 0
     h.clock.advance(64 * T1 + 1)
     h.assert_idle()
+
+
+# ---------------------------------------------------------------------------
+# what a finished transaction keeps
+
+def test_client_transaction_lets_go_of_the_tu_once_it_has_its_final_answer(h):
+    # §17.1.2.2: after the final response the TU hears nothing more (Completed absorbs
+    # retransmissions); the transaction lingers for Timer K without holding the TU's
+    # callbacks, and a late transport error (§17.1.4) does not reach the TU twice.
+    import weakref
+
+    tu = Recorder()
+    transaction = h.layer.send_request(request(), UDP, tu.on_response, tu.on_timeout)
+    held = weakref.ref(tu)
+    h.layer.receive_response(make_response(transaction.request, 200, to_tag="t"))
+    assert transaction.state is State.COMPLETED and len(tu.responses) == 1
+    h.layer.transport_error(transaction)
+    assert tu.timeouts == 0
+    del tu
+    assert held() is None                          # nothing in the layer keeps the TU alive
+    h.clock.advance(T4)
+    h.assert_idle()
+
+
+def test_client_transaction_that_timed_out_lets_go_of_the_tu(h):
+    import weakref
+
+    tu = Recorder()
+    h.layer.send_request(request(), TCP, tu.on_response, tu.on_timeout)
+    held = weakref.ref(tu)
+    h.clock.advance(64 * T1)                       # Timer F
+    assert tu.timeouts == 1
+    del tu
+    assert held() is None
+    h.assert_idle()
