@@ -75,7 +75,9 @@ def test_rfc5626_rfc5627_two_devices_get_two_bindings_and_distinct_gruus(server)
         gruus = {c.params["pub-gruu"] for c in mine}
         assert gruus == {f'"sip:bob@example.test;gr=urn:uuid:{phone}"', f'"sip:bob@example.test;gr=urn:uuid:{laptop}"'}
         temp = {c.params["temp-gruu"] for c in mine}
-        assert len(temp) == 2 and all("bob" not in t for t in temp)
+        # RFC 5627 §3.2: a temporary GRUU does not reveal the AOR.  (Its user part is
+        # random base32, which spells "bob" now and then: look for the AOR itself.)
+        assert len(temp) == 2 and all("sip:bob@" not in t for t in temp)
         # Re-registering one device replaces its binding instead of adding a third.
         again = one.register()
         mine_again = [c for c in contacts_of(again) if c.params.get("+sip.instance") in
