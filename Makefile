@@ -4,6 +4,10 @@
 #               Chromium when absent), install sipim with its test extra, run pytest $(PYTEST_ARGS)
 #   make web    build the browser client (npm ci + esbuild) into sipim/web/static/;
 #               run and test do it when the bundle is missing or older than web/
+#   make accel  compile the SIP message layer with mypyc (sipim/sip/_accel.py); run
+#               and test do it when a source changed (run goes on without it if the
+#               build cannot be made; SIPIM_ACCEL=0 skips it). test runs the suite on
+#               the compiled modules, then tests/sip again on the sources (SIPIM_PURE=1)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,19 +21,24 @@ PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.sipim-installed
 TEST_STAMP := $(VENV)/.sipim-test-installed
 
-.PHONY: run test venv test-deps postgres clean-venv web
+.PHONY: run test venv test-deps postgres clean-venv web accel accel-optional
 
 # The browser client bundle; index.html is written last by web/build.mjs.
 WEB_BUNDLE := sipim/web/static/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
 
-run: $(RUN_STAMP) $(WEB_BUNDLE)
+run: $(RUN_STAMP) $(WEB_BUNDLE) accel-optional
 	exec $(VENV)/bin/sipim serve $(ARGS)
 
-test: test-deps $(TEST_STAMP) postgres $(WEB_BUNDLE)
+# The pure-Python pass over tests/sip runs only for the whole suite (no PYTEST_ARGS).
+test: test-deps $(TEST_STAMP) postgres $(WEB_BUNDLE) accel
 	@status=0; $(VENV)/bin/pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 	    echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; \
+	fi; \
+	if [ $$status -eq 0 ] && [ -z "$(PYTEST_ARGS)" ]; then \
+	    echo ">> tests/sip again on the pure-Python SIP modules (SIPIM_PURE=1)" >&2; \
+	    SIPIM_PURE=1 $(VENV)/bin/pytest -q tests/sip || status=$$?; \
 	fi; \
 	exit $$status
 
@@ -39,7 +48,7 @@ $(VENV)/bin/python:
 	PYTHON=$(PYTHON) VENV_DIR=$(VENV) scripts/ensure-venv.sh
 
 $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/pip install -q -e .
+	$(VENV)/bin/pip install -q -e '.[accel]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
@@ -47,6 +56,13 @@ $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $@ $(RUN_STAMP)
 
 web: $(WEB_BUNDLE)
+
+# The build script compares source hashes with its stamp: a no-op when current.
+accel: $(RUN_STAMP)
+	VENV_DIR=$(VENV) scripts/build-accel.sh
+
+accel-optional: $(RUN_STAMP)
+	VENV_DIR=$(VENV) SIPIM_ACCEL=$${SIPIM_ACCEL:-optional} scripts/build-accel.sh
 
 $(WEB_BUNDLE): $(WEB_SOURCES)
 	scripts/build-web.sh

@@ -30,6 +30,17 @@ class CommandError(Exception):
 
 
 # -- argument parsing -----------------------------------------------------------------
+class _VersionAction(argparse.Action):
+    """``--version``: imports the SIP layer only when asked (it says whether
+    the mypyc build is in use, see sipim/sip/_accel.py)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from sipim.sip import accel_summary
+
+        print(f"sipim {__version__}\n{accel_summary()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=None,
@@ -40,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--domain", default=None, help="the SIP domain (also the digest realm)")
 
     parser = argparse.ArgumentParser(prog="sipim", description="Instant messaging over SIP: SIP/IP core and IM server.")
-    parser.add_argument("--version", action="version", version=f"sipim {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show the version and whether the compiled SIP layer is in use, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -509,7 +521,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def print_banner(server, config: Config) -> None:
+    from sipim.sip import accel_summary
+
     log = logging.getLogger("sipim")
+    log.info("%s", accel_summary())
     for spec in config.insecure_listeners():
         log.warning("plain transport %s is open: traffic on it is not encrypted", spec)
     lines = [f"sipim {__version__} serving domain {config.domain}  (data in {config.data_dir.resolve()})"]

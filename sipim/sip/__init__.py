@@ -1,7 +1,14 @@
 """Sans-IO SIP message layer (RFC 3261 §7, §19, §20, §25; RFC 3966)."""
 
-from .errors import SIPParseError
-from .headers import (
+# First of all: decide whether the mypyc build of headers/uri/message/parser/
+# digest may be imported, or the .py files must be (see _accel.py).
+from ._accel import install_guard as _install_guard
+from ._accel import summary as accel_summary
+
+ACCELERATED = _install_guard().active
+
+from .errors import SIPParseError  # noqa: E402
+from .headers import (  # noqa: E402
     COMPACT_FORMS,
     CSeq,
     Headers,
@@ -14,11 +21,12 @@ from .headers import (
     split_list,
     unquote,
 )
-from .message import REASON_PHRASES, Message, Request, Response, default_reason, make_response
-from .parser import KeepAlive, ParserLimits, StreamFramer, parse_message
-from .uri import URI, AbsoluteURI, NameAddr, SipURI, TelURI, parse_name_addr, parse_uri
+from .message import REASON_PHRASES, Message, Request, Response, default_reason, make_response  # noqa: E402
+from .parser import KeepAlive, ParserLimits, StreamFramer, parse_message  # noqa: E402
+from .uri import URI, AbsoluteURI, NameAddr, SipURI, TelURI, parse_name_addr, parse_uri  # noqa: E402
 
 __all__ = [
+    "ACCELERATED",
     "AbsoluteURI",
     "COMPACT_FORMS",
     "CSeq",
@@ -36,6 +44,7 @@ __all__ = [
     "TelURI",
     "URI",
     "Via",
+    "accel_summary",
     "canonical_name",
     "default_reason",
     "format_params",

@@ -35,7 +35,7 @@ import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .clock import TimeSource
 
@@ -199,6 +199,12 @@ class DigestCredentials:
     cnonce: str | None = None
     opaque: str | None = None
     userhash: bool = False     # RFC 7616 §3.4.4: username is H(username:realm)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # explicit: a frozen dataclass compiled by mypyc cannot restore its state otherwise
+        return (DigestCredentials, (
+            self.username, self.realm, self.nonce, self.uri, self.response, self.algorithm, self.qop,
+            self.nc, self.nc_value, self.cnonce, self.opaque, self.userhash))
 
     @property
     def ha1_algorithm(self) -> str:
@@ -469,6 +475,9 @@ class DigestChallenge:
     qop_options: tuple[str, ...] = ()
     opaque: str | None = None
     stale: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DigestChallenge, (self.realm, self.nonce, self.algorithm, self.qop_options, self.opaque, self.stale))
 
 
 def parse_challenge(value: str) -> DigestChallenge:

@@ -9,7 +9,6 @@ cached by the message (see ``Headers.cached``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import SIPParseError
@@ -326,25 +325,28 @@ class Headers:
 
     __slots__ = ("_items", "_index", "_cache")
 
+    _items: list[tuple[str, str, str]]
+    _index: dict[str, list[str]] | None
+    _cache: dict[str, Any]
+
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        triples = []
+        triples: list[tuple[str, str, str]] = []
         for name, value in items:
             key, spelled = _key_and_spelling(name)
             triples.append((key, spelled, _checked(value)))
-        self._items: list[tuple[str, str, str]] = triples
-        self._index: dict[str, list[str]] | None = None
-        self._cache: dict[str, Any] = {}
+        self._items = triples
+        self._index = None
+        self._cache = {}
 
-    @classmethod
+    @staticmethod
     def _from_triples(
-        cls, triples: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
+        triples: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
     ) -> "Headers":
         """Fast constructor for the parser, which has already canonicalized
         (and may pass the index it built along the way)."""
-        headers = cls.__new__(cls)
+        headers = Headers()
         headers._items = triples
         headers._index = index
-        headers._cache = {}
         return headers
 
     def _build_index(self) -> dict[str, list[str]]:
@@ -423,10 +425,15 @@ class Headers:
             return NotImplemented
         return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    def __hash__(self) -> int:  # mutable (an explicit method: mypyc ignores `__hash__ = None`)
+        raise TypeError("unhashable type: 'Headers'")
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the typed-view cache is left behind: it is rebuilt on demand
+        return (_headers_from_state, (self._items,))
 
     def copy(self) -> "Headers":
         return Headers._from_triples(list(self._items))
@@ -565,6 +572,11 @@ class Headers:
             return value
 
 
+def _headers_from_state(items: list[tuple[str, str, str]]) -> Headers:
+    """Unpickling helper of ``Headers.__reduce__``."""
+    return Headers._from_triples(items)
+
+
 # ---------------------------------------------------------------------------
 # Via (RFC 3261 §20.42, §18.2.1, RFC 3581 rport)
 # ---------------------------------------------------------------------------
@@ -636,37 +648,78 @@ def valid_host(host: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, eq=True)
 class Via:
     """One Via value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;received=...``.
 
     ``params`` keys are lower-case; a flag parameter (``rport`` without
-    value) maps to None.  Being frozen, a proxy adds ``received``/``rport``
-    with ``via.with_params(received=ip, rport=str(port))`` and writes it back.
+    value) maps to None.  Treat a Via as immutable (it is cached and shared
+    by the message it came from): a proxy adds ``received``/``rport`` with
+    ``via.with_params(received=ip, rport=str(port))`` and writes it back.
+
+    A plain class with ``__slots__`` rather than a frozen dataclass: building
+    one is on the hot path (one per request), and a frozen dataclass's
+    ``__init__`` costs an ``object.__setattr__`` per field; it also compiles
+    to a native class with mypyc (see sipim/sip/_accel.py).
     """
+
+    __slots__ = ("transport", "host", "port", "params", "protocol")
 
     transport: str
     host: str
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    protocol: str = "SIP/2.0"
+    port: int | None
+    params: dict[str, str | None]
+    protocol: str
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.protocol = protocol
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.host == other.host
+            and self.port == other.port
+            and self.params == other.params
+            and self.protocol == other.protocol
+        )
 
     def __hash__(self) -> int:
         return hash((self.transport, self.host.lower(), self.port, tuple(self.params.items())))
 
-    @classmethod
-    def parse(cls, text: str) -> "Via":
-        if cls is Via:
-            via = _parse_simple_via(text)
-            if via is not None:
-                return via
+    def __repr__(self) -> str:
+        return (
+            f"Via(transport={self.transport!r}, host={self.host!r}, port={self.port!r}, "
+            f"params={self.params!r}, protocol={self.protocol!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # explicit, so a compiled (mypyc) Via pickles like the pure-Python one
+        return (Via, (self.transport, self.host, self.port, self.params, self.protocol))
+
+    @staticmethod
+    def parse(text: str) -> "Via":
+        via = _parse_simple_via(text)
+        if via is not None:
+            return via
         try:
-            return cls._parse(text)
+            return Via._parse(text)
         except SIPParseError as error:
             raise SIPParseError(f"Bad Via header: {error.reason}") from None
 
-    @classmethod
-    def _parse(cls, text: str) -> "Via":
+    @staticmethod
+    def _parse(text: str) -> "Via":
         # via-parm = sent-protocol LWS sent-by *( SEMI via-params )
         # sent-protocol = protocol-name SLASH protocol-version SLASH transport,
         # SLASH = SWS "/" SWS, so whitespace may surround the slashes.
@@ -693,14 +746,8 @@ class Via:
             sent_by = "".join(sent_by.split())
         host, port = split_host_port(sent_by)
         params = parse_params(param_text) if semi else {}
-        via = object.__new__(cls)  # skip the frozen __init__: hot path
-        fields = via.__dict__
-        fields["transport"] = transport.upper()
-        fields["host"] = host
-        fields["port"] = port
-        fields["params"] = params
-        fields["protocol"] = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
-        return via
+        protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else f"{name.upper()}/{version}"
+        return Via(transport.upper(), host, port, params, protocol)
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
@@ -789,17 +836,7 @@ def _parse_simple_via(text: str) -> Via | None:
             return None
     else:
         params = {}
-    via = _new_object(Via)
-    fields = via.__dict__
-    fields["transport"] = transport
-    fields["host"] = host
-    fields["port"] = port
-    fields["params"] = params
-    fields["protocol"] = "SIP/2.0"
-    return via
-
-
-_new_object = object.__new__
+    return Via(transport, host, port, params)
 
 
 # ---------------------------------------------------------------------------
@@ -807,13 +844,34 @@ _new_object = object.__new__
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class CSeq:
+    """The CSeq value: sequence number and method (treat as immutable)."""
+
+    __slots__ = ("seq", "method")
+
     seq: int
     method: str
 
-    @classmethod
-    def parse(cls, text: str) -> "CSeq":
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CSeq):
+            return NotImplemented
+        return self.seq == other.seq and self.method == other.method
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.method))
+
+    def __repr__(self) -> str:
+        return f"CSeq(seq={self.seq!r}, method={self.method!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CSeq, (self.seq, self.method))
+
+    @staticmethod
+    def parse(text: str) -> "CSeq":
         # CSeq = 1*DIGIT LWS Method
         parts = text.split()
         if len(parts) != 2:
@@ -830,7 +888,7 @@ class CSeq:
         seq = int(number)
         if seq > 0xFFFFFFFF:
             raise SIPParseError("Bad CSeq header")
-        return cls(seq, method)
+        return CSeq(seq, method)
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

@@ -8,7 +8,7 @@ any header mutation clears.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from .errors import SIPParseError
 from .headers import CSeq, Headers, Via
@@ -256,6 +256,9 @@ class Request(Message):
 
     __slots__ = ("method", "uri")
 
+    method: str
+    uri: URI
+
     def __init__(
         self,
         method: str,
@@ -264,9 +267,9 @@ class Request(Message):
         body: bytes | str = b"",
     ) -> None:
         self.method = method
-        self.uri: URI = parse_uri(uri) if isinstance(uri, str) else uri
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
         self.headers = headers if isinstance(headers, Headers) else Headers(headers or ())
-        self.body = _as_bytes(body)
+        self.body = body if type(body) is bytes else _as_bytes(body)
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} {SIP_VERSION}"
@@ -281,16 +284,23 @@ class Request(Message):
             and self.body == other.body
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:  # mutable (an explicit method: mypyc ignores `__hash__ = None`)
+        raise TypeError("unhashable type: 'Request'")
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Request, (self.method, self.uri, self.headers, self.body))
 
 
 class Response(Message):
     """A SIP response."""
 
     __slots__ = ("status", "reason")
+
+    status: int
+    reason: str
 
     def __init__(
         self,
@@ -302,7 +312,7 @@ class Response(Message):
         self.status = status
         self.reason = default_reason(status) if reason is None else reason
         self.headers = headers if isinstance(headers, Headers) else Headers(headers or ())
-        self.body = _as_bytes(body)
+        self.body = body if type(body) is bytes else _as_bytes(body)
 
     def _start_line(self) -> str:
         return f"{SIP_VERSION} {self.status} {self.reason}"
@@ -317,10 +327,14 @@ class Response(Message):
             and self.body == other.body
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        raise TypeError("unhashable type: 'Response'")
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Response, (self.status, self.reason, self.headers, self.body))
 
 
 def _has_to_tag(request: Request) -> bool:

@@ -8,11 +8,12 @@ Framing uses ``bytes.find`` only; header lines are split with ``str.split`` /
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SIPParseError
 from .headers import CANONICAL_NAMES, COMPACT_FORMS, Headers, is_token
 from .message import Request, Response
-from .uri import SipURI, parse_uri
+from .uri import URI, SipURI, parse_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,10 @@ class ParserLimits:
     max_headers: int = 128  # header fields (after unfolding) -> 400
     max_line_length: int = 8192  # any physical line of the head -> 400
     max_uri_length: int = 4096  # Request-URI -> 414
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # explicit: a frozen dataclass compiled by mypyc cannot restore its state otherwise
+        return (ParserLimits, (self.max_message_size, self.max_headers, self.max_line_length, self.max_uri_length))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,7 @@ class _Head:
     def __init__(self) -> None:
         self.is_request = False
         self.method = ""
-        self.uri = None
+        self.uri: URI | None = None
         self.status = 0
         self.reason = ""
         self.headers: Headers
@@ -70,16 +75,8 @@ class _Head:
 
     def build(self, body: bytes = b"") -> Request | Response:
         if self.is_request:
-            message: Request | Response = Request.__new__(Request)
-            message.method = self.method
-            message.uri = self.uri  # type: ignore[assignment]
-        else:
-            message = Response.__new__(Response)
-            message.status = self.status
-            message.reason = self.reason
-        message.headers = self.headers
-        message.body = body
-        return message
+            return Request(self.method, self.uri, self.headers, body)  # type: ignore[arg-type]
+        return Response(self.status, self.reason, self.headers, body)
 
 
 # raw header name -> (look-up key, wire spelling, single-valued?); doubles as

@@ -14,8 +14,7 @@ serializes to exactly that, so forwarding never rewrites a URI it did not change
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from .errors import SIPParseError
 from .headers import (
@@ -88,26 +87,69 @@ _SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 
 
-@dataclass(frozen=True, eq=False)
 class SipURI:
     """``sip:`` / ``sips:`` URI.  ``params`` keys are lower-case, values unescaped
-    (None for a flag such as ``;lr``); ``headers`` is the ``?name=value&...`` part."""
+    (None for a flag such as ``;lr``); ``headers`` is the ``?name=value&...`` part.
+
+    Treat as immutable (``with_params`` / ``without_params`` make changed
+    copies).  A plain class with ``__slots__``, not a frozen dataclass: one is
+    built for every Request-URI, From, To and Contact (see Via for why).
+    """
+
+    __slots__ = ("scheme", "host", "user", "password", "port", "params", "headers", "_text")
 
     scheme: str  # "sip" or "sips", lower-case
     host: str  # as written (case preserved); IPv6 with brackets
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    _text: str | None = field(default=None, init=False, repr=False)
+    user: str | None
+    password: str | None
+    port: int | None
+    params: dict[str, str | None]
+    headers: dict[str, str]
+    _text: str | None  # the text it was parsed from, written back verbatim
 
-    def __post_init__(self) -> None:
-        # Only for URIs built in code (the parser bypasses __init__):
-        # normalise what comparison and serialization assume is normalised.
-        object.__setattr__(self, "scheme", self.scheme.lower())
-        if any(key != key.lower() for key in self.params):
-            object.__setattr__(self, "params", {k.lower(): v for k, v in self.params.items()})
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: dict[str, str] | None = None,
+        _text: str | None = None,
+    ) -> None:
+        if params is None:
+            params = {}
+        if _text is None:
+            # Built in code, not by the parser (which passes its source text
+            # and already normalised components): normalise what comparison
+            # and serialization assume is normalised.
+            scheme = scheme.lower()
+            for key in params:
+                if key != key.lower():
+                    params = {k.lower(): v for k, v in params.items()}
+                    break
+        self.scheme = scheme
+        self.host = host
+        self.user = user
+        self.password = password
+        self.port = port
+        self.params = params
+        self.headers = {} if headers is None else headers
+        self._text = _text
+
+    def __repr__(self) -> str:
+        return (
+            f"SipURI(scheme={self.scheme!r}, host={self.host!r}, user={self.user!r}, "
+            f"password={self.password!r}, port={self.port!r}, params={self.params!r}, "
+            f"headers={self.headers!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            SipURI,
+            (self.scheme, self.host, self.user, self.password, self.port, self.params, self.headers, self._text),
+        )
 
     # -- RFC 3261 §19.1.4 comparison ---------------------------------------
 
@@ -243,7 +285,6 @@ class SipURI:
 
 
 _ABSENT = object()
-_new = object.__new__
 
 
 def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
@@ -299,19 +340,7 @@ def _parse_sip_uri(text: str, scheme: str, rest: str) -> SipURI:
                 _check_component(name, HEADER_SAFE, "header")
                 _check_component(value, HEADER_SAFE, "header")
                 headers[unescape(name)] = unescape(value)
-    # Bypass the frozen dataclass __init__ (one object.__setattr__ per field):
-    # this runs for every Request-URI, From and To on the hot path.
-    uri = _new(SipURI)
-    fields = uri.__dict__
-    fields["scheme"] = scheme
-    fields["host"] = host
-    fields["user"] = user
-    fields["password"] = password
-    fields["port"] = port
-    fields["params"] = params
-    fields["headers"] = headers
-    fields["_text"] = text
-    return uri
+    return SipURI(scheme, host, user, password, port, params, headers, text)
 
 
 # The shape nearly every Request-URI, From, To and Contact has: only
@@ -359,17 +388,7 @@ def _parse_simple_sip_uri(text: str) -> SipURI | None:
             if not name or "=" in value:
                 return None
             params[name.lower()] = value if eq else None
-    uri = _new(SipURI)
-    fields = uri.__dict__
-    fields["scheme"] = "sip"
-    fields["host"] = host
-    fields["user"] = user
-    fields["password"] = None
-    fields["port"] = port
-    fields["params"] = params
-    fields["headers"] = {}
-    fields["_text"] = text
-    return uri
+    return SipURI("sip", host, user, None, port, params, {}, text)
 
 
 # ---------------------------------------------------------------------------
@@ -388,16 +407,31 @@ def _strip_separators(number: str) -> str:
     return number
 
 
-@dataclass(frozen=True, eq=False)
 class TelURI:
     """``tel:`` URI (RFC 3966).  ``number`` is as written (visual separators
-    kept, '+' included for global numbers); ``params`` lower-case keys, raw values."""
+    kept, '+' included for global numbers); ``params`` lower-case keys, raw values.
+    Treat as immutable."""
+
+    __slots__ = ("number", "params", "_text")
 
     number: str
-    params: dict[str, str | None] = field(default_factory=dict)
-    _text: str | None = field(default=None, init=False, repr=False)
+    params: dict[str, str | None]
+    _text: str | None
 
-    scheme = "tel"
+    def __init__(self, number: str, params: dict[str, str | None] | None = None, _text: str | None = None) -> None:
+        self.number = number
+        self.params = {} if params is None else params
+        self._text = _text
+
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
+    def __repr__(self) -> str:
+        return f"TelURI(number={self.number!r}, params={self.params!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TelURI, (self.number, self.params, self._text))
 
     @property
     def is_global(self) -> bool:
@@ -412,11 +446,11 @@ class TelURI:
     def phone_context(self) -> str | None:
         return self.params.get("phone-context")
 
-    def _comparison_key(self) -> tuple:
+    def _comparison_key(self) -> tuple[Any, ...]:
         # RFC 3966 §4: same kind, digits equal without separators, the same
         # parameter names in any order, case-insensitive values; phone-context
         # and ext compared without visual separators when they are digits.
-        params = []
+        params: list[tuple[str, str | None]] = []
         for name, value in self.params.items():
             if value is not None:
                 value = value.lower()
@@ -466,9 +500,7 @@ def _parse_tel_uri(text: str, rest: str) -> TelURI:
     # §5.1.5: local numbers MUST carry a phone-context
     if not number.startswith("+") and not params.get("phone-context"):
         raise SIPParseError("tel local number without phone-context")
-    uri = TelURI(number, params)
-    object.__setattr__(uri, "_text", text)
-    return uri
+    return TelURI(number, params, text)
 
 
 # ---------------------------------------------------------------------------
@@ -476,12 +508,31 @@ def _parse_tel_uri(text: str, rest: str) -> TelURI:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class AbsoluteURI:
     """A URI of a scheme this layer does not interpret (urn:, mailto:, im:, ...)."""
 
+    __slots__ = ("scheme", "rest")
+
     scheme: str  # lower-case
     rest: str  # everything after the first ':' as written
+
+    def __init__(self, scheme: str, rest: str) -> None:
+        self.scheme = scheme
+        self.rest = rest
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AbsoluteURI):
+            return NotImplemented
+        return self.scheme == other.scheme and self.rest == other.rest
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.rest))
+
+    def __repr__(self) -> str:
+        return f"AbsoluteURI(scheme={self.scheme!r}, rest={self.rest!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AbsoluteURI, (self.scheme, self.rest))
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.rest}"
@@ -529,17 +580,37 @@ def _parse_uri(text: str) -> URI:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class NameAddr:
     """``"Display" <uri>;param=value`` (or addr-spec ``uri;param``).
 
     ``display_name`` is unquoted (None when absent); ``params`` are the header
     parameters (lower-case keys, raw values incl. quotes, e.g. +sip.instance).
+    Treat as immutable (``with_params`` makes a changed copy).
     """
 
+    __slots__ = ("uri", "display_name", "params")
+
     uri: URI
-    display_name: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
+    display_name: str | None
+    params: dict[str, str | None]
+
+    def __init__(
+        self, uri: URI, display_name: str | None = None, params: dict[str, str | None] | None = None
+    ) -> None:
+        self.uri = uri
+        self.display_name = display_name
+        self.params = {} if params is None else params
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return self.uri == other.uri and self.display_name == other.display_name and self.params == other.params
+
+    def __repr__(self) -> str:
+        return f"NameAddr(uri={self.uri!r}, display_name={self.display_name!r}, params={self.params!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NameAddr, (self.uri, self.display_name, self.params))
 
     def __hash__(self) -> int:
         return hash((self.uri, self.display_name, tuple(self.params.items())))
@@ -621,7 +692,7 @@ def _parse_name_addr(text: str) -> NameAddr:
         param_text = rest[close + 1 :].strip(" \t")
         if param_text and not param_text.startswith(";"):
             raise SIPParseError("junk after >")
-        return _new_name_addr(uri, display, parse_params(param_text) if param_text else {})
+        return NameAddr(uri, display, parse_params(param_text) if param_text else {})
     # addr-spec: any ';' after the host part starts the header parameters
     # (§20.10: "URI parameters" cannot appear in this form).
     at = text.find("@")
@@ -632,7 +703,7 @@ def _parse_name_addr(text: str) -> NameAddr:
         uri_text, param_text = text, ""
     if not uri_text:
         raise SIPParseError("empty")
-    return _new_name_addr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
+    return NameAddr(parse_uri(uri_text.rstrip(" \t")), None, parse_params(param_text))
 
 
 def _parse_simple_name_addr(text: str) -> NameAddr | None:
@@ -672,18 +743,4 @@ def _parse_simple_name_addr(text: str) -> NameAddr | None:
             return None
     else:
         params = {}
-    name_addr = _new(NameAddr)
-    fields = name_addr.__dict__
-    fields["uri"] = uri
-    fields["display_name"] = display
-    fields["params"] = params
-    return name_addr
-
-
-def _new_name_addr(uri: URI, display: str | None, params: dict[str, str | None]) -> NameAddr:
-    name_addr = _new(NameAddr)
-    fields = name_addr.__dict__
-    fields["uri"] = uri
-    fields["display_name"] = display
-    fields["params"] = params
-    return name_addr
+    return NameAddr(uri, display, params)
