@@ -45,6 +45,12 @@ if [ ! -f "$include/Python.h" ] || ! command -v cc >/dev/null 2>&1; then
     command -v cc >/dev/null 2>&1 || give_up "no C compiler (cc)"
 fi
 
-if ! "$PYTHON" scripts/build_accel.py "$@"; then
-    give_up "the mypyc build failed"
+# The compiler's command lines go to the log; mypyc's and gcc's complaints are
+# shown when the build fails.
+mkdir -p build/accel
+log=build/accel/build.log
+if ! "$PYTHON" scripts/build_accel.py "$@" >"$log" 2>&1; then
+    grep -v -E '^(gcc|cc|x86_64-linux-gnu-gcc|creating|copying|running|building) ' "$log" >&2 || true
+    give_up "the mypyc build failed (log: $log)"
 fi
+grep '^build-accel:' "$log" >&2 || true

@@ -158,6 +158,9 @@ def _parse_auth_params(value: str, what: str) -> dict[str, str]:
         raise DigestError(f"{what} must be a string")
     if len(value) > _MAX_HEADER_LENGTH:
         raise DigestError(f"{what} too long")
+    fast = _parse_simple_auth_params(value)
+    if fast is not None:
+        return fast
     scheme = _SCHEME.match(value)
     if scheme is None or scheme.group(1).lower() != "digest":
         raise DigestError(f"{what} is not a Digest value")
@@ -176,6 +179,55 @@ def _parse_auth_params(value: str, what: str) -> dict[str, str]:
     return params
 
 
+def _parse_simple_auth_params(value: str) -> dict[str, str] | None:
+    """Fast path of ``_parse_auth_params`` for the shape every client sends:
+    ``Digest name="quoted", name=token, ...`` with alphanumeric names, quoted
+    values without backslashes, alphanumeric/'-' tokens and ", " (or ",")
+    between parameters.  Returns None -- never raises -- for anything else
+    (other whitespace, escapes, a duplicate, an empty or odd value...), and
+    the regular expressions decide; when it returns a dict it is the one they
+    build (tests/sip/test_digest.py checks this on generated text).  str.find
+    jumps from delimiter to delimiter: linear, no backtracking.
+    """
+    # (slices and == rather than startswith(x, start) / isascii() per piece:
+    # those are plain method calls once compiled, the former are inlined)
+    if not value.startswith(("Digest ", "digest ", "DIGEST ")) or not value.isascii():
+        return None
+    params: dict[str, str] = {}
+    end = len(value)
+    i = 7
+    while True:
+        equals = value.find("=", i)
+        if equals < 0:
+            return None
+        name = value[i:equals]
+        if not name.isalnum():  # ASCII: a token without LWS
+            return None
+        name = name.lower()
+        if name in params:
+            return None
+        if value[equals + 1 : equals + 2] == '"':
+            close = value.find('"', equals + 2)
+            if close < 0:
+                return None
+            text = value[equals + 2 : close]
+            if "\\" in text:
+                return None
+            after = close + 1
+        else:
+            comma = value.find(",", equals + 1)
+            after = end if comma < 0 else comma
+            text = value[equals + 1 : after]
+            if not text.isalnum() and not text.replace("-", "").isalnum():
+                return None
+        params[name] = text
+        if after == end:
+            return params
+        if value[after : after + 1] != ",":
+            return None
+        i = after + 2 if value[after + 1 : after + 2] == " " else after + 1
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -183,28 +235,81 @@ def _quote(text: str) -> str:
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True, slots=True)
+_CREDENTIAL_FIELDS = ("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "nc_value",
+                      "cnonce", "opaque", "userhash")
+
+
 class DigestCredentials:
-    """A parsed Authorization / Proxy-Authorization value (RFC 7616 §3.4)."""
+    """A parsed Authorization / Proxy-Authorization value (RFC 7616 §3.4).
+
+    Treat as immutable.  A plain class with ``__slots__`` rather than a frozen
+    dataclass: one is built per authenticated request, and a frozen
+    dataclass pays an ``object.__setattr__`` per field (it is also slow
+    compiled by mypyc, and would not pickle).
+    """
+
+    __slots__ = ("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "nc_value",
+                 "cnonce", "opaque", "userhash")
 
     username: str
     realm: str
     nonce: str
     uri: str
-    response: str              # lower-case hex
-    algorithm: str = "MD5"     # canonical spelling, e.g. "SHA-256"
-    qop: str | None = None     # "auth" / "auth-int" / None (RFC 2069 form)
-    nc: str | None = None      # as sent (it is hashed verbatim)
-    nc_value: int = 0          # nc as a number, for replay checks
-    cnonce: str | None = None
-    opaque: str | None = None
-    userhash: bool = False     # RFC 7616 §3.4.4: username is H(username:realm)
+    response: str         # lower-case hex
+    algorithm: str        # canonical spelling, e.g. "SHA-256"
+    qop: str | None       # "auth" / "auth-int" / None (RFC 2069 form)
+    nc: str | None        # as sent (it is hashed verbatim)
+    nc_value: int         # nc as a number, for replay checks
+    cnonce: str | None
+    opaque: str | None
+    userhash: bool        # RFC 7616 §3.4.4: username is H(username:realm)
+
+    def __init__(
+        self,
+        username: str,
+        realm: str,
+        nonce: str,
+        uri: str,
+        response: str,
+        algorithm: str = "MD5",
+        qop: str | None = None,
+        nc: str | None = None,
+        nc_value: int = 0,
+        cnonce: str | None = None,
+        opaque: str | None = None,
+        userhash: bool = False,
+    ) -> None:
+        self.username = username
+        self.realm = realm
+        self.nonce = nonce
+        self.uri = uri
+        self.response = response
+        self.algorithm = algorithm
+        self.qop = qop
+        self.nc = nc
+        self.nc_value = nc_value
+        self.cnonce = cnonce
+        self.opaque = opaque
+        self.userhash = userhash
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.username, self.realm, self.nonce, self.uri, self.response, self.algorithm, self.qop,
+                self.nc, self.nc_value, self.cnonce, self.opaque, self.userhash)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DigestCredentials):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "DigestCredentials(" + ", ".join(
+            f"{name}={value!r}" for name, value in zip(_CREDENTIAL_FIELDS, self._fields())) + ")"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # explicit: a frozen dataclass compiled by mypyc cannot restore its state otherwise
-        return (DigestCredentials, (
-            self.username, self.realm, self.nonce, self.uri, self.response, self.algorithm, self.qop,
-            self.nc, self.nc_value, self.cnonce, self.opaque, self.userhash))
+        return (DigestCredentials, self._fields())
 
     @property
     def ha1_algorithm(self) -> str:
@@ -260,19 +365,11 @@ def _parse_credentials(value: str) -> DigestCredentials:
     elif _canonical_is_session(algorithm):
         raise DigestError("-sess algorithms require qop")
 
+    userhash = params.get("userhash")
     return DigestCredentials(
-        username=params["username"],
-        realm=params["realm"],
-        nonce=params["nonce"],
-        uri=params["uri"],
-        response=response,
-        algorithm=_CANONICAL_ALGORITHM[algorithm],
-        qop=qop,
-        nc=nc,
-        nc_value=nc_value,
-        cnonce=cnonce,
-        opaque=params.get("opaque"),
-        userhash=params.get("userhash", "").lower() == "true",
+        params["username"], params["realm"], params["nonce"], params["uri"], response,
+        _CANONICAL_ALGORITHM[algorithm], qop, nc, nc_value, cnonce, params.get("opaque"),
+        userhash is not None and userhash.lower() == "true",
     )
 
 
@@ -287,6 +384,9 @@ _NONCE_CHARS = 48            # base64url of 36 bytes, no padding
 _RANDOM_BYTES = 12
 _MAC_BYTES = 16
 _CLOCK_SKEW = 5.0            # seconds a nonce may appear to come from the future (nodes' clocks)
+_SHA256_BLOCK = 64
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _pack_time = struct.Struct(">q").pack
 _unpack_time = struct.Struct(">q").unpack_from
 
@@ -298,7 +398,7 @@ class DigestServer:
     so nonces survive a restart and are accepted by other nodes sharing `secret`.
     """
 
-    __slots__ = ("realm", "_secret", "_realm_bytes", "_clock", "nonce_lifetime",
+    __slots__ = ("realm", "_secret", "_realm_bytes", "_inner", "_outer", "_clock", "nonce_lifetime",
                  "max_tracked_nonces", "_counts", "_evicted_watermark")
 
     def __init__(
@@ -314,6 +414,13 @@ class DigestServer:
         self.realm = realm
         self._secret = secret
         self._realm_bytes = realm.encode()
+        # HMAC-SHA256 (RFC 2104) with the keyed inner and outer hash states
+        # computed once: a per-nonce hmac.digest() spends most of its time
+        # setting up the key, this pays two hash copies instead.
+        key = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
         self._clock = clock
         self.nonce_lifetime = nonce_lifetime
         self.max_tracked_nonces = max(1, max_tracked_nonces)
@@ -326,20 +433,29 @@ class DigestServer:
 
     def new_nonce(self) -> str:
         stamp = _pack_time(int(self._clock.now() * 1000)) + os.urandom(_RANDOM_BYTES)
-        mac = hmac.digest(self._secret, stamp + self._realm_bytes, "sha256")[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(stamp + mac).decode("ascii")
+        # base64url without padding (36 bytes: none needed), as base64.urlsafe_b64encode
+        return binascii.b2a_base64(stamp + self._mac(stamp), newline=False).translate(_TO_URLSAFE).decode("ascii")
+
+    def _mac(self, stamp: bytes) -> bytes:
+        """HMAC-SHA256(secret, stamp || realm), truncated to _MAC_BYTES."""
+        inner = self._inner.copy()
+        inner.update(stamp)
+        inner.update(self._realm_bytes)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_BYTES]
 
     def nonce_issued_at(self, nonce: str) -> float | None:
         """Issue time of a nonce this server signed, or None for a forged/mangled one."""
         if len(nonce) != _NONCE_CHARS:
             return None
         try:
-            raw = base64.b64decode(nonce.encode("ascii"), altchars=b"-_", validate=True)
+            # what base64.b64decode(altchars=b"-_", validate=True) does, minus its Python layers
+            raw = binascii.a2b_base64(nonce.encode("ascii").translate(_FROM_URLSAFE), strict_mode=True)
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return None
         stamp = raw[:-_MAC_BYTES]
-        expected = hmac.digest(self._secret, stamp + self._realm_bytes, "sha256")[:_MAC_BYTES]
-        if not hmac.compare_digest(expected, raw[-_MAC_BYTES:]):
+        if not hmac.compare_digest(self._mac(stamp), raw[-_MAC_BYTES:]):
             return None
         return _unpack_time(raw)[0] / 1000.0
 

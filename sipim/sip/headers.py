@@ -19,6 +19,13 @@ TOKEN_CHARS = (
 )
 
 
+# Methods seen every day: their token check is skipped (any other token is fine too).
+KNOWN_METHODS = frozenset({
+    "REGISTER", "MESSAGE", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "PRACK", "UPDATE", "REFER",
+})
+
+
 def is_token(text: str) -> bool:
     """True when ``text`` is a non-empty RFC 3261 token.
 
@@ -256,25 +263,36 @@ def parse_params(text: str) -> dict[str, str | None]:
     return params
 
 
-# What _parse_simple_params accepts: tokens, '=' and ';' — no LWS, no quotes.
-_SIMPLE_PARAM_CHARS = TOKEN_CHARS + ";="
+# What _parse_simple_params accepts: tokens, '=' and ';' — no LWS, no quotes
+# (a value may hold '=': parse_params keeps "a=b=c" as a -> "b=c").
+_SIMPLE_VALUE_CHARS = TOKEN_CHARS + "="
 
 
 def _parse_simple_params(text: str) -> dict[str, str | None] | None:
-    """Fast path of ``parse_params`` for text made of ``_SIMPLE_PARAM_CHARS``
-    only: the same dict, or None (never an error) when the text is anything
-    else or would be refused, so the caller falls back to ``parse_params``."""
-    if text.strip(_SIMPLE_PARAM_CHARS):
+    """Fast path of ``parse_params`` for ``;name=value;flag`` made of token
+    characters, ';' and '=' only: the same dict, or None (never an error) when
+    the text is anything else or would be refused, so the caller falls back
+    to ``parse_params``."""
+    if not text.isascii():
         return None
     params: dict[str, str | None] = {}
     for piece in text.split(";"):
-        # no ';' in a piece and the name stops at the first '=': it is a token
+        # the name stops at the first '=': with the character check it is a token
         name, sep, value = piece.partition("=")
         if not name:
             if sep:
                 return None  # "Malformed parameter": let parse_params say it
             continue
-        params[name.lower()] = value if sep else None
+        # isalnum is the cheap check that nearly always answers (tag, branch,
+        # z9hG4bK..., rport, expires, transport=UDP); strip the complete one
+        if not name.isalnum() and name.strip(TOKEN_CHARS):
+            return None
+        if sep:
+            if value and not value.isalnum() and value.strip(_SIMPLE_VALUE_CHARS):
+                return None
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
     return params
 
 
@@ -282,7 +300,13 @@ def format_params(params: dict[str, str | None]) -> str:
     """Inverse of ``parse_params``: ``;name=value;flag`` (empty string when none)."""
     if not params:
         return ""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    parts: list[str] = []
+    for name, value in params.items():
+        if value is None:
+            parts += (";", name)
+        else:
+            parts += (";", name, "=", value)
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -882,7 +906,7 @@ class CSeq:
             not number.isascii()
             or not number.isdigit()
             or len(number) > 10
-            or not is_token(method)
+            or (method not in KNOWN_METHODS and not is_token(method))
         ):
             raise SIPParseError("Bad CSeq header")
         seq = int(number)

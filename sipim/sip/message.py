@@ -108,7 +108,16 @@ class Message:
         return list(self.headers.cached("vias", self._parse_vias))
 
     def _parse_vias(self) -> tuple[Via, ...]:
-        return tuple(Via.parse(value) for value in self.headers.get_all("Via"))
+        values = self.headers.get_all("Via")
+        if not values:
+            return ()
+        # the top one is usually parsed (and cached) already: the parser
+        # validated it, a server may have stamped it (Headers.remember)
+        top = self.top_via
+        vias: list[Via] = [] if top is None else [top]
+        for value in values[1:]:
+            vias.append(Via.parse(value))
+        return tuple(vias)
 
     @property
     def top_via(self) -> Via | None:
@@ -223,15 +232,13 @@ class Message:
         """The wire form; Content-Length is always written, from ``len(body)``
         (any Content-Length header present is replaced)."""
         body = self.body
-        text = "".join(
-            [
-                self._start_line(),
-                "\r\n",
-                *[f"{name}: {value}\r\n" for key, name, value in self.headers._items if key != "content-length"],
-                f"Content-Length: {len(body)}\r\n\r\n",
-            ]
-        )
-        return text.encode("utf-8", "surrogateescape") + body
+        # one flat list, one join: no intermediate string per header line
+        parts: list[str] = [self._start_line(), "\r\n"]
+        for key, name, value in self.headers._items:
+            if key != "content-length":
+                parts += (name, ": ", value, "\r\n")
+        parts += ("Content-Length: ", str(len(body)), "\r\n\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + body
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -346,6 +353,10 @@ def _has_to_tag(request: Request) -> bool:
         return True
 
 
+# §8.2.6.2: what a response copies from its request, in this order
+_COPIED_HEADERS = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+
+
 def make_response(
     request: Request,
     status: int,
@@ -363,21 +374,24 @@ def make_response(
     appended after those; nothing else is added — Content-Length is written
     by ``to_bytes``.
     """
-    # one pass over the request's lines, sorted into the copied headers' order
-    vias: list[tuple[str, str, str]] = []
-    froms: list[tuple[str, str, str]] = []
-    tos: list[tuple[str, str, str]] = []
-    call_ids: list[tuple[str, str, str]] = []
-    cseqs: list[tuple[str, str, str]] = []
-    buckets = {"via": vias, "from": froms, "to": tos, "call-id": call_ids, "cseq": cseqs}
-    bucket_of = buckets.get
-    for item in request.headers._items:
-        bucket = bucket_of(item[0])
-        if bucket is not None:
-            bucket.append(item)
-    if tos and to_tag is not None and not _has_to_tag(request):
-        tos = [(key, name, f"{value};tag={to_tag}") for key, name, value in tos]
-    out = Headers._from_triples(vias + froms + tos + call_ids + cseqs)
+    # Straight from the request's look-up index (key -> values in order):
+    # these five are known names, always spelled canonically.
+    index = request.headers._index
+    if index is None:
+        index = request.headers._build_index()
+    triples: list[tuple[str, str, str]] = []
+    out_index: dict[str, list[str]] = {}
+    for key, name in _COPIED_HEADERS:
+        values = index.get(key)
+        if values is not None:
+            if key == "to" and to_tag is not None and not _has_to_tag(request):
+                values = [f"{value};tag={to_tag}" for value in values]
+            else:
+                values = list(values)
+            out_index[key] = values
+            for value in values:
+                triples.append((key, name, value))
+    out = Headers._from_triples(triples, out_index)
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason, out, body)

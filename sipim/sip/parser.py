@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SIPParseError
-from .headers import CANONICAL_NAMES, COMPACT_FORMS, Headers, is_token
+from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers, is_token
 from .message import Request, Response
 from .uri import URI, SipURI, parse_uri
 
@@ -107,10 +107,20 @@ def _decode_head(head: bytes) -> str:
         return head.decode("latin-1")
 
 
-def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
+def _parse_head(head: bytes, limits: ParserLimits, crlf_framed: bool = False) -> _Head | None:
+    """Start line and header fields of ``head`` (without its empty line).
+
+    ``crlf_framed``: the caller cut the head at the first CRLFCRLF without
+    looking for a bare-LF empty line before it (that would be a second scan
+    of every datagram); such a line needs a bare LF, so when the head has
+    none this is the right cut, and when it has some we return None and the
+    caller frames again the careful way.
+    """
     text = _decode_head(head)
     lines = text.split("\r\n")
     if text.count("\n") != len(lines) - 1:
+        if crlf_framed:
+            return None
         # bare LF line ends somewhere: normalise, then any CR left is stray
         lines = text.replace("\r\n", "\n").split("\n")
         if "\r" in text.replace("\r\n", ""):
@@ -126,38 +136,52 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
 
     result = _Head()
     _parse_start_line(lines[0], result, limits)
+    del lines[0]
+    if len(lines) > limits.max_headers:
+        lines = _unfold(lines, result)
+        if len(lines) > limits.max_headers:
+            raise SIPParseError("Too many headers")
+    if not _read_fields(lines, result):
+        # §7.3.1 folding (rare, so found on the way rather than searched for
+        # first): unfold, then read every field again
+        result.deferred = None
+        _read_fields(_unfold(lines, result), result)
+    return result
 
-    # §7.3.1 folding: a line starting with SP/HT continues the previous one;
-    # the fold (CRLF + whitespace) is equivalent to a single SP.
-    if "\n " in text or "\n\t" in text:
-        unfolded: list[str] = []
-        for line in lines[1:]:
-            if line[:1] in (" ", "\t"):
-                if not unfolded:
-                    result.deferred = result.deferred or SIPParseError("Malformed header line")
-                    continue
-                unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
-            else:
-                unfolded.append(line)
-        header_lines = unfolded
-    else:
-        header_lines = lines[1:]
-    if len(header_lines) > limits.max_headers:
-        raise SIPParseError("Too many headers")
 
+def _unfold(lines: list[str], result: _Head) -> list[str]:
+    """§7.3.1 folding: a line starting with SP/HT continues the previous one;
+    the fold (CRLF + whitespace) is equivalent to a single SP."""
+    unfolded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not unfolded:
+                if result.deferred is None:
+                    result.deferred = SIPParseError("Malformed header line")
+                continue
+            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            unfolded.append(line)
+    return unfolded
+
+
+def _read_fields(lines: list[str], result: _Head) -> bool:
+    """Sort the header lines into ``result.headers``; False, with nothing
+    done, when one of them is a continuation line (folding)."""
     triples: list[tuple[str, str, str]] = []
-    append = triples.append
     # key -> values in order: Headers' look-up index, built in this same pass
     # (and it tells whether a single-valued header was already seen)
     index: dict[str, list[str]] = {}
-    index_get = index.get
-    cache_get = _NAME_CACHE.get
-    for line in header_lines:
+    names = _NAME_CACHE
+    for line in lines:
         # HCOLON = *( SP / HTAB ) ":" SWS; the cache holds the names seen
-        # before, so a known name costs one dict look-up (no rstrip/token check)
+        # before, so a known name costs one dict look-up (no rstrip/token
+        # check).  A continuation line never hits it: no name has blanks.
         name, colon, value = line.partition(":")
-        known = cache_get(name) if colon else None
+        known = names.get(name) if colon else None
         if known is None:
+            if line[:1] in (" ", "\t"):
+                return False
             known = _learn_header_name(name.rstrip(" \t")) if colon and name else None
             if known is None:
                 if result.deferred is None:
@@ -165,7 +189,7 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
                 continue
         key, spelled, single_valued = known
         value = value.strip(" \t")
-        values = index_get(key)
+        values = index.get(key)
         if values is None:
             index[key] = [value]
         elif single_valued:
@@ -177,9 +201,9 @@ def _parse_head(head: bytes, limits: ParserLimits) -> _Head:
             continue
         else:
             values.append(value)
-        append((key, spelled, value))
+        triples.append((key, spelled, value))
     result.headers = Headers._from_triples(triples, index)
-    return result
+    return True
 
 
 # Headers that may appear at most once (§20: no "#" list form in their grammar).
@@ -208,12 +232,13 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
             raise SIPParseError("Request-URI Too Long", 414)
         raise SIPParseError("Malformed Request-Line")
     method, uri_text, version = parts
-    if not is_token(method):
+    if method not in KNOWN_METHODS and not is_token(method):
         raise SIPParseError("Malformed Request-Line")
-    if not version.startswith(("SIP/", "sip/")):
-        raise SIPParseError("Malformed Request-Line")
-    if version.upper() != "SIP/2.0":
-        raise SIPParseError("Version Not Supported", 505)
+    if version != "SIP/2.0":
+        if not version.startswith(("SIP/", "sip/")):
+            raise SIPParseError("Malformed Request-Line")
+        if version.upper() != "SIP/2.0":
+            raise SIPParseError("Version Not Supported", 505)
     if len(uri_text) > limits.max_uri_length:
         raise SIPParseError("Request-URI Too Long", 414)
     try:
@@ -228,9 +253,14 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
     result.is_request = True
 
 
+def _index(headers: Headers) -> dict[str, list[str]]:
+    index = headers._index
+    return headers._build_index() if index is None else index
+
+
 def _content_length(headers: Headers) -> int | None:
-    values = headers.raw_values("Content-Length")
-    if not values:
+    values = _index(headers).get("content-length")
+    if values is None:
         return None
     value = values[0]
     if not value.isascii() or not value.isdigit() or len(value) > 10:
@@ -250,10 +280,14 @@ def _validate(message: Request | Response) -> None:
     """
     if message.top_via is None:  # raises "Bad Via header" when unparsable
         raise SIPParseError("Missing Via")
-    headers = message.headers
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        if not headers.get(name):
+    index = _index(message.headers)
+    for key, name in _ANSWERING_HEADERS:  # none of them is a list header: the first line is the value
+        values = index.get(key)
+        if values is None or not values[0]:
             raise SIPParseError(f"Missing {name}")
+
+
+_ANSWERING_HEADERS = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
 
 def _validate_after_partial(message: Request | Response, head: _Head) -> None:
@@ -323,15 +357,24 @@ def _parse_datagram(data: bytes, limits: ParserLimits) -> Request | Response:
     start = _skip_leading_crlf(data)
     if start == len(data):
         raise SIPParseError("Empty message")
-    head_end, body_start = _find_head_end(data, start)
     too_big = len(data) - start > limits.max_message_size
-    if head_end < 0:
-        if too_big:
+    # the usual case: the head ends at the first CRLFCRLF (see _parse_head)
+    head_end = data.find(_CRLF2, start)
+    head: _Head | None = None
+    if 0 <= head_end - start <= limits.max_message_size:
+        body_start = head_end + 4
+        head = _parse_head(data[start:head_end], limits, crlf_framed=True)
+    if head is None:
+        head_end, body_start = _find_head_end(data, start)
+        if head_end < 0:
+            if too_big:
+                raise SIPParseError("Message Too Large", 513)
+            raise SIPParseError("Missing end of header section")
+        if head_end - start > limits.max_message_size:
             raise SIPParseError("Message Too Large", 513)
-        raise SIPParseError("Missing end of header section")
-    if head_end - start > limits.max_message_size:
-        raise SIPParseError("Message Too Large", 513)
-    head = _parse_head(data[start:head_end], limits)
+        head = _parse_head(data[start:head_end], limits)
+        if head is None:  # cannot happen: only crlf_framed heads are refused
+            raise SIPParseError("Malformed message")
     if too_big:
         raise SIPParseError("Message Too Large", 513, _partial_or_none(head))
     message = head.build()
@@ -434,7 +477,10 @@ class StreamFramer:
             self._scanned = 0
             if head_end > limits.max_message_size:
                 raise SIPParseError("Message Too Large", 513)
-            head = _parse_head(bytes(buffer[:head_end]), limits)
+            parsed = _parse_head(bytes(buffer[:head_end]), limits)
+            if parsed is None:  # cannot happen: only crlf_framed heads are refused
+                raise SIPParseError("Malformed message")
+            head = parsed
             try:
                 length = _content_length(head.headers)
             except SIPParseError as error:

@@ -92,7 +92,8 @@ class SipURI:
     (None for a flag such as ``;lr``); ``headers`` is the ``?name=value&...`` part.
 
     Treat as immutable (``with_params`` / ``without_params`` make changed
-    copies).  A plain class with ``__slots__``, not a frozen dataclass: one is
+    copies): ``parse_uri`` hands the same object to every message that
+    carries the same text.  A plain class with ``__slots__``, not a frozen dataclass: one is
     built for every Request-URI, From, To and Contact (see Via for why).
     """
 
@@ -543,16 +544,42 @@ URI = Union[SipURI, TelURI, AbsoluteURI]
 _SCHEME_CHARS = _ALNUM + "+-."
 
 
+# Parsed URIs by their text.  A server sees the same few URIs over and over
+# (its Request-URIs, every user's AOR in From and To, each device's Contact):
+# parsing one costs more than a dict look-up.  Values are shared between
+# messages, which is why URI objects must never be changed in place
+# (with_params / without_params make copies).  Bounded: emptied when full,
+# and long texts are not kept, so a peer sending random URIs costs us no
+# more than parsing them.
+_URI_CACHE: dict[str, URI] = {}
+_URI_CACHE_LIMIT = 4096
+_URI_CACHE_MAX_TEXT = 256
+
+
+def _remember_uri(text: str, uri: URI) -> None:
+    if len(text) <= _URI_CACHE_MAX_TEXT:
+        if len(_URI_CACHE) >= _URI_CACHE_LIMIT:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+
+
 def parse_uri(text: str) -> URI:
-    """Parse a URI; raises SIPParseError("Malformed URI: ...") on bad syntax."""
+    """Parse a URI; raises SIPParseError("Malformed URI: ...") on bad syntax.
+
+    The result may be shared with other callers (see _URI_CACHE): treat it
+    as immutable."""
+    uri = _URI_CACHE.get(text)
+    if uri is not None:
+        return uri
     if text.startswith("sip:"):
         uri = _parse_simple_sip_uri(text)
-        if uri is not None:
-            return uri
-    try:
-        return _parse_uri(text)
-    except SIPParseError as error:
-        raise SIPParseError(f"Malformed URI: {error.reason}") from None
+    if uri is None:
+        try:
+            uri = _parse_uri(text)
+        except SIPParseError as error:
+            raise SIPParseError(f"Malformed URI: {error.reason}") from None
+    _remember_uri(text, uri)
+    return uri
 
 
 def _parse_uri(text: str) -> URI:
@@ -731,9 +758,13 @@ def _parse_simple_name_addr(text: str) -> NameAddr | None:
     close = rest.find(">")
     if close < 0:
         return None
-    uri = _parse_simple_sip_uri(rest[1:close])
+    uri_text = rest[1:close]
+    uri = _URI_CACHE.get(uri_text)  # whatever parse_uri(uri_text) returned before
     if uri is None:
-        return None
+        uri = _parse_simple_sip_uri(uri_text)
+        if uri is None:
+            return None
+        _remember_uri(uri_text, uri)
     param_text = rest[close + 1 :]
     if param_text:
         if param_text[0] != ";":

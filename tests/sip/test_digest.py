@@ -232,7 +232,9 @@ def test_rfc7616_3_3_expired_nonce_with_wrong_password_is_not_stale(server, cloc
 
 
 def _fields(credentials: DigestCredentials) -> dict:
-    return {name: getattr(credentials, name) for name in DigestCredentials.__dataclass_fields__}
+    from sipim.sip.digest import _CREDENTIAL_FIELDS
+
+    return dict(zip(_CREDENTIAL_FIELDS, credentials.__reduce__()[1]))
 
 
 def sign_again(credentials: DigestCredentials, password: str, nc: int,
@@ -412,3 +414,71 @@ def test_parse_challenge_rejects_non_digest():
 def test_short_secret_is_refused(clock):
     with pytest.raises(ValueError):
         DigestServer(REALM, b"short", clock)
+
+
+# --- fast paths agree with the reference code ----------------------------------
+
+def _regex_auth_params(value):
+    """The reference parser: _parse_auth_params with its fast path disabled."""
+    from sipim.sip import digest
+
+    scheme = digest._SCHEME.match(value)
+    if scheme is None or scheme.group(1).lower() != "digest":
+        raise DigestError("not a Digest value")
+    if digest._PARAM_LIST.fullmatch(value, scheme.end()) is None:
+        raise DigestError("Malformed")
+    params = {}
+    for name, quoted, token in digest._PARAM.findall(value, scheme.end()):
+        if name.lower() in params:
+            raise DigestError("Duplicate")
+        params[name.lower()] = digest._UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else (quoted or token)
+    return params
+
+
+_fast_values = st.one_of(
+    st.sampled_from(['"alice"', '"sip:bench.example"', "MD5", "SHA-256", "auth", "00000001", '""', '"a,b=c"',
+                     '"a\\"b"', "", "a b", "é", '"', "x=y", "-", '"tab\there"', "md5 "]),
+    st.text(max_size=6).map(lambda text: f'"{text}"'),
+    st.text(max_size=6),
+)
+_fast_names = st.sampled_from(["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc",
+                               "cnonce", "Opaque", "x-y", "", " realm", "é", "n1"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["Digest ", "digest ", "DIGEST ", "Digest  ", "DiGest ", "Basic ", "Digest"]),
+       st.lists(st.tuples(_fast_names, _fast_values), max_size=6),
+       st.sampled_from([", ", ",", " ,", ",  ", ",,"]),
+       st.sampled_from(["", " ", ","]))
+def test_property_auth_param_fast_path_agrees_with_the_regular_expressions(scheme, params, separator, tail):
+    from sipim.sip.digest import _parse_simple_auth_params
+
+    value = scheme + separator.join(f"{name}={raw}" for name, raw in params) + tail
+    fast = _parse_simple_auth_params(value)
+    if fast is not None:  # None: the regular expressions decide
+        assert list(fast.items()) == list(_regex_auth_params(value).items())
+
+
+def test_common_authorization_takes_the_fast_path():
+    from sipim.sip.digest import _parse_simple_auth_params
+
+    assert _parse_simple_auth_params(MUFASA_MD5_AUTHORIZATION) is None  # folded lines: the full parser
+    value = ('Digest username="user7", realm="bench.example", nonce="MTcw", uri="sip:bench.example", '
+             'response="0123456789abcdef0123456789abcdef", algorithm=MD5, qop=auth, nc=00000001, cnonce="xyz"')
+    assert _parse_simple_auth_params(value) == _regex_auth_params(value)
+
+
+@pytest.mark.parametrize("secret", [SECRET, b"k" * 16, b"x" * 64, b"y" * 65, bytes(range(200))])
+def test_nonce_mac_is_hmac_sha256(clock, secret):
+    import hmac
+
+    server = DigestServer(REALM, secret, clock)
+    stamp = b"\x00\x01" * 10
+    assert server._mac(stamp) == hmac.digest(secret, stamp + REALM.encode(), "sha256")[:16]
+    nonce = server.new_nonce()
+    raw = base64.urlsafe_b64decode(nonce)
+    assert len(nonce) == 48 and raw[20:] == hmac.digest(secret, raw[:20] + REALM.encode(), "sha256")[:16]
+    assert server.nonce_issued_at(nonce) == clock.now()
+    assert server.nonce_issued_at(nonce[:-2] + ("AA" if nonce[-2:] != "AA" else "BB")) is None
+    assert server.nonce_issued_at(nonce.replace(nonce[5], "+", 1)) in (None, clock.now())
+    assert server.nonce_issued_at("é" * 48) is None and server.nonce_issued_at("=" * 48) is None

@@ -162,3 +162,27 @@ def test_rfc3261_8_2_6_2_response_copies_via_from_to_call_id_cseq_and_tags_to():
     assert headers.get_all("Via") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b;branch=z9hG4bK2"]
     assert headers.get("To") == "<sip:a@x>;tag=t9"
     assert "Contact" not in headers and headers.get("Expires") == "60"
+
+
+def test_vias_start_with_the_stamped_top_via():
+    # a server stamps received/rport into the top Via and remembers the parsed
+    # value (sipim.app.stamp_via); the full list must show the stamped one
+    request = parse_message(INVITE)
+    stamped = request.top_via.with_params(received="198.51.100.7", rport="5062")
+    request.headers.replace_first("Via", str(stamped))
+    request.headers.remember("top_via", stamped)
+    vias = request.vias
+    assert vias[0] is stamped and vias[0].received == "198.51.100.7"
+    assert [via.host for via in vias] == ["bigbox3.site3.atlanta.com", "pc33.atlanta.com", "h2"]
+    assert response_vias_after_stamp(request) == [str(stamped), *request.headers.get_all("Via")[1:]]
+
+
+def response_vias_after_stamp(request):
+    return make_response(request, 200).headers.get_all("Via")
+
+
+def test_vias_of_a_message_with_a_bad_second_via_raise_when_read():
+    request = parse_message(INVITE.replace(b"SIP/2.0/UDP h2;", b"SIP/2.0/UDP ;"))
+    assert request.top_via.host == "bigbox3.site3.atlanta.com"
+    with pytest.raises(SIPParseError, match="Bad Via"):
+        request.vias

@@ -329,3 +329,25 @@ def test_rfc3261_19_1_4_ipv6_hosts_compare_as_addresses():
     assert parse_uri("sip:a@[2001:DB8:0::1]") == parse_uri("sip:a@[2001:db8::1]")
     assert hash(parse_uri("sip:a@[2001:DB8:0::1]")) == hash(parse_uri("sip:a@[2001:db8::1]"))
     assert parse_uri("sip:a@[2001:db8::1]") != parse_uri("sip:a@[2001:db8::2]")
+
+
+def test_parsed_uris_are_shared_by_text_and_the_cache_is_bounded():
+    from sipim.sip import uri as uri_module
+
+    first = parse_uri("sip:carol@cache.example;transport=tcp")
+    assert parse_uri("sip:carol@cache.example;transport=tcp") is first
+    assert parse_name_addr("<sip:carol@cache.example;transport=tcp>;tag=1").uri is first
+    # a URI the full parser handled is shared too, and equal to a fresh parse
+    escaped = parse_uri("sip:%61lice@cache.example")
+    assert parse_uri("sip:%61lice@cache.example") is escaped
+    assert escaped == uri_module._parse_uri("sip:%61lice@cache.example") and escaped.user == "alice"
+    # long texts are not kept; the table never grows past its limit
+    long_text = "sip:" + "a" * 300 + "@cache.example"
+    assert parse_uri(long_text) is not parse_uri(long_text)
+    for number in range(uri_module._URI_CACHE_LIMIT + 10):
+        parse_uri(f"sip:user{number}@cache.example")
+    assert len(uri_module._URI_CACHE) <= uri_module._URI_CACHE_LIMIT
+    # errors are not cached: the same bad text fails every time
+    for _ in range(2):
+        with pytest.raises(SIPParseError):
+            parse_uri("sip:bad host@cache.example")
