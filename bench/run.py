@@ -204,6 +204,7 @@ class Endpoint:
 
 class Target:
     name = "?"
+    workers = "1"  # sipim: `sipim serve --workers` (bench/run.py --workers)
 
     def __init__(self, work_dir: Path, users: int) -> None:
         self.work_dir = work_dir
@@ -300,8 +301,9 @@ class SipimTarget(Target):
             str(SIPIM_BIN), "serve", "--data-dir", str(self.data_dir), "--domain", DOMAIN,
             "--listen", f"udp:{LOOPBACK}:{self.port}{digest}", "--listen", f"tcp:{LOOPBACK}:{self.port}{digest}",
             "--listen", f"tls:{LOOPBACK}:{self.port + 1}{digest}", "--allow-insecure", "--log-level", "warning",
+            "--workers", str(self.workers),
         ]
-        log(f"   starting sipim on udp/tcp:{self.port} tls:{self.port + 1}")
+        log(f"   starting sipim on udp/tcp:{self.port} tls:{self.port + 1} ({self.workers} worker process(es))")
         self.process = subprocess.Popen(command, cwd=self.work_dir, stdout=subprocess.DEVNULL,
                                         stderr=open(self.log_path, "wb"))
         self._wait_ready()
@@ -784,6 +786,7 @@ def run_target(name: str, args: argparse.Namespace, budget: float) -> TargetResu
     run_dir = Path(tempfile.mkdtemp(prefix=f"sipim-bench-{name}-"))
     log(f"== {args.scenario} / {name} / {args.transport}  (work dir {run_dir})")
     target = TARGETS[name](run_dir, args.users)
+    target.workers = args.workers
     bench: Benchmark | None = None
     result = TargetResult(target=name, scenario=args.scenario, transport=args.transport, best=None,
                           load_average=round(os.getloadavg()[0], 2))
@@ -856,6 +859,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=170.0,
                         help="seconds for the rate searches, shared by the targets (default 170)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (sipp csv, logs)")
+    parser.add_argument("--workers", default="1", metavar="N|auto",
+                        help="sipim target: worker processes (`sipim serve --workers`, default 1)")
     return parser.parse_args(argv)
 
 

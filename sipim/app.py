@@ -105,23 +105,51 @@ def add_to_tag(request: Request, response: Response) -> None:
         response.headers.replace_first("To", f"{response.headers.get('To')};tag={os.urandom(6).hex()}")
 
 
+def prepare_data_dir(config: Config):
+    """What must exist before serving, made once: the data directory (and the domain the
+    administration commands default to), the secret, the private CA and server
+    certificate when TLS is served without --tls-cert.  Returns those TLS files (or None)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    (config.data_dir / "domain").write_text(config.domain + "\n")
+    load_secret(config.data_dir)
+    if config.tls_cert is None and any(l.spec.transport in ("tls", "wss") for l in config.listeners()):
+        hosts = {"localhost", "127.0.0.1", "::1"}
+        hosts.update(l.spec.host for l in config.listeners())
+        hosts -= {"0.0.0.0", "::"}
+        return ensure_certificates(config.data_dir, config.domain, sorted(hosts))
+    return None
+
+
 class SipimServer:
-    def __init__(self, config: Config) -> None:
+    """The embedded core and IM server, in one process -- or in each worker process of
+    ``sipim serve --workers N``: then ``cluster`` (sipim/cluster/worker.py) holds this
+    worker's sockets, the bus to the other workers and the shared tables, and the
+    supervisor has prepared the data directory (``prepare_data_dir``) already."""
+
+    def __init__(self, config: Config, cluster=None) -> None:
         self.config = config
+        self.cluster = cluster
         self.store = None
         self.transports: TransportManager | None = None
         self.tls_files = None
         self._tasks: list[asyncio.Task] = []
         self._pending: set[asyncio.Task] = set()
         self._last_change_id = 0
+        self._poll_lock = asyncio.Lock()
         self.trusted_cores = None
+        # Jobs that must run once per data directory, not once per worker: expiry of
+        # bindings and messages (store deletes, reports), pruning.
+        self.runs_once_jobs = cluster is None or cluster.index == 0
 
     # -- start / stop -----------------------------------------------------------
     async def start(self) -> None:
         config = self.config
+        cluster = self.cluster
         loop = asyncio.get_running_loop()
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        (config.data_dir / "domain").write_text(config.domain + "\n")
+        if cluster is None:
+            self.tls_files = prepare_data_dir(config)
+        else:
+            self.tls_files = cluster.tls_files
 
         self.store = await open_store(config.database_url)
         secret = load_secret(config.data_dir)
@@ -133,10 +161,6 @@ class SipimServer:
             if config.tls_cert is not None:
                 ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
             else:
-                hosts = {"localhost", "127.0.0.1", "::1"}
-                hosts.update(l.spec.host for l in config.listeners())
-                hosts -= {"0.0.0.0", "::"}
-                self.tls_files = ensure_certificates(config.data_dir, config.domain, sorted(hosts))
                 ssl_context = server_ssl_context(self.tls_files.server_cert, self.tls_files.server_key)
 
         # Requests addressed to this server by IP (simple clients do that) mean our domain.
@@ -147,10 +171,12 @@ class SipimServer:
 
         self.users = UserCache(self.store, config.domain)
         await self.users.preload()
-        self.lockout = Lockout(threshold=config.lockout_threshold, window=config.lockout_window,
-                               duration=config.lockout_duration)
+        lockout_settings = dict(threshold=config.lockout_threshold, window=config.lockout_window,
+                                duration=config.lockout_duration)
+        self.lockout = cluster.lockout(**lockout_settings) if cluster else Lockout(**lockout_settings)
         self.digest = DigestServer(config.domain, secret, self.wall, nonce_lifetime=config.nonce_lifetime,
-                                   max_tracked_nonces=config.max_tracked_nonces)
+                                   max_tracked_nonces=config.max_tracked_nonces,
+                                   counts=cluster.nonce_counts() if cluster else None)
         # Filled once the transports are bound (port 0 means "any free port").
         challenge_orders: dict[tuple[str, int], tuple[str, ...]] = {}
 
@@ -160,7 +186,7 @@ class SipimServer:
         self.authenticator = Authenticator(realm=config.domain, digest=self.digest, users=self.users,
                                            lockout=self.lockout, now=self.wall.now,
                                            challenge_order=challenge_order)
-        self.location = LocationService()
+        self.location = cluster.location() if cluster else LocationService()
         now = time.time()
         loaded = [b for b in await self.store.list_bindings() if b.expires_at > now]
         self.location.load(loaded)
@@ -177,7 +203,10 @@ class SipimServer:
 
         # Bindings that came over connections of the previous process: their flows are
         # gone.  The device reconnects and re-registers; if not, they go after the flow timer.
+        # (A worker sees to the flows of its own earlier processes, sipim/cluster/worker.py.)
         stale_flows = {b.flow_id for b in loaded if b.flow_id}
+        if cluster is not None:
+            stale_flows = cluster.stale_flows(stale_flows)
         if stale_flows:
             self.clock.call_later(config.flow_timer, lambda: self._drop_flows(stale_flows))
 
@@ -205,6 +234,7 @@ class SipimServer:
             parser_limits=limits,
             max_connections_per_ip=config.max_connections_per_ip,
             idle_timeout=config.connection_idle_timeout,
+            prebound=cluster.listen_sockets if cluster else None,
             http_app_factory=make_web_app(
                 store=self.store, domain=config.domain, xdm=self.xdm,
                 auth=HttpDigestAuth(realm=config.domain, domain=config.domain, digest=self.digest,
@@ -239,6 +269,8 @@ class SipimServer:
                 config, location=self.location, writer=self.writer, now=self.wall.now,
                 publish=lambda aor: self._spawn(self.store.publish_change(CHANGE_BINDING, aor)))
             self.third_party.on_registered.append(self.pager.on_registered)
+        if cluster is not None:
+            cluster.attach(self)
         await self.transports.start()
         # Tens of thousands of live transactions (UDP keeps each 32 s, RFC 3261 §17.2.2
         # timer J) make every full collection rescan them all.  Freeze what start-up
@@ -251,17 +283,25 @@ class SipimServer:
         self._tasks = [
             loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
-            loop.create_task(self._every(3600, self._prune), name="prune"),
-            loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages), name="messages"),
             loop.create_task(self._every(config.device_use_flush_interval, self._flush_device_use),
                              name="device-use"),
         ]
+        if self.runs_once_jobs:
+            self._tasks += [
+                loop.create_task(self._every(3600, self._prune), name="prune"),
+                loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages),
+                                 name="messages"),
+            ]
+        if cluster is not None:
+            cluster.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         if self.transports is not None:
             await self.transports.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self._pending:
             await asyncio.wait(self._pending, timeout=2)
         if getattr(self, "pager", None) is not None:
@@ -285,11 +325,22 @@ class SipimServer:
     def _on_message(self, message, source: Source) -> None:
         try:
             if isinstance(message, Response):
-                self.transactions.receive_response(message)
-            else:
+                # A response to a request another worker sent goes to that worker.
+                if self.cluster is None or not self.cluster.response_elsewhere(message):
+                    self.transactions.receive_response(message)
+            elif (self.cluster is None or source.transport != "udp"
+                  or not self.cluster.request_elsewhere(message, source)):
+                # (A retransmission over UDP goes to the worker holding its transaction.)
                 self._on_request(message, source)
         except SIPParseError as error:
             self._on_parse_error(SIPParseError(error.reason, error.status, message), source, b"")
+
+    def receive_forwarded(self, request: Request, source: Source) -> None:
+        """A UDP request another worker passed here (this worker holds its transaction)."""
+        try:
+            self._on_request(request, source)
+        except SIPParseError as error:
+            self._on_parse_error(SIPParseError(error.reason, error.status, request), source, b"")
 
     def _on_request(self, request: Request, source: Source) -> None:
         stamp_via(request, source)
@@ -411,15 +462,30 @@ class SipimServer:
                 log.exception("periodic job %s failed", getattr(job, "__name__", job))
 
     async def _expire(self) -> None:
-        if self.trusted_cores is not None:
+        if self.trusted_cores is not None or not self.runs_once_jobs:
             # Bindings learnt from the core are shared by every node: each node forgets
             # its copy; the rows go with delete_expired_bindings (a node must not delete
-            # a row another node has just refreshed).
+            # a row another node has just refreshed).  Likewise each worker forgets its
+            # copy; the first worker deletes the rows.
             self.location.pop_expired(time.time())
             return
         self.registrar.expire(time.time())
 
+    def poll_changes_soon(self) -> None:
+        """Another worker published a change: read the feed now rather than at the next poll."""
+        self._spawn(self._poll_changes())
+
     async def _poll_changes(self) -> None:
+        async with self._poll_lock:  # one reader at a time, so no change is applied twice
+            await self._read_changes()
+
+    def _forget_binding(self, aor: str, key: str):
+        """Every process reads the change feed, so each drops its own copy (no replication)."""
+        if self.cluster is not None:
+            return self.location.forget(aor, key)
+        return self.location.remove(aor, key)
+
+    async def _read_changes(self) -> None:
         for change in await self.store.changes_since(self._last_change_id):
             self._last_change_id = max(self._last_change_id, change.id)
             if change.kind == CHANGE_USER:
@@ -427,7 +493,9 @@ class SipimServer:
                 self.users.invalidate(username)
                 if await self.store.get_user(username, domain) is None:
                     # The user was removed: its devices are unregistered at once.
-                    self.location.remove_all(f"sip:{username}@{domain}")
+                    aor = f"sip:{username}@{domain}"
+                    for binding in self.location.bindings(aor):
+                        self._forget_binding(aor, binding.binding_key)
             elif change.kind == CHANGE_DEVICE:
                 await self._device_changed(change.key)
             elif change.kind == CHANGE_BINDING and self.trusted_cores is not None:
@@ -436,7 +504,7 @@ class SipimServer:
                 await self.xdm.on_change(change.key)
             elif change.kind == CHANGE_BINDING_REMOVED:
                 aor, _, key = change.key.partition(" ")
-                removed = self.location.remove(aor, key)
+                removed = self._forget_binding(aor, key)
                 if removed is not None and removed.flow_id:
                     flow = self.transports.get_flow(removed.flow_id) if self.transports else None
                     if flow is not None:
@@ -453,7 +521,11 @@ class SipimServer:
         aor = f"sip:{device.username}@{device.domain}"
         gone = [b for b in self.location.bindings(aor)
                 if b.instance_id and b.instance_id.strip("<>") == device.instance_id]
-        self.registrar.remove_bindings(gone, f"device {device.device_id} revoked", time.time())
+        if self.runs_once_jobs:
+            self.registrar.remove_bindings(gone, f"device {device.device_id} revoked", time.time())
+        else:  # the first worker writes the store and the audit trail
+            for binding in gone:
+                self._forget_binding(binding.aor, binding.binding_key)
         for binding in gone:
             flow = self.transports.get_flow(binding.flow_id) if binding.flow_id and self.transports else None
             if flow is not None:

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--core-uri", metavar="URI",
                        help="where deliveries go, e.g. sip:10.0.0.5:5070;transport=tcp; config key core_uri")
     serve.add_argument("--node-id", help="this node's name in the shared database (default HOST-PID)")
+    serve.add_argument("--workers", metavar="N|auto",
+                       help="worker processes sharing the listening ports and the data directory "
+                            "(default 1; auto: one per CPU); config key workers")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", metavar="ACTION")
@@ -173,8 +176,17 @@ def load_config(args: argparse.Namespace) -> Config:
         config.core_uri = args.core_uri
     if getattr(args, "node_id", None):
         config.node_id = args.node_id
+    if getattr(args, "workers", None):
+        config.apply({"workers": args.workers if args.workers == "auto" else _count(args.workers)}, "--workers")
     config.validate()
     return config
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f'--workers {text!r}: give a number of processes or "auto"') from None
 
 
 def _toml_keys(path: Path) -> set[str]:
@@ -497,6 +509,11 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from sipim.app import SipimServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = config.worker_count()
+    if workers > 1:
+        from sipim.cluster.supervisor import serve_workers
+
+        return serve_workers(config, workers)
     try:
         import uvloop
 
@@ -530,6 +547,8 @@ def print_banner(server, config: Config) -> None:
     lines = [f"sipim {__version__} serving domain {config.domain}  (data in {config.data_dir.resolve()})"]
     for transport, host, port in server.listening():
         lines.append(f"  listening on {transport}:{host}:{port}")
+    if getattr(server, "workers", 1) > 1:
+        lines.append(f"  {server.workers} worker processes share these ports and the data directory")
     if server.tls_files is not None:
         lines.append(f"  TLS: private CA {server.tls_files.ca_cert} (clients must trust it)")
         lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")

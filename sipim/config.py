@@ -179,6 +179,27 @@ class Config:
     trusted_cores: tuple[str, ...] = ()
     core_uri: str = ""
 
+    # -- worker processes (sipim/cluster): N copies of the core + IM server on one
+    # machine, one data directory.  1 = one process (the default); 0 = one per CPU
+    # (``--workers auto``, TOML ``workers = "auto"``).  See sipim/cluster/__init__.py.
+    workers: int = 1
+    # A worker that dies is started again; one that keeps dying waits longer each
+    # time (doubling from 1 s up to this many seconds) so a crash loop does not spin.
+    worker_restart_max_backoff: float = 30.0
+    # Seconds a stopping worker gets to flush its writer before it is killed.
+    worker_stop_timeout: float = 20.0
+    # Slots of the shared UDP transaction-affinity table (8 bytes each): a slot holds
+    # which worker took a request, for 64*T1, so a retransmission that the kernel
+    # hands to another worker reaches the one holding its transaction.
+    cluster_affinity_slots: int = 262_144
+    # Socket buffer of each end of the bus between two workers (bytes), and the
+    # largest batch sent as one datagram.
+    cluster_bus_buffer: int = 4 << 20
+    cluster_bus_max_datagram: int = 65_536
+    # Bytes a worker queues for a peer that does not read (dead, restarting) before
+    # it drops the oldest (the peer reloads its state from the store when it starts).
+    cluster_bus_backlog: int = 32 << 20
+
     # -- browser client (served at / on ws/wss ports) ---------------------------
     # The folder with the built bundle (index.html, app.js, app.css); None: the
     # one `make web` builds into the package (sipim/web/static).
@@ -188,6 +209,10 @@ class Config:
     @property
     def database_url(self) -> str:
         return self.database or str(self.data_dir / "sipim.db")
+
+    def worker_count(self) -> int:
+        """How many worker processes ``sipim serve`` runs (``workers``, 0 meaning one per CPU)."""
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
 
     def local_domains(self) -> frozenset[str]:
         return frozenset({self.domain.lower(), *(a.lower() for a in self.domain_aliases)})
@@ -237,6 +262,13 @@ class Config:
                 raise ConfigError(f"unknown digest algorithm {algorithm!r} (use MD5 or SHA-256)")
         if self.max_devices_per_user < 1:
             raise ConfigError("max_devices_per_user must be at least 1")
+        if self.workers < 0:
+            raise ConfigError('workers must be a number of processes (1 = one process) or "auto"')
+        if self.worker_count() > 1 and self.external_core:
+            raise ConfigError("--workers is not supported with --external-core: run one node per core "
+                              "behind the external core instead")
+        if self.cluster_affinity_slots < 1024 or self.cluster_bus_max_datagram < 4096:
+            raise ConfigError("cluster_affinity_slots must be at least 1024 and cluster_bus_max_datagram 4096")
         if self.im_blocked_answer not in ("silent", "403"):
             raise ConfigError('im_blocked_answer is "silent" or "403"')
         self.validate_provisioning()
@@ -304,6 +336,8 @@ class Config:
             name = key.replace("-", "_")
             if name not in by_name:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
+            if name == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
+                value = 0  # one worker per CPU
             current = getattr(self, name)
             try:
                 setattr(self, name, _convert(value, current, by_name[name]))

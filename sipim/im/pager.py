@@ -131,8 +131,11 @@ class PagerService:
         # another node may have stored what a device here is owed, and may be sending
         # the same message to the same device.  Then every delivery is claimed in the
         # store (Store.claim_delivery: one atomic statement) and a registration always
-        # asks the store what the device is owed.
-        self._shared = config.external_core
+        # asks the store what the device is owed.  Worker processes (sipim/cluster)
+        # claim deliveries the same way; they tell each other which recipients are owed
+        # messages (_mailboxes), so a registration asks the store only for those.
+        self._shared = config.external_core or config.worker_count() > 1
+        self._ask_store_on_register = config.external_core
         # A gateway whose device list lives in the shared store refreshes it before
         # a live delivery (a device may have registered through another node a moment ago).
         self._refresh_devices = getattr(gateway, "refresh", None)
@@ -428,7 +431,7 @@ class PagerService:
     # -- catching up (RFC 3428 store-and-forward) -------------------------------------
     def on_registered(self, binding: Binding) -> None:
         """A device (re-)registered: send what it has not had yet, oldest first."""
-        if self._shared:
+        if self._ask_store_on_register:
             # Another node may have stored what it is owed: the store knows.
             self._start_catch_up(binding)
             return

@@ -14,6 +14,8 @@ Design (see docs/internals.md and DESIGN.md "Authentication from memory"):
   When the table overflows, the evicted nonce's issue time becomes a watermark and
   any nonce not in the table issued at or before it is answered STALE, so eviction
   cannot reopen a replay window; the client just retries with a fresh nonce.
+  The table is behind a small interface (`NonceCounts`): worker processes share one
+  in memory mapped by all of them (sipim/cluster/shared.py) with the same rules.
 * The HA1 handed to `verify` is H(username:realm:password) for the hash of the
   credentials' algorithm (the form stored in the database; DESIGN.md: "HA1 only,
   never plain passwords").  For the "-sess" algorithms the session key
@@ -35,7 +37,7 @@ import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from .clock import TimeSource
 
@@ -46,6 +48,8 @@ __all__ = [
     "DigestError",
     "DigestResult",
     "DigestServer",
+    "MemoryNonceCounts",
+    "NonceCounts",
     "build_authorization",
     "digest_response",
     "ha1",
@@ -391,15 +395,82 @@ _pack_time = struct.Struct(">q").pack
 _unpack_time = struct.Struct(">q").unpack_from
 
 
+class NonceCounts(Protocol):
+    """Where the highest nonce-count of each nonce in use is kept (RFC 7616 §3.3)."""
+
+    def known(self, nonce: str) -> float | None:
+        """The issue time of a tracked nonce (proven genuine when it was first
+        accepted), or None: then the caller checks its signature."""
+
+    def advance(self, nonce: str, issued_at: float, nc: int, now: float) -> DigestResult:
+        """Record ``nc`` for a genuine, unexpired nonce whose response was right, in
+        one step: OK, REPLAY (not above the count already accepted) or STALE (not
+        tracked, and its count may have been evicted)."""
+
+    def __len__(self) -> int: ...
+
+
+class MemoryNonceCounts:
+    """The table of one process: an LRU of at most ``max_tracked`` nonces."""
+
+    __slots__ = ("max_tracked", "nonce_lifetime", "_counts", "_evicted_watermark")
+
+    def __init__(self, max_tracked: int, nonce_lifetime: float) -> None:
+        self.max_tracked = max(1, max_tracked)
+        self.nonce_lifetime = nonce_lifetime
+        # nonce -> [issued_at seconds, highest nc accepted]; order = least recently used first
+        self._counts: OrderedDict[str, list] = OrderedDict()
+        # Issue time of the newest nonce ever evicted from _counts (see module docstring).
+        self._evicted_watermark = float("-inf")
+
+    def known(self, nonce: str) -> float | None:
+        entry = self._counts.get(nonce)
+        return entry[0] if entry is not None else None
+
+    def advance(self, nonce: str, issued_at: float, nc: int, now: float) -> DigestResult:
+        counts = self._counts
+        entry = counts.get(nonce)
+        if entry is None:
+            if issued_at <= self._evicted_watermark:
+                # Its count may have been evicted: force a fresh nonce instead of risking a replay.
+                return DigestResult.STALE
+            counts[nonce] = [issued_at, nc]
+            self._evict(now)
+            return DigestResult.OK
+        if nc <= entry[1]:
+            return DigestResult.REPLAY
+        entry[1] = nc
+        counts.move_to_end(nonce)
+        return DigestResult.OK
+
+    def _evict(self, now: float) -> None:
+        counts = self._counts
+        # Drop expired entries from the cold end (cheap, bounded work per insert) ...
+        for _ in range(2):
+            oldest_nonce = next(iter(counts))
+            if now - counts[oldest_nonce][0] <= self.nonce_lifetime:
+                break
+            del counts[oldest_nonce]   # expired nonces are answered STALE anyway
+        # ... then enforce the bound.
+        while len(counts) > self.max_tracked:
+            _, (issued_at, _) = counts.popitem(last=False)
+            if issued_at > self._evicted_watermark:
+                self._evicted_watermark = issued_at
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 class DigestServer:
     """Issues challenges and verifies credentials for one realm.
 
     `clock` only needs `now()`.  Give it wall time (`clock.WallTime`) in production
     so nonces survive a restart and are accepted by other nodes sharing `secret`.
+    `counts` keeps the nonce-counts (default: this process's own table).
     """
 
     __slots__ = ("realm", "_secret", "_realm_bytes", "_inner", "_outer", "_clock", "nonce_lifetime",
-                 "max_tracked_nonces", "_counts", "_evicted_watermark")
+                 "max_tracked_nonces", "_counts")
 
     def __init__(
         self,
@@ -408,6 +479,7 @@ class DigestServer:
         clock: TimeSource,
         nonce_lifetime: float = 300,
         max_tracked_nonces: int = 100_000,
+        counts: NonceCounts | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("digest secret must be at least 16 bytes")
@@ -424,10 +496,8 @@ class DigestServer:
         self._clock = clock
         self.nonce_lifetime = nonce_lifetime
         self.max_tracked_nonces = max(1, max_tracked_nonces)
-        # nonce -> [issued_at seconds, highest nc accepted]; order = least recently used first
-        self._counts: OrderedDict[str, list] = OrderedDict()
-        # Issue time of the newest nonce ever evicted from _counts (see module docstring).
-        self._evicted_watermark = float("-inf")
+        self._counts: NonceCounts = (counts if counts is not None
+                                     else MemoryNonceCounts(self.max_tracked_nonces, nonce_lifetime))
 
     # -- nonces -------------------------------------------------------------
 
@@ -510,11 +580,8 @@ class DigestServer:
         if credentials.realm != self.realm:
             return DigestResult.BAD_REALM
         nonce = credentials.nonce
-        counts = self._counts
-        entry = counts.get(nonce)
-        if entry is not None:
-            issued_at = entry[0]     # already proven genuine when it was first accepted
-        else:
+        issued_at = self._counts.known(nonce)   # a tracked nonce was proven genuine already
+        if issued_at is None:
             issued_at = self.nonce_issued_at(nonce)
             if issued_at is None:
                 return DigestResult.BAD_NONCE
@@ -545,33 +612,7 @@ class DigestServer:
             # RFC 2069 compatibility: no nonce-count, so no replay detection within the lifetime.
             return DigestResult.OK
 
-        nc_value = credentials.nc_value
-        if entry is None:
-            if issued_at <= self._evicted_watermark:
-                # Its count may have been evicted: force a fresh nonce instead of risking a replay.
-                return DigestResult.STALE
-            counts[nonce] = [issued_at, nc_value]
-            self._evict(now)
-            return DigestResult.OK
-        if nc_value <= entry[1]:
-            return DigestResult.REPLAY
-        entry[1] = nc_value
-        counts.move_to_end(nonce)
-        return DigestResult.OK
-
-    def _evict(self, now: float) -> None:
-        counts = self._counts
-        # Drop expired entries from the cold end (cheap, bounded work per insert) ...
-        for _ in range(2):
-            oldest_nonce = next(iter(counts))
-            if now - counts[oldest_nonce][0] <= self.nonce_lifetime:
-                break
-            del counts[oldest_nonce]   # expired nonces are answered STALE anyway
-        # ... then enforce the bound.
-        while len(counts) > self.max_tracked_nonces:
-            _, (issued_at, _) = counts.popitem(last=False)
-            if issued_at > self._evicted_watermark:
-                self._evicted_watermark = issued_at
+        return self._counts.advance(nonce, issued_at, credentials.nc_value, now)
 
     def tracked_nonces(self) -> int:
         return len(self._counts)

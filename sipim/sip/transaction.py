@@ -53,14 +53,25 @@ __all__ = [
     "State",
     "TransactionLayer",
     "new_branch",
+    "set_branch_owner",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 
 
+# Put after the cookie of every branch this process makes: a worker of sipim/cluster
+# names itself there ("w1."), so a response reaching another worker finds its way back.
+_branch_owner = ""
+
+
+def set_branch_owner(tag: str) -> None:
+    global _branch_owner
+    _branch_owner = tag
+
+
 def new_branch() -> str:
     """A fresh RFC 3261 branch (§8.1.1.7: cookie + a value unique in space and time)."""
-    return MAGIC_COOKIE + os.urandom(12).hex()
+    return MAGIC_COOKIE + _branch_owner + os.urandom(12).hex()
 
 
 class Target(Protocol):
@@ -741,6 +752,10 @@ class TransactionLayer:
             return False
         transaction._receive(response)
         return True
+
+    def client_transaction(self, branch: str, method: str) -> ClientTransaction | None:
+        """The live client transaction of this branch and method, if any."""
+        return self._clients.get((branch, method))
 
     # -- both ---------------------------------------------------------------
 

@@ -36,13 +36,33 @@ WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
 # Flow ids must never be confused with those of a previous run of the process (the
 # location service may still hold them after a restart), so they carry a random
-# per-process prefix in front of a counter.
+# per-process prefix in front of a counter.  In a worker process (sipim/cluster) they
+# start with "w<index>." too: every worker can tell which process holds a connection.
 _FLOW_ID_PREFIX = secrets.token_hex(4)
+_FLOW_OWNER = ""
 _flow_counter = itertools.count(1)
 
 
 def _next_flow_id(transport: str) -> str:
-    return f"{transport}-{_FLOW_ID_PREFIX}-{next(_flow_counter)}"
+    return f"{_FLOW_OWNER}{transport}-{_FLOW_ID_PREFIX}-{next(_flow_counter)}"
+
+
+def set_flow_owner(index: int) -> None:
+    """Called once in a freshly forked worker: its flow ids name it, and get a random
+    part of their own (a forked process would otherwise repeat its parent's)."""
+    global _FLOW_ID_PREFIX, _FLOW_OWNER, _flow_counter
+    _FLOW_ID_PREFIX = secrets.token_hex(4)
+    _FLOW_OWNER = f"w{index}."
+    _flow_counter = itertools.count(1)
+
+
+def flow_owner(flow_id: str) -> int | None:
+    """The worker index a flow id names ("w2.tls-..." -> 2), None for a single process's ids."""
+    if len(flow_id) > 2 and flow_id[0] == "w" and flow_id[1].isdigit():
+        dot = flow_id.find(".", 1)
+        if dot > 0 and flow_id[1:dot].isdigit():
+            return int(flow_id[1:dot])
+    return None
 
 
 def host_port(address: tuple) -> tuple[str, int]:

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from aiohttp import web
 
@@ -28,9 +28,17 @@ from .tls import client_ssl_context as make_client_ssl_context
 from .udp import SOCKET_BUFFER_SIZES, UDPEndpoint, open_udp_socket
 from .websocket import WebSocketSettings, install_sip_websocket
 
-__all__ = ["TransportManager"]
+__all__ = ["RemoteFlows", "TransportManager", "bind_stream_socket"]
 
 log = logging.getLogger("sipim.transport")
+
+
+class RemoteFlows(Protocol):
+    """The flows other worker processes hold (sipim/cluster/worker.py)."""
+
+    def get(self, flow_id: str) -> Flow | None:
+        """A stand-in for a flow another worker holds and that is not known to be
+        gone; None for this process's own ids and for unknown owners."""
 
 
 class TransportManager:
@@ -58,6 +66,8 @@ class TransportManager:
         tls_handshake_timeout: float = 10.0,
         backlog: int = 1024,
         socket_buffer_sizes: tuple[int, ...] = SOCKET_BUFFER_SIZES,
+        prebound: list[socket.socket] | None = None,
+        remote_flows: RemoteFlows | None = None,
     ) -> None:
         self._listens = [spec if isinstance(spec, ListenSpec) else ListenSpec.parse(spec) for spec in listens]
         needs_tls = [str(s) for s in self._listens if s.transport in ("tls", "wss")]
@@ -78,6 +88,13 @@ class TransportManager:
         self._tls_handshake_timeout = tls_handshake_timeout
         self._backlog = backlog
         self._socket_buffer_sizes = socket_buffer_sizes
+        # A worker process (sipim/cluster) gets its listening sockets bound by the
+        # supervisor, one per listener, in `listens` order; and reaches the flows of
+        # the other workers through `remote_flows`.
+        if prebound is not None and len(prebound) != len(self._listens):
+            raise ValueError("prebound: one socket per listener")
+        self._prebound = prebound
+        self.remote_flows = remote_flows
 
         self._listening: list[tuple[str, str, int]] = []
         self._udp_endpoints: list[UDPEndpoint] = []
@@ -95,15 +112,17 @@ class TransportManager:
             raise RuntimeError("TransportManager already started")
         self._started = True
         loop = asyncio.get_running_loop()
+        prebound = self._prebound
         try:
-            for spec in self._listens:
+            for index, spec in enumerate(self._listens):
                 if spec.transport == "udp":
-                    sock = open_udp_socket(spec.host, spec.port, self._socket_buffer_sizes)
+                    sock = (prebound[index] if prebound
+                            else open_udp_socket(spec.host, spec.port, self._socket_buffer_sizes))
                     _, endpoint = await loop.create_datagram_endpoint(
                         lambda: UDPEndpoint(self._dispatcher, self._parser_limits), sock=sock)
                     self._udp_endpoints.append(endpoint)
                 elif spec.transport in ("tcp", "tls"):
-                    sock = _bind_stream_socket(spec.host, spec.port)
+                    sock = prebound[index] if prebound else bind_stream_socket(spec.host, spec.port)
                     tls = spec.transport == "tls"
                     name = spec.transport
                     server = await loop.create_server(
@@ -113,7 +132,7 @@ class TransportManager:
                         ssl_handshake_timeout=self._tls_handshake_timeout if tls else None)
                     self._servers.append(server)
                 else:
-                    sock = _bind_stream_socket(spec.host, spec.port)
+                    sock = prebound[index] if prebound else bind_stream_socket(spec.host, spec.port)
                     app = self._http_app_factory() if self._http_app_factory else web.Application()
                     install_sip_websocket(app, spec.transport, self._ws_settings)
                     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -168,8 +187,12 @@ class TransportManager:
     # -- flows ------------------------------------------------------------------
 
     def get_flow(self, flow_id: str) -> Flow | None:
-        """The open flow with this id, or None once it has closed."""
-        return self._flows.get(flow_id)
+        """The open flow with this id, or None once it has closed.  In a worker process
+        a flow another worker holds comes as a stand-in that sends through it."""
+        flow = self._flows.get(flow_id)
+        if flow is None and self.remote_flows is not None:
+            return self.remote_flows.get(flow_id)
+        return flow
 
     @property
     def flows(self) -> FlowTable:
@@ -185,6 +208,8 @@ class TransportManager:
         """
         if target.flow_id is not None:
             flow = self._flows.get(target.flow_id)
+            if flow is None and self.remote_flows is not None:
+                flow = self.remote_flows.get(target.flow_id)  # held by another worker
             if flow is not None:
                 flow.send(data)  # RFC 5626 §5.3, RFC 5923: the same connection
                 return True
@@ -273,13 +298,18 @@ class TransportManager:
         task.add_done_callback(self._background.discard)
 
 
-def _bind_stream_socket(host: str, port: int) -> socket.socket:
+def bind_stream_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking TCP socket (not yet listening).  ``reuse_port``: one of
+    several sockets of the worker processes on the same address (SO_REUSEPORT: the
+    kernel spreads new connections over them, sipim/cluster/sockets.py)."""
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                   flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # Restart without waiting for TIME_WAIT sockets of the previous run to expire.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)

@@ -56,7 +56,10 @@ def raise_socket_buffers(sock: socket.socket, sizes: tuple[int, ...] = SOCKET_BU
                 continue
 
 
-def open_udp_socket(host: str, port: int, buffer_sizes: tuple[int, ...] = SOCKET_BUFFER_SIZES) -> socket.socket:
+def open_udp_socket(host: str, port: int, buffer_sizes: tuple[int, ...] = SOCKET_BUFFER_SIZES, *,
+                    reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket.  ``reuse_port``: one of several sockets of the
+    worker processes on the same address (SO_REUSEPORT, sipim/cluster/sockets.py)."""
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
                                                   flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -64,6 +67,8 @@ def open_udp_socket(host: str, port: int, buffer_sizes: tuple[int, ...] = SOCKET
         if family == socket.AF_INET6:
             # "udp:[::]:5060" and "udp:0.0.0.0:5060" may both be configured.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         raise_socket_buffers(sock, buffer_sizes)
         sock.bind(address)
         sock.setblocking(False)

@@ -1,0 +1,221 @@
+"""Tables in memory shared by the worker processes: one anonymous MAP_SHARED mapping.
+
+The supervisor maps it before forking (``mmap.mmap(-1, size)`` is MAP_SHARED and
+anonymous), so every worker -- and a worker started again after a crash -- sees the
+same bytes.  Python has no atomic compare-and-swap, so each table says how it copes
+with two processes touching it at once:
+
+- ``WorkerTable``: per worker, when its current process started and its pid.  Only
+  the supervisor writes it.
+- ``AffinityTable`` (UDP transaction affinity, RFC 3261 §17.2.3): a slot per hash
+  of branch + sent-by says which worker took that request and when; one 64-bit word
+  per slot, written and read whole, no lock.  A race (two workers taking the first
+  copy and a retransmission at the same instant, or a slot overwritten by another
+  transaction) only means a retransmission is handled where it landed: a MESSAGE is
+  then refused as a duplicate by the store (unique sender + Call-ID + CSeq), and a
+  REGISTER fails its nonce-count check -- what a single process would do with a
+  retransmission arriving after its transaction ended.
+- ``SharedNonceCounts`` (digest nonce-counts, RFC 7616 §3.3): set-associative slots
+  read and changed under a POSIX record lock per bucket (``fcntl.lockf`` on a memfd),
+  so a replayed count is refused even when two workers get the replay at the same
+  instant.  The kernel drops the lock of a process that dies holding it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import tempfile
+
+from sipim.sip.digest import DigestResult
+
+WORD = 8
+_MASK24 = 0xFFFFFF
+# Affinity times are kept in 1/16 s, 24 bits: they wrap every ~12 days, far beyond 64*T1.
+_TICKS = 16
+
+
+def _lock_file() -> int:
+    """A file descriptor to take record locks on, inherited by the forked workers."""
+    try:
+        return os.memfd_create("sipim-cluster-locks")
+    except (AttributeError, OSError):
+        handle = tempfile.TemporaryFile()
+        fd = os.dup(handle.fileno())
+        handle.close()
+        return fd
+
+
+class SharedMemory:
+    """The mapping and the tables carved out of it (made once, in the supervisor)."""
+
+    NONCE_WAYS = 8
+
+    def __init__(self, workers: int, *, affinity_slots: int, nonce_slots: int) -> None:
+        self.workers = workers
+        self.affinity_slots = affinity_slots
+        self.nonce_buckets = max(1, -(-nonce_slots // self.NONCE_WAYS))
+        bucket_words = 1 + 3 * self.NONCE_WAYS
+        self._worker_words = 2 * workers
+        total = self._worker_words + affinity_slots + self.nonce_buckets * bucket_words
+        self.mmap = mmap.mmap(-1, total * WORD)
+        self.lock_fd = _lock_file()
+        words = memoryview(self.mmap)
+        offset = 0
+        self.worker_words = words[offset: offset + self._worker_words * WORD].cast("q")
+        offset += self._worker_words * WORD
+        self.affinity_words = words[offset: offset + affinity_slots * WORD].cast("Q")
+        offset += affinity_slots * WORD
+        self.nonce_words = words[offset: offset + self.nonce_buckets * bucket_words * WORD].cast("q")
+
+    def worker_table(self) -> WorkerTable:
+        return WorkerTable(self.worker_words, self.workers)
+
+    def affinity(self, index: int, window: float) -> AffinityTable:
+        return AffinityTable(self.affinity_words, self.worker_table(), index, window)
+
+    def nonce_counts(self, nonce_lifetime: float) -> SharedNonceCounts:
+        return SharedNonceCounts(self.nonce_words, self.nonce_buckets, self.NONCE_WAYS, self.lock_fd,
+                                 nonce_lifetime)
+
+
+class WorkerTable:
+    """Per worker: [start time of its current process in ms, its pid (0: not running)]."""
+
+    def __init__(self, words: memoryview, workers: int) -> None:
+        self._words = words
+        self.workers = workers
+
+    def started(self, index: int, pid: int, now: float) -> None:
+        self._words[2 * index] = int(now * 1000)
+        self._words[2 * index + 1] = pid
+
+    def stopped(self, index: int) -> None:
+        self._words[2 * index + 1] = 0
+
+    def pid(self, index: int) -> int:
+        return self._words[2 * index + 1]
+
+    def running_since(self, index: int) -> float | None:
+        """When the worker's current process started; None when it is not running."""
+        if not 0 <= index < self.workers or not self._words[2 * index + 1]:
+            return None
+        return self._words[2 * index] / 1000.0
+
+
+class AffinityTable:
+    """Which worker holds the server transaction of a UDP request (RFC 3261 §17.2.3).
+
+    A slot is one 64-bit word: tag (32 bits of the key's hash) | time (24 bits, 1/16 s)
+    | worker index (8 bits).  Keys are ``hash()`` of (branch, sent-by host, port): the
+    workers are forked from one process, so they share its hash seed.
+    """
+
+    def __init__(self, words: memoryview, workers: WorkerTable, index: int, window: float) -> None:
+        self._words = words
+        self._slots = len(words)
+        self._workers = workers
+        self.index = index
+        # RFC 3261 §17.2.2 Timer J / §17.2.1 Timer H: 64*T1 is how long a server
+        # transaction answers retransmissions.
+        self._window_ticks = int(window * _TICKS) + 1
+
+    def owner(self, key: int, now: float) -> int | None:
+        """None: this worker takes the request (the slot now says so).  Otherwise the
+        index of the worker that took it within the window and is still running."""
+        slot = key % self._slots
+        tag = (key >> 24) & 0xFFFFFFFF
+        words = self._words
+        value = words[slot]
+        now_ticks = int(now * _TICKS) & _MASK24
+        if value >> 32 == tag:
+            owner = value & 0xFF
+            age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24
+            if age <= self._window_ticks:
+                if owner == self.index:
+                    return None  # ours: the transaction layer absorbs it
+                since = self._workers.running_since(owner)
+                # Taken by the worker's current process (not one that died since)?
+                if since is not None and now - age / _TICKS >= since - 1.0 / _TICKS:
+                    return owner
+        words[slot] = (tag << 32) | (now_ticks << 8) | self.index
+        return None
+
+
+class SharedNonceCounts:
+    """``sipim.sip.digest.NonceCounts`` shared by the workers: the same rules as the
+    one-process table (REPLAY for a count not above the highest accepted, STALE for
+    a nonce whose count may have been evicted), in fixed memory.
+
+    Buckets of ``ways`` slots; a nonce's bucket comes from its hash.  Bucket layout in
+    64-bit words: [watermark ms, then per slot: tag, issued ms, highest nc].  When every
+    slot of a bucket holds a live nonce, the one issued first is evicted and its issue
+    time raises the bucket's watermark; a nonce not in its bucket and issued at or
+    before the watermark is STALE.  Watermarks are per bucket, changed under the
+    bucket's lock like the slots, so no update is ever lost between processes.
+    """
+
+    def __init__(self, words: memoryview, buckets: int, ways: int, lock_fd: int, nonce_lifetime: float) -> None:
+        self._words = words
+        self._buckets = buckets
+        self._ways = ways
+        self._bucket_words = 1 + 3 * ways
+        self._fd = lock_fd
+        self._lifetime_ms = int(nonce_lifetime * 1000)
+
+    def known(self, nonce: str) -> float | None:
+        # Read without the lock a slot may be half written: the caller checks the
+        # nonce's signature instead (an HMAC, about a microsecond).
+        return None
+
+    def advance(self, nonce: str, issued_at: float, nc: int, now: float) -> DigestResult:
+        key = hash(nonce) or 1
+        bucket = key % self._buckets
+        fd = self._fd
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, bucket)
+        try:
+            return self._advance(bucket, key, int(issued_at * 1000), nc, int(now * 1000))
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, bucket)
+
+    def _advance(self, bucket: int, key: int, issued_ms: int, nc: int, now_ms: int) -> DigestResult:
+        words = self._words
+        base = bucket * self._bucket_words
+        lifetime = self._lifetime_ms
+        free = oldest = -1
+        oldest_issued = 0
+        for slot in range(base + 1, base + self._bucket_words, 3):
+            tag = words[slot]
+            if tag == key:
+                if nc <= words[slot + 2]:
+                    return DigestResult.REPLAY
+                words[slot + 2] = nc
+                return DigestResult.OK
+            if tag == 0 or now_ms - words[slot + 1] > lifetime:
+                if free < 0:
+                    free = slot  # empty, or an expired nonce (answered STALE anyway)
+            elif oldest < 0 or words[slot + 1] < oldest_issued:
+                oldest, oldest_issued = slot, words[slot + 1]
+        if issued_ms <= words[base]:
+            # Its count may have been evicted: a fresh nonce instead of risking a replay.
+            return DigestResult.STALE
+        if free < 0:
+            free = oldest
+            if oldest_issued > words[base]:
+                words[base] = oldest_issued
+        # Forget the old occupant before writing the new one: a process killed in
+        # between leaves an empty slot (the old nonce is covered by the watermark or
+        # expired), never the old nonce with the new count.
+        words[free] = 0
+        words[free + 1] = issued_ms
+        words[free + 2] = nc
+        words[free] = key
+        return DigestResult.OK
+
+    def __len__(self) -> int:
+        # Live entries cannot be told from expired ones without the time; count all.
+        words = self._words
+        return sum(1 for bucket in range(self._buckets)
+                   for slot in range(bucket * self._bucket_words + 1, (bucket + 1) * self._bucket_words, 3)
+                   if words[slot])

@@ -1,0 +1,445 @@
+"""One worker process: what a `SipimServer` needs to be one of N on one machine.
+
+`ClusterWorker` is handed to `SipimServer(config, cluster=...)`.  It supplies the
+parts that differ from a single process and keeps them in step over the bus:
+
+- **location**: every worker holds the whole location table (lookups stay in
+  memory); each put and remove is sent to the others, which apply it without
+  sending it on.  Refreshes too (their expiry time changes), batched per tick.  A
+  replicated change never undoes a newer one: a put is skipped when the binding
+  held is the same registration (Call-ID) at a higher CSeq, a remove applies only
+  to the very binding the sender removed.
+- **flows**: a connection belongs to the worker that accepted it; its flow id says
+  which ("w2.tls-...").  Sending to another worker's flow goes over the bus and that
+  worker writes it to the connection, or answers "gone" so the sender's transaction
+  fails at once, as with a closed local flow.
+- **responses**: branches this worker makes say "w<index>." after the cookie; a
+  response whose branch names another worker is passed to it (UDP datagrams reach
+  a random worker; a response on a connection reaches the connection's owner).
+- **UDP retransmissions**: the shared affinity table says which worker took a
+  request (branch + sent-by); a copy landing elsewhere within 64*T1 is passed to
+  that worker, whose transaction layer answers it (RFC 3261 §17.2.1, §17.2.2), so a
+  REGISTER or MESSAGE is never handled twice.  A CANCEL follows its INVITE the same way.
+- **lock-out**: failures and the successes that clear counters are sent to every
+  worker, so the limits count each attempt once wherever it landed.
+- **digest nonce-counts**: in shared memory (sipim/cluster/shared.py).
+- **change feed**: after this worker publishes a change it tells the others to read
+  the feed now.
+- **IM server**: deliveries are claimed in the store as nodes behind an external
+  core do (sipim/im/pager.py), and the recipients owed stored messages are told to
+  every worker, so a device registering anywhere is caught up.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import socket
+import time
+from operator import attrgetter
+
+from sipim.core.location import LocationService
+from sipim.core.lockout import Lockout
+from sipim.im.pager import device_key
+from sipim.sip.message import Request, Response
+from sipim.sip.parser import parse_message
+from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
+from sipim.store.models import Binding
+from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source, flow_owner, set_flow_owner
+
+from .bus import Bus
+from .shared import SharedMemory
+
+log = logging.getLogger("sipim.cluster")
+
+# Bus message kinds.
+PUT, REMOVE = "L+", "L-"
+RESPONSE, REQUEST = "R", "Q"
+FLOW_SEND, FLOW_GONE, FLOW_CLOSE = "F", "G", "C"
+AUTH_FAILED, AUTH_OK = "X", "S"
+CHANGES, MAILBOX, CATCH_UP = "N", "M", "U"
+
+# Store methods that publish to the change feed (the other workers are nudged after them).
+PUBLISHING = ("add_user", "update_user", "remove_user", "publish_change", "add_device", "update_device",
+              "revoke_device", "put_xcap_document", "delete_xcap_document")
+
+_BINDING_FIELDS = tuple(field.name for field in dataclasses.fields(Binding))
+_binding_row = attrgetter(*_BINDING_FIELDS)
+_GONE_FLOWS_KEPT = 10_000
+
+
+def branch_owner(branch: str | None) -> int | None:
+    """The worker index a branch names (``z9hG4bKw1.<random>`` -> 1), else None."""
+    if branch and len(branch) > 9 and branch[7] == "w" and branch.startswith(MAGIC_COOKIE):
+        dot = branch.find(".", 8)
+        if dot > 8 and branch[8:dot].isdigit():
+            return int(branch[8:dot])
+    return None
+
+
+class ReplicatedLocation(LocationService):
+    """The location table of one worker; its own changes go to the others."""
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__()
+        self._bus = bus
+        self._quiet = False
+        # Called with (binding, previous, peer) for every put received from another worker.
+        self.on_replicated_put = None
+
+    def put(self, binding: Binding) -> Binding | None:
+        old = super().put(binding)
+        if not self._quiet:
+            self._bus.broadcast((PUT, _binding_row(binding)))
+        return old
+
+    def remove(self, aor: str, key: str) -> Binding | None:
+        old = super().remove(aor, key)
+        if old is not None and not self._quiet:
+            self._bus.broadcast((REMOVE, aor, key, old.call_id, old.cseq))
+        return old
+
+    def forget(self, aor: str, key: str) -> Binding | None:
+        """Remove here only: every worker does the same (a change read from the feed)."""
+        self._quiet = True
+        try:
+            return super().remove(aor, key)
+        finally:
+            self._quiet = False
+
+    def load(self, bindings) -> None:
+        self._quiet = True
+        try:
+            super().load(bindings)
+        finally:
+            self._quiet = False
+
+    def pop_expired(self, now: float) -> list[Binding]:
+        # Every worker expires its own copy at the same time.
+        self._quiet = True
+        try:
+            return super().pop_expired(now)
+        finally:
+            self._quiet = False
+
+    # -- from other workers ------------------------------------------------------------
+    def apply_put(self, row: tuple, peer: int = -1) -> None:
+        binding = Binding(*row)
+        current = self.get(binding.aor, binding.binding_key)
+        if current is not None and current.call_id == binding.call_id and current.cseq > binding.cseq:
+            return  # a later REGISTER of the same registration was applied already
+        self._quiet = True
+        try:
+            old = super().put(binding)
+        finally:
+            self._quiet = False
+        if self.on_replicated_put is not None:
+            self.on_replicated_put(binding, old, peer)
+
+    def apply_remove(self, aor: str, key: str, call_id: str, cseq: int) -> None:
+        current = self.get(aor, key)
+        if current is None or current.call_id != call_id or current.cseq > cseq:
+            return  # re-registered since (here or elsewhere): keep the newer binding
+        self.forget(aor, key)
+
+
+class ClusterLockout(Lockout):
+    """Lock-out counted over all workers: each failure (and each success that clears a
+    counter) is applied here and sent to the others, which apply it without sending."""
+
+    def __init__(self, bus: Bus, **settings) -> None:
+        super().__init__(**settings)
+        self._bus = bus
+
+    def record_failure(self, user, source_ip, now):
+        # Sent at once, before the answer to this attempt: the client's next attempt,
+        # wherever it lands, then finds this one counted.
+        self._bus.broadcast((AUTH_FAILED, user, source_ip, now))
+        self._bus.flush()
+        return super().record_failure(user, source_ip, now)
+
+    def record_success(self, user, source_ip) -> None:
+        # Failures reach every worker, so when none is counted here none is anywhere:
+        # the common case (no failures) costs no message.
+        if any(subject in self._failures for subject in self._subjects(user, source_ip)):
+            self._bus.broadcast((AUTH_OK, user, source_ip))
+            super().record_success(user, source_ip)
+
+    def apply_failure(self, user, source_ip, now) -> None:
+        super().record_failure(user, source_ip, now)
+
+    def apply_success(self, user, source_ip) -> None:
+        super().record_success(user, source_ip)
+
+
+class RemoteFlow:
+    """Stand-in for a connection another worker holds: sends go through that worker."""
+
+    __slots__ = ("_worker", "id", "owner", "transport", "remote", "local")
+
+    reliable = True
+
+    def __init__(self, worker: ClusterWorker, flow_id: str, owner: int, transport: str,
+                 remote: tuple[str, int], local: tuple[str, int]) -> None:
+        self._worker = worker
+        self.id = flow_id
+        self.owner = owner
+        self.transport = transport
+        self.remote = remote
+        self.local = local
+
+    @property
+    def secure(self) -> bool:
+        return self.transport in SECURE_TRANSPORTS
+
+    @property
+    def closed(self) -> bool:
+        return self.id in self._worker.gone_flows
+
+    def send(self, data: bytes) -> None:
+        self._worker.bus.send(self.owner, (FLOW_SEND, self.id, data))
+
+    def close(self) -> None:
+        self._worker.bus.send(self.owner, (FLOW_CLOSE, self.id))
+
+    def __repr__(self) -> str:
+        return f"<RemoteFlow {self.id} on worker {self.owner}>"
+
+
+class ReplicatedMailboxes(dict):
+    """The pager's recipients owed stored messages (aor -> until when); entries this
+    worker adds are told to the others, so a device registering at any worker is
+    caught up.  (Deletions of lapsed entries stay local.)"""
+
+    def __init__(self, bus: Bus, initial: dict) -> None:
+        super().__init__(initial)
+        self._bus = bus
+
+    def __setitem__(self, aor: str, until: float) -> None:
+        super().__setitem__(aor, until)
+        self._bus.broadcast((MAILBOX, aor, until))
+
+    def apply(self, aor: str, until: float) -> None:
+        if until > self.get(aor, 0.0):
+            super().__setitem__(aor, until)
+
+
+class ClusterWorker:
+    def __init__(self, index: int, count: int, *, listen_sockets: list[socket.socket],
+                 peers: dict[int, socket.socket], shared: SharedMemory, tls_files, config) -> None:
+        self.index = index
+        self.count = count
+        self.listen_sockets = listen_sockets
+        self.tls_files = tls_files
+        self.shared = shared
+        self.bus = Bus(index, peers, max_datagram=config.cluster_bus_max_datagram,
+                       max_backlog=config.cluster_bus_backlog)
+        self.workers = shared.worker_table()
+        self.affinity = shared.affinity(index, 64 * config.t1)
+        self.gone_flows: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._config = config
+        self._location: ReplicatedLocation | None = None
+        self._lockout: ClusterLockout | None = None
+        self._server = None
+        self.forwarded_requests = 0
+        self.forwarded_responses = 0
+
+    @staticmethod
+    def name_process(index: int) -> None:
+        """First thing in a new worker process: its flow ids and branches name it."""
+        set_flow_owner(index)
+        set_branch_owner(f"w{index}.")
+
+    # -- parts for SipimServer.start ------------------------------------------------------
+    def location(self) -> ReplicatedLocation:
+        self._location = ReplicatedLocation(self.bus)
+        return self._location
+
+    def lockout(self, **settings) -> ClusterLockout:
+        self._lockout = ClusterLockout(self.bus, **settings)
+        return self._lockout
+
+    def nonce_counts(self):
+        return self.shared.nonce_counts(self._config.nonce_lifetime)
+
+    def stale_flows(self, flow_ids: set[str]) -> set[str]:
+        """Of the flows the loaded bindings name, those whose connections died with an
+        earlier process of this worker (or of a process with no worker index, or an index
+        beyond the current count: the first worker sees to those)."""
+        stale = set()
+        for flow_id in flow_ids:
+            owner = flow_owner(flow_id)
+            if owner == self.index or (self.index == 0 and (owner is None or owner >= self.count)):
+                stale.add(flow_id)
+        return stale
+
+    def attach(self, server) -> None:
+        """Hook into a server whose parts are built (before its transports start)."""
+        self._server = server
+        server.transports.remote_flows = self
+        bus = self.bus
+        location = self._location
+        bus.on(PUT, lambda peer, row: location.apply_put(row, peer))
+        bus.on(REMOVE, lambda peer, aor, key, call_id, cseq: location.apply_remove(aor, key, call_id, cseq))
+        bus.on(RESPONSE, self._on_forwarded_response)
+        bus.on(REQUEST, self._on_forwarded_request)
+        bus.on(FLOW_SEND, self._on_flow_send)
+        bus.on(FLOW_GONE, self._on_flow_gone)
+        bus.on(FLOW_CLOSE, self._on_flow_close)
+        lockout = self._lockout
+        bus.on(AUTH_FAILED, lambda peer, user, ip, now: lockout.apply_failure(user, ip, now))
+        bus.on(AUTH_OK, lambda peer, user, ip: lockout.apply_success(user, ip))
+        bus.on(CHANGES, lambda peer: server.poll_changes_soon())
+        pager = server.pager
+        mailboxes = ReplicatedMailboxes(bus, pager._mailboxes)
+        pager._mailboxes = mailboxes
+        bus.on(MAILBOX, lambda peer, aor, until: mailboxes.apply(aor, until))
+
+        # Catching a device up on stored messages runs in one worker per device (its
+        # "home", from a hash of the device): that worker's pager keeps one catch-up per
+        # device at a time, so the device gets them in order, whichever worker took its
+        # REGISTER.  (The store's delivery claims keep every message to one copy anyway.)
+        def home(binding: Binding) -> int:
+            return hash((binding.aor, device_key(binding))) % self.count
+
+        def registered(binding: Binding) -> None:
+            until = mailboxes.get(binding.aor)
+            if until is None:
+                return  # owed nothing (the common case): no message
+            if home(binding) == self.index:
+                pager.on_registered(binding)
+            else:
+                bus.send(home(binding), (CATCH_UP, _binding_row(binding), until))
+
+        def replicated_put(binding: Binding, old: Binding | None, peer: int) -> None:
+            # A device registered at another worker while this one stored messages for
+            # the user, which that worker may not have heard of yet: the device's home
+            # looks (again).  This closes the race of a message stored here while the
+            # registration happened there.
+            if old is None or old.flow_id != binding.flow_id or old.contact != binding.contact:
+                until = mailboxes.get(binding.aor)
+                if until is not None and until > server.wall.now():
+                    if home(binding) == self.index:
+                        pager.on_registered_elsewhere(binding)
+                    else:
+                        bus.send(home(binding), (CATCH_UP, _binding_row(binding), until))
+
+        def catch_up(peer: int, row: tuple, until: float) -> None:
+            binding = Binding(*row)
+            mailboxes.apply(binding.aor, until)
+            pager.on_registered_elsewhere(binding)
+
+        listeners = server.registrar.on_registered
+        listeners[listeners.index(pager.on_registered)] = registered
+        location.on_replicated_put = replicated_put
+        bus.on(CATCH_UP, catch_up)
+        self._nudge_after_publishing(server.store)
+
+    def _nudge_after_publishing(self, store) -> None:
+        for name in PUBLISHING:
+            method = getattr(store, name, None)
+            if method is None:
+                continue
+
+            async def publishing(*args, _method=method, **kwargs):
+                result = await _method(*args, **kwargs)
+                self.bus.broadcast((CHANGES,))
+                return result
+
+            setattr(store, name, publishing)
+
+    def start(self) -> None:
+        self.bus.start()
+
+    def stop(self) -> None:
+        self.bus.stop()
+
+    # -- responses and retransmissions -------------------------------------------------
+    def response_elsewhere(self, response: Response) -> bool:
+        """Pass a response to the worker whose client transaction it answers."""
+        via = response.top_via
+        owner = branch_owner(via.branch if via is not None else None)
+        if owner is None or owner == self.index or owner >= self.count:
+            return False
+        self.forwarded_responses += 1
+        self.bus.send(owner, (RESPONSE, response.to_bytes()))
+        return True
+
+    def _on_forwarded_response(self, peer: int, data: bytes) -> None:
+        message = parse_message(data)
+        if isinstance(message, Response):
+            self._server.transactions.receive_response(message)
+
+    def request_elsewhere(self, request: Request, source: Source) -> bool:
+        """A UDP request another worker took within 64*T1 (a retransmission, an ACK or
+        CANCEL of its INVITE) goes to that worker; else this worker takes it."""
+        via = request.top_via
+        branch = via.branch
+        if branch is None or not branch.startswith(MAGIC_COOKIE):
+            return False  # RFC 2543 peers: no usable key; handled where it lands
+        owner = self.affinity.owner(hash((branch, via.host, via.port)), time.time())
+        if owner is None:
+            return False
+        self.forwarded_requests += 1
+        self.bus.send(owner, (REQUEST, request.to_bytes(), source.remote, source.local))
+        return True
+
+    def _on_forwarded_request(self, peer: int, data: bytes, remote: tuple, local: tuple) -> None:
+        request = parse_message(data)
+        if isinstance(request, Request):
+            self._server.receive_forwarded(request, Source("udp", tuple(remote), tuple(local), None))
+
+    # -- flows of other workers ------------------------------------------------------------
+    def get(self, flow_id: str) -> RemoteFlow | None:
+        """`TransportManager.remote_flows`: a stand-in for another worker's flow."""
+        owner = flow_owner(flow_id)
+        if owner is None or owner == self.index or owner >= self.count or flow_id in self.gone_flows:
+            return None
+        transport = flow_id[flow_id.index(".") + 1:].split("-", 1)[0]
+        if transport not in RELIABLE_TRANSPORTS:
+            return None
+        remote = ("", 0)
+        for binding in self._location.bindings_on_flow(flow_id) if self._location is not None else ():
+            host, _, port = binding.source.rpartition(":")
+            if port.isdigit():
+                remote = (host.strip("[]"), int(port))
+            break
+        return RemoteFlow(self, flow_id, owner, transport, remote, self._listener(transport))
+
+    def _listener(self, transport: str) -> tuple[str, int]:
+        """Our address for a transport (the Via sent-by of requests over another worker's
+        connection: every worker listens on the same addresses)."""
+        server = self._server
+        for name, host, port in server.listening() if server is not None else ():
+            if name == transport:
+                return (self._config.domain if host in ("0.0.0.0", "::") else host), port
+        return self._config.domain, 0
+
+    def _on_flow_send(self, peer: int, flow_id: str, data: bytes) -> None:
+        flow = self._server.transports.flows.get(flow_id)
+        if flow is None:
+            self.bus.send(peer, (FLOW_GONE, flow_id, data))
+            return
+        flow.send(data)
+
+    def _on_flow_gone(self, peer: int, flow_id: str, data: bytes) -> None:
+        self.gone_flows[flow_id] = None
+        while len(self.gone_flows) > _GONE_FLOWS_KEPT:
+            self.gone_flows.popitem(last=False)
+        # The request that could not go out fails now (RFC 3261 §17.1.4), as it does
+        # when a local flow is gone.
+        try:
+            message = parse_message(data)
+        except Exception:
+            return
+        if isinstance(message, Request) and message.top_via is not None:
+            transactions = self._server.transactions
+            transaction = transactions.client_transaction(message.top_via.branch, message.method)
+            if transaction is not None:
+                transactions.transport_error(transaction)
+
+    def _on_flow_close(self, peer: int, flow_id: str) -> None:
+        flow = self._server.transports.flows.get(flow_id)
+        if flow is not None:
+            flow.close()

@@ -1,0 +1,67 @@
+"""Looking at a `sipim serve --workers N` process tree from a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.sipua import TestUA
+
+
+def worker_pids(process) -> list[int]:
+    """The supervisor's children (the workers), from /proc."""
+    parent = process.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    if children.exists():
+        return sorted(int(pid) for pid in children.read_text().split())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def device(server, user, transport="udp", instance=None) -> TestUA:
+    agent = TestUA(transport, "127.0.0.1", server.ports[transport], user, f"{user}-secret",
+                   ca_file=server.ca_file, instance=instance or str(uuid.uuid4())).connect()
+    response = agent.register()
+    assert response.status == 200, response
+    return agent
+
+
+def registrations(server, user) -> list[dict]:
+    return json.loads(server.cli("device", "list", user, "--json").stdout)
+
+
+def worker_of(binding: dict) -> str:
+    """"host-123.w1" -> "w1": which worker took the registration."""
+    return binding["node_id"].rsplit(".", 1)[-1]
+
+
+def messages_with(agent: TestUA, prefix: bytes, timeout: float = 1.0) -> list[bytes]:
+    return [r.body for r in agent.drain(timeout=timeout) if r.method == "MESSAGE" and r.body.startswith(prefix)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,243 @@
+"""`sipim serve --workers 2`: two processes behave as one server (real sockets, both stores).
+
+UDP datagrams are spread over the workers at random (sipim/cluster/sockets.py), so
+these tests exercise responses and retransmissions passed between workers,
+deliveries over a connection another worker holds, and the replicated location table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+import pytest
+
+from tests.support.server import SipimProcess
+from tests.support.sipua import TestUA
+
+from .helpers import alive, device, messages_with, registrations, wait_for, worker_of, worker_pids
+
+
+@pytest.fixture
+def devices(cluster):
+    opened: list[TestUA] = []
+
+    def open_device(user, transport="udp", **kwargs):
+        agent = device(cluster, user, transport, **kwargs)
+        opened.append(agent)
+        return agent
+
+    yield open_device
+    for agent in opened:
+        try:
+            agent.register(expires=0)
+        except Exception:
+            pass
+        agent.close()
+
+
+def tls_devices_on_both_workers(cluster, devices, users):
+    """One TLS device per user, with connections held by both workers (the kernel picks
+    the worker of each connection: open more until both hold some)."""
+    agents = {}
+    for attempt in range(40):
+        for user in users:
+            if user not in agents:
+                agents[user] = devices(user, "tls")
+        held = {worker_of(b) for user in users for b in registrations(cluster, user)
+                if b["transport"] == "tls" and b["instance"].strip("<>").endswith(agents[user].instance)}
+        if held == {"w0", "w1"}:
+            return agents
+        agents.pop(users[attempt % len(users)]).register(expires=0)
+    raise AssertionError("the kernel never gave a TLS connection to the second worker")
+
+
+def test_the_supervisor_runs_two_workers_on_the_same_ports(cluster):
+    assert len(worker_pids(cluster)) == 2
+    assert any("2 worker processes" in line for line in cluster.output)
+
+
+def test_every_message_reaches_every_device_exactly_once(cluster, devices):
+    users = ["alice", "bob", "carol", "dave"]
+    tls = tls_devices_on_both_workers(cluster, devices, users)
+    udp = {user: devices(user, "udp") for user in users}
+    tag = uuid.uuid4().hex[:8]
+    expected = {user: [] for user in users}
+    for sender in users:
+        for recipient in users:
+            if recipient == sender:
+                continue
+            for transport, agent in (("udp", udp[sender]), ("tls", tls[sender])):
+                text = f"{tag} {sender}->{recipient} over {transport}"
+                assert agent.message(recipient, text).status == 200, text
+                expected[recipient].append(text.encode())
+    for user in users:
+        for agent in (udp[user], tls[user]):
+            got = messages_with(agent, tag.encode(), timeout=2.0)
+            # Each device got each message once; copies of the user's own sent messages
+            # reach their other device too (From = the user).
+            mine = [body for body in got if not body.startswith(f"{tag} {user}->".encode())]
+            assert sorted(mine) == sorted(expected[user]), (user, agent.transport)
+            sent_copies = [body for body in got if body.startswith(f"{tag} {user}->".encode())]
+            assert len(sent_copies) == len(set(sent_copies))
+
+
+def test_udp_registrations_taken_by_both_workers_serve_lookups_everywhere(cluster, devices):
+    bob = [devices("bob", "udp") for _ in range(6)]
+    instances = {f"<urn:uuid:{agent.instance}>" for agent in bob}
+
+    def held():
+        return {worker_of(b) for b in registrations(cluster, "bob") if b["instance"] in instances}
+
+    for attempt in range(30):  # the REGISTERs land on a random worker each: refresh until both took some
+        if held() == {"w0", "w1"}:
+            break
+        assert bob[attempt % len(bob)].register().status == 200
+    assert held() == {"w0", "w1"}
+    alice = devices("alice", "udp")
+    tag = uuid.uuid4().hex[:8]
+    for n in range(6):
+        assert alice.message("bob", f"{tag} {n}").status == 200
+    for agent in bob:
+        assert sorted(messages_with(agent, tag.encode())) == sorted(f"{tag} {n}".encode() for n in range(6))
+
+
+def test_rfc3428_stored_message_is_delivered_once_when_the_device_registers(cluster, devices):
+    alice = devices("alice", "udp")
+    tag = uuid.uuid4().hex[:8]
+    texts = [f"{tag} while away {n}" for n in range(8)]
+    for text in texts:
+        assert alice.message("erin", text).status == 202
+    # Registrations over UDP land on either worker; TLS stays with its connection's worker.
+    first = devices("erin", "udp")
+    second = devices("erin", "tls")
+    for agent in (first, second):
+        got = messages_with(agent, tag.encode(), timeout=3.0)
+        assert got == [text.encode() for text in texts], agent.transport  # once each, in order
+
+
+def every_worker_agrees(check, what):
+    """Wait until ``check()`` holds for 10 requests in a row: over UDP they land on the
+    workers at random, so each worker has answered (each reads the change feed itself)."""
+    wait_for(lambda: all(check() for _ in range(10)), timeout=30, what=what)
+
+
+def test_device_revoke_takes_effect_on_every_worker(cluster, devices):
+    phone = devices("frank", "udp")
+    cluster.cli("device", "revoke", "frank", f"urn:uuid:{phone.instance}")
+    alice = devices("alice", "udp")
+    tag = uuid.uuid4().hex[:8]
+    every_worker_agrees(lambda: alice.message("frank", f"{tag} probe").status == 202, "the revocation")
+    phone.drain(timeout=0.5)  # probes taken before every worker had read the change
+    for n in range(10):
+        assert alice.message("frank", f"{tag} {n}").status == 202  # stored, delivered nowhere
+    assert messages_with(phone, f"{tag} ".encode(), timeout=1.0) == []
+
+
+def test_user_remove_takes_effect_on_every_worker(cluster, devices):
+    cluster.add_user("gone", "gone-secret")
+    gone = devices("gone", "udp")
+    alice = devices("alice", "udp")
+    assert alice.message("gone", "before").status == 200
+    cluster.cli("user", "remove", "gone")
+    every_worker_agrees(lambda: alice.message("gone", "probe").status == 404, "the removal")
+    for n in range(10):
+        assert alice.message("gone", f"after {n}").status == 404
+    assert [b for b in messages_with(gone, b"after", timeout=0.5)] == []
+    assert gone.register().status in (401, 403)
+
+
+def test_lockout_counts_failures_across_workers_once(tmp_path):
+    threshold = 6
+    server = SipimProcess(tmp_path / "lockout", extra_args=("--workers", "2"),
+                          config_text=f"lockout_threshold = {threshold}\n").start()
+    try:
+        server.add_user("victim", "right-secret")
+        attempts = []
+        for n in range(threshold):
+            # A new socket each time: the attempts come from many source ports and land
+            # on both workers.
+            agent = TestUA("udp", "127.0.0.1", server.ports["udp"], "victim", "right-secret",
+                           instance=str(uuid.uuid4())).connect()
+            attempts.append(agent.register(password="wrong").status)
+            agent.close()
+        assert attempts == [403] * threshold
+        agent = TestUA("udp", "127.0.0.1", server.ports["udp"], "victim", "right-secret",
+                       instance=str(uuid.uuid4())).connect()
+        # Locked after `threshold` failures in all, not `threshold` per worker.
+        assert [agent.register().status for _ in range(4)] == [403] * 4
+        agent.close()
+        audit = json.loads(server.cli("audit", "--user", "victim", "--json").stdout)
+        failed = [r for r in audit if r["result"] == "auth failed"]
+        assert len(failed) == threshold
+        assert sum("now locked out" in r["reason"] for r in failed) == 1
+        assert sum(r["result"] == "locked" for r in audit) >= 4
+    finally:
+        server.stop()
+
+
+def test_a_killed_worker_is_started_again_and_service_continues(tmp_path):
+    server = SipimProcess(tmp_path / "crash", extra_args=("--workers", "2")).start()
+    try:
+        server.add_user("alice", "alice-secret")
+        server.add_user("bob", "bob-secret")
+        before = worker_pids(server)
+        assert len(before) == 2
+        os.kill(before[1], signal.SIGKILL)
+        after = wait_for(lambda: (pids := worker_pids(server)) and len(pids) == 2 and before[1] not in pids
+                         and pids, what="the worker to be started again")
+        assert before[0] in after
+        bob = device(server, "bob", "udp")
+        bob_tls = device(server, "bob", "tls")
+        alice = device(server, "alice", "udp")
+        for n in range(10):  # over UDP these land on both workers
+            assert alice.message("bob", f"after crash {n}").status == 200
+        for agent in (bob, bob_tls):
+            assert sorted(messages_with(agent, b"after crash")) == sorted(
+                f"after crash {n}".encode() for n in range(10))
+        for agent in (alice, bob, bob_tls):
+            agent.close()
+        assert "was killed by SIGKILL" in server.log()
+    finally:
+        server.stop()
+
+
+def test_sigterm_stops_every_worker_with_accepted_messages_committed(tmp_path):
+    data = tmp_path / "stop"
+    server = SipimProcess(data, extra_args=("--workers", "2")).start()
+    server.add_user("alice", "alice-secret")
+    server.add_user("bob", "bob-secret")
+    alice = device(server, "alice", "udp")
+    texts = [f"kept {n}" for n in range(20)]
+    for text in texts:
+        assert alice.message("bob", text).status == 202  # acknowledged: on disk
+    alice.close()
+    pids = worker_pids(server)
+    process = server.process
+    server.process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert not [pid for pid in pids if alive(pid)]
+    server.process = None
+    history = json.loads(server.cli("history", "bob", "--json").stdout)
+    assert sorted(e["body"] for e in history if e["body"].startswith("kept")) == sorted(texts)
+    # And they are delivered when bob comes back (to a single-process server this time).
+    again = SipimProcess(data).start()
+    try:
+        bob = device(again, "bob", "tls")
+        assert messages_with(bob, b"kept", timeout=3.0) == [text.encode() for text in texts]
+        bob.close()
+    finally:
+        again.stop()
+
+
+def test_external_core_with_workers_is_refused_in_one_line(tmp_path):
+    result = SipimProcess(tmp_path / "refused").cli  # run through the CLI, not a server
+    from tests.support.server import run_cli
+
+    outcome = run_cli(tmp_path / "refused", "serve", "--workers", "2", "--external-core", "--trusted-core",
+                      "127.0.0.1", "--core-uri", "sip:127.0.0.1:5070", check=False)
+    assert outcome.returncode != 0
+    assert outcome.stderr.strip().count("\n") == 0
+    assert "--workers is not supported with --external-core" in outcome.stderr
