@@ -269,8 +269,13 @@ class SipimServer:
                 config, location=self.location, writer=self.writer, now=self.wall.now,
                 publish=lambda aor: self._spawn(self.store.publish_change(CHANGE_BINDING, aor)))
             self.third_party.on_registered.append(self.pager.on_registered)
+        # Bound first, so everything that needs the real ports is ready before the first
+        # request is read (with port 0, or requests already waiting in a worker's sockets).
+        for listener, (transport, _, port) in zip(config.listeners(), self.transports.bind()):
+            challenge_orders[(transport, port)] = listener.digest_algorithms
         if cluster is not None:
             cluster.attach(self)
+            cluster.start()
         await self.transports.start()
         # Tens of thousands of live transactions (UDP keeps each 32 s, RFC 3261 §17.2.2
         # timer J) make every full collection rescan them all.  Freeze what start-up
@@ -278,8 +283,6 @@ class SipimServer:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        for listener, (transport, _, port) in zip(config.listeners(), self.transports.listening()):
-            challenge_orders[(transport, port)] = listener.digest_algorithms
         self._tasks = [
             loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
@@ -292,8 +295,6 @@ class SipimServer:
                 loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages),
                                  name="messages"),
             ]
-        if cluster is not None:
-            cluster.start()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -94,6 +94,7 @@ class TransportManager:
         if prebound is not None and len(prebound) != len(self._listens):
             raise ValueError("prebound: one socket per listener")
         self._prebound = prebound
+        self._sockets: list[socket.socket] | None = None  # bound by bind()
         self.remote_flows = remote_flows
 
         self._listening: list[tuple[str, str, int]] = []
@@ -106,23 +107,49 @@ class TransportManager:
 
     # -- life cycle -----------------------------------------------------------
 
+    def bind(self) -> list[tuple[str, str, int]]:
+        """Bind every listening socket now (port 0 gets a free port) and return
+        `listening()`; nothing is read until `start()`.  The caller can thus finish
+        its own set-up with the real ports before the first message arrives -- which
+        matters when messages are already waiting in the sockets (a worker process
+        started again, sipim/cluster)."""
+        if self._sockets is None:
+            sockets: list[socket.socket] = []
+            try:
+                for index, spec in enumerate(self._listens):
+                    if self._prebound is not None:
+                        sock = self._prebound[index]
+                    elif spec.transport == "udp":
+                        sock = open_udp_socket(spec.host, spec.port, self._socket_buffer_sizes)
+                    else:
+                        sock = bind_stream_socket(spec.host, spec.port)
+                    sockets.append(sock)
+            except BaseException:
+                for sock in sockets:
+                    sock.close()
+                raise
+            self._sockets = sockets
+            self._listening = [(spec.transport, *host_port(sock.getsockname()))
+                               for spec, sock in zip(self._listens, sockets)]
+        return self.listening()
+
     async def start(self) -> None:
-        """Bind every listener.  Port 0 binds a free port; `listening()` tells which."""
+        """Bind every listener (unless `bind()` did) and serve.  Port 0 binds a free
+        port; `listening()` tells which."""
         if self._started:
             raise RuntimeError("TransportManager already started")
         self._started = True
         loop = asyncio.get_running_loop()
-        prebound = self._prebound
         try:
-            for index, spec in enumerate(self._listens):
+            self.bind()
+            for spec, sock, (_, host, port) in zip(self._listens, self._sockets, self._listening):
                 if spec.transport == "udp":
-                    sock = (prebound[index] if prebound
-                            else open_udp_socket(spec.host, spec.port, self._socket_buffer_sizes))
-                    _, endpoint = await loop.create_datagram_endpoint(
-                        lambda: UDPEndpoint(self._dispatcher, self._parser_limits), sock=sock)
+                    # Known to the manager before the first datagram is handed over (one may
+                    # be waiting already): responses to it go out through this endpoint.
+                    endpoint = UDPEndpoint(self._dispatcher, self._parser_limits)
                     self._udp_endpoints.append(endpoint)
+                    await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
                 elif spec.transport in ("tcp", "tls"):
-                    sock = prebound[index] if prebound else bind_stream_socket(spec.host, spec.port)
                     tls = spec.transport == "tls"
                     name = spec.transport
                     server = await loop.create_server(
@@ -132,7 +159,6 @@ class TransportManager:
                         ssl_handshake_timeout=self._tls_handshake_timeout if tls else None)
                     self._servers.append(server)
                 else:
-                    sock = prebound[index] if prebound else bind_stream_socket(spec.host, spec.port)
                     app = self._http_app_factory() if self._http_app_factory else web.Application()
                     install_sip_websocket(app, spec.transport, self._ws_settings)
                     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -141,8 +167,6 @@ class TransportManager:
                     site = web.SockSite(runner, sock, backlog=self._backlog,
                                         ssl_context=self._ssl_context if spec.transport == "wss" else None)
                     await site.start()
-                host, port = host_port(sock.getsockname())
-                self._listening.append((spec.transport, host, port))
                 log.info("listening on %s:%s", spec.transport, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         except BaseException:
             await self.stop()
@@ -174,10 +198,13 @@ class TransportManager:
         # Let connection_lost callbacks run so the flow table reports every closed flow.
         for _ in range(3):
             await asyncio.sleep(0)
+        for sock in self._sockets or ():
+            sock.close()  # those no server took over yet (start failed); closing twice is harmless
+        self._sockets = None
         self._servers.clear()
         self._runners.clear()
         self._udp_endpoints.clear()
-        self._listening.clear()
+        self._listening = []
         self._connecting.clear()
 
     def listening(self) -> list[tuple[str, str, int]]:

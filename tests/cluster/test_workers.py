@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
+import time
 import uuid
 
 import pytest
 
-from tests.support.server import SipimProcess
+from tests.support.server import SipimProcess, run_cli
 from tests.support.sipua import TestUA
 
 from .helpers import alive, device, messages_with, registrations, wait_for, worker_of, worker_pids
@@ -186,6 +189,9 @@ def test_a_killed_worker_is_started_again_and_service_continues(tmp_path):
         before = worker_pids(server)
         assert len(before) == 2
         os.kill(before[1], signal.SIGKILL)
+        # Datagrams sent while the worker is down wait in its socket and are answered
+        # by its next process (half of these go there).
+        assert options_answered(server.ports["udp"], 20, timeout=20) == 20
         after = wait_for(lambda: (pids := worker_pids(server)) and len(pids) == 2 and before[1] not in pids
                          and pids, what="the worker to be started again")
         assert before[0] in after
@@ -202,6 +208,32 @@ def test_a_killed_worker_is_started_again_and_service_continues(tmp_path):
         assert "was killed by SIGKILL" in server.log()
     finally:
         server.stop()
+
+
+def options_answered(port: int, count: int, timeout: float) -> int:
+    """Send OPTIONS from ``count`` sockets at once; how many got an answer."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        sock.sendto((f"OPTIONS sip:example.test SIP/2.0\r\n"
+                     f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+                     f"Max-Forwards: 70\r\nFrom: <sip:probe@example.test>;tag=1\r\nTo: <sip:example.test>\r\n"
+                     f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
+                    ("127.0.0.1", port))
+        sockets.append(sock)
+    waiting, answered = set(sockets), 0
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(waiting), [], [], 0.2)
+        for sock in readable:
+            if sock.recv(65535).startswith(b"SIP/2.0 200"):
+                answered += 1
+            waiting.discard(sock)
+    for sock in sockets:
+        sock.close()
+    return answered
 
 
 def test_sigterm_stops_every_worker_with_accepted_messages_committed(tmp_path):
@@ -233,9 +265,6 @@ def test_sigterm_stops_every_worker_with_accepted_messages_committed(tmp_path):
 
 
 def test_external_core_with_workers_is_refused_in_one_line(tmp_path):
-    result = SipimProcess(tmp_path / "refused").cli  # run through the CLI, not a server
-    from tests.support.server import run_cli
-
     outcome = run_cli(tmp_path / "refused", "serve", "--workers", "2", "--external-core", "--trusted-core",
                       "127.0.0.1", "--core-uri", "sip:127.0.0.1:5070", check=False)
     assert outcome.returncode != 0
