@@ -268,12 +268,12 @@ def parse_params(text: str) -> dict[str, str | None]:
 _SIMPLE_VALUE_CHARS = TOKEN_CHARS + "="
 
 
-def _parse_simple_params(text: str) -> dict[str, str | None] | None:
+def _parse_simple_params(text: str, ascii_known: bool = False) -> dict[str, str | None] | None:
     """Fast path of ``parse_params`` for ``;name=value;flag`` made of token
     characters, ';' and '=' only: the same dict, or None (never an error) when
     the text is anything else or would be refused, so the caller falls back
     to ``parse_params``."""
-    if not text.isascii():
+    if not ascii_known and not text.isascii():
         return None
     params: dict[str, str | None] = {}
     for piece in text.split(";"):
@@ -660,7 +660,14 @@ def valid_host(host: str) -> bool:
         return False
     if host[0] == "[":
         return _valid_ipv6_reference(host)
-    if host.strip(_HOSTNAME_CHARS):
+    return host.isascii() and _valid_ascii_hostname(host)
+
+
+def _valid_ascii_hostname(host: str) -> bool:
+    """valid_host for a non-empty ASCII host that is not an IPv6 reference."""
+    # "127.0.0.1", "pc33.example.com": letters and digits once the dots are
+    # gone (isalnum is the cheap test); '-' and the rest take the full one
+    if not host.replace(".", "").isalnum() and host.strip(_HOSTNAME_CHARS):
         return False
     if "-" not in host and ".." not in host and host[0] != ".":
         return True
@@ -834,7 +841,7 @@ def _parse_simple_via(text: str) -> Via | None:
     with single spaces and no LWS anywhere else.  Returns None — never raises —
     for any other shape, and the full parser decides; when it returns a Via it
     is the one the full parser builds (tests/sip/test_properties.py)."""
-    if not text.startswith("SIP/2.0/"):
+    if not text.startswith("SIP/2.0/") or not text.isascii():
         return None
     space = text.find(" ", 8)
     if space < 0:
@@ -844,18 +851,18 @@ def _parse_simple_via(text: str) -> Via | None:
         return None
     sent_by, semi, param_text = text[space + 1 :].partition(";")
     host, colon, port_text = sent_by.partition(":")
-    # valid_host refuses LWS, so sent-by has none to remove
-    if not valid_host(host) or host[0] == "[":
+    # a valid host has no LWS, so sent-by has none to remove
+    if not host or host[0] == "[" or not _valid_ascii_hostname(host):
         return None
     port: int | None = None
     if colon:
-        if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        if not port_text.isdigit() or len(port_text) > 5:
             return None
         port = int(port_text)
         if port > 65535:
             return None
     if semi:
-        params = _parse_simple_params(param_text)
+        params = _parse_simple_params(param_text, ascii_known=True)
         if params is None:
             return None
     else:

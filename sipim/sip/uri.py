@@ -20,13 +20,13 @@ from .errors import SIPParseError
 from .headers import (
     _end_of_quoted,
     _parse_simple_params,
+    _valid_ascii_hostname,
     format_params,
     is_token,
     parse_params,
     quote,
     split_host_port,
     unquote,
-    valid_host,
 )
 
 # ---------------------------------------------------------------------------
@@ -370,7 +370,8 @@ def _parse_simple_sip_uri(text: str) -> SipURI | None:
             return None
     semi = rest.find(";")
     host, colon, port_text = (rest if semi < 0 else rest[:semi]).partition(":")
-    if not valid_host(host):
+    # the character check above made the text ASCII, without '[' (no IPv6)
+    if not host or not _valid_ascii_hostname(host):
         return None
     port: int | None = None
     if colon:
