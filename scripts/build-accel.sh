@@ -48,6 +48,8 @@ fi
 # The compiler's command lines go to the log; mypyc's and gcc's complaints are
 # shown when the build fails.
 mkdir -p build/accel
+exec 9>build/accel/.lock   # one build at a time (make -j, two shells)
+flock 9
 log=build/accel/build.log
 if ! "$PYTHON" scripts/build_accel.py "$@" >"$log" 2>&1; then
     grep -v -E '^(gcc|cc|x86_64-linux-gnu-gcc|creating|copying|running|building) ' "$log" >&2 || true

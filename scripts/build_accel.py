@@ -92,6 +92,12 @@ def main(argv: list[str]) -> int:
 
     stamp_path = SIP / guard.BUILD_STAMP
     stamp_path.unlink(missing_ok=True)
+    # a build for another interpreter would only be refused: drop it
+    wanted = {product.name for product in products}
+    for name in [*guard.ACCEL_MODULES, guard.GROUP.rpartition(".")[2] + "__mypyc"]:
+        for old in SIP.glob(f"{name}.*.so"):
+            if old.name not in wanted:
+                old.unlink()
     built = {}
     for product in products:
         target = SIP / product.name
