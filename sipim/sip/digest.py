@@ -491,8 +491,8 @@ class DigestServer:
         # setting up the key, this pays two hash copies instead.
         key = hashlib.sha256(secret).digest() if len(secret) > _SHA256_BLOCK else secret
         key = key.ljust(_SHA256_BLOCK, b"\0")
-        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
-        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+        self._inner = hashlib.sha256(bytes([byte ^ 0x36 for byte in key]))
+        self._outer = hashlib.sha256(bytes([byte ^ 0x5C for byte in key]))
         self._clock = clock
         self.nonce_lifetime = nonce_lifetime
         self.max_tracked_nonces = max(1, max_tracked_nonces)
@@ -562,7 +562,11 @@ class DigestServer:
 
     # -- verification -------------------------------------------------------
 
-    parse_credentials = staticmethod(parse_credentials)
+    @staticmethod
+    def parse_credentials(value: str) -> DigestCredentials:
+        """The module's ``parse_credentials`` (a real method: a class attribute
+        holding a staticmethod is not one once compiled by mypyc)."""
+        return parse_credentials(value)
 
     def verify(
         self,

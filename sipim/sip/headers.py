@@ -439,7 +439,8 @@ class Headers:
         return (_key_of_spelling(name) or _slow_header_key(name)) in index
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((name, value) for _, name, value in self._items)
+        # a list's iterator: mypyc would turn a generator expression into a list anyway
+        return iter([(name, value) for _, name, value in self._items])
 
     def __len__(self) -> int:
         return len(self._items)

@@ -482,3 +482,8 @@ def test_nonce_mac_is_hmac_sha256(clock, secret):
     assert server.nonce_issued_at(nonce[:-2] + ("AA" if nonce[-2:] != "AA" else "BB")) is None
     assert server.nonce_issued_at(nonce.replace(nonce[5], "+", 1)) in (None, clock.now())
     assert server.nonce_issued_at("é" * 48) is None and server.nonce_issued_at("=" * 48) is None
+
+
+def test_server_exposes_parse_credentials(server):
+    value = 'Digest username="a", realm="r", nonce="n", uri="sip:r", response="0a"'
+    assert server.parse_credentials(value) == DigestServer.parse_credentials(value) == parse_credentials(value)
