@@ -120,7 +120,7 @@ def digest_response(
     qop: str | None = None,
     nc: str | None = None,
     cnonce: str | None = None,
-    body: bytes = b"",
+    body: bytes | bytearray | memoryview = b"",
 ) -> str:
     """The `response` value (RFC 7616 §3.4.1, RFC 2069 form when `qop` is None)."""
     hash_hex, is_session, hash_name = _hash_for(algorithm)
@@ -574,7 +574,7 @@ class DigestServer:
         method: str,
         ha1_value: str,
         *,
-        body: bytes = b"",
+        body: bytes | bytearray | memoryview = b"",
     ) -> DigestResult:
         """Check credentials against the stored HA1 for their algorithm.
 

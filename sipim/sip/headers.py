@@ -9,7 +9,7 @@ cached by the message (see ``Headers.cached``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import SIPParseError
 
@@ -353,7 +353,7 @@ class Headers:
     _index: dict[str, list[str]] | None
     _cache: dict[str, Any]
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, items: Iterable[Sequence[str]] = ()) -> None:
         triples: list[tuple[str, str, str]] = []
         for name, value in items:
             key, spelled = _key_and_spelling(name)

@@ -8,7 +8,7 @@ any header mutation clears.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from .errors import SIPParseError
 from .headers import CSeq, Headers, Via
@@ -252,7 +252,7 @@ def _same_headers(mine: Headers, theirs: Headers) -> bool:
     ]
 
 
-def _as_bytes(body: bytes | bytearray | str) -> bytes:
+def _as_bytes(body: bytes | bytearray | memoryview | str) -> bytes:
     if isinstance(body, str):
         return body.encode("utf-8")
     return bytes(body)
@@ -270,8 +270,8 @@ class Request(Message):
         self,
         method: str,
         uri: URI | str,
-        headers: Headers | Iterable[tuple[str, str]] | None = None,
-        body: bytes | str = b"",
+        headers: Headers | Iterable[Sequence[str]] | None = None,
+        body: bytes | bytearray | memoryview | str = b"",
     ) -> None:
         self.method = method
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
@@ -313,8 +313,8 @@ class Response(Message):
         self,
         status: int,
         reason: str | None = None,
-        headers: Headers | Iterable[tuple[str, str]] | None = None,
-        body: bytes | str = b"",
+        headers: Headers | Iterable[Sequence[str]] | None = None,
+        body: bytes | bytearray | memoryview | str = b"",
     ) -> None:
         self.status = status
         self.reason = default_reason(status) if reason is None else reason
@@ -363,8 +363,8 @@ def make_response(
     reason: str | None = None,
     *,
     to_tag: str | None = None,
-    headers: Iterable[tuple[str, str]] = (),
-    body: bytes | str = b"",
+    headers: Iterable[Sequence[str]] = (),
+    body: bytes | bytearray | memoryview | str = b"",
 ) -> Response:
     """Build a response to ``request`` as RFC 3261 §8.2.6.2 says.
 
@@ -392,6 +392,6 @@ def make_response(
             for value in values:
                 triples.append((key, name, value))
     out = Headers._from_triples(triples, out_index)
-    for name, value in headers:
+    for name, value in headers:  # (name, value) pairs, tuples or not
         out.add(name, value)
     return Response(status, reason, out, body)

@@ -8,7 +8,7 @@ Framing uses ``bytes.find`` only; header lines are split with ``str.split`` /
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from .errors import SIPParseError
 from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers, is_token
@@ -36,6 +36,11 @@ class KeepAlive:
 
 
 DEFAULT_LIMITS = ParserLimits()
+
+# What parse_message and StreamFramer.feed take.  Spelled out (not just
+# ``bytes``) because once compiled by mypyc an argument of the wrong type is
+# refused at the call, where the Python code would have copied it to bytes.
+Buffer = Union[bytes, bytearray, memoryview]
 
 _CRLF2 = b"\r\n\r\n"
 _LF2 = b"\n\n"
@@ -338,7 +343,7 @@ def _skip_leading_crlf(data: bytes | bytearray) -> int:
     return start
 
 
-def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
+def parse_message(data: Buffer, limits: ParserLimits = DEFAULT_LIMITS) -> Request | Response:
     """Parse one datagram (UDP, or a WebSocket message).
 
     §18.3: without Content-Length the body is the rest of the datagram; a
@@ -425,7 +430,7 @@ class StreamFramer:
         """Bytes received but not yet part of a complete message."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Request | Response | KeepAlive]:
+    def feed(self, data: Buffer) -> list[Request | Response | KeepAlive]:
         if self._broken is not None:
             raise self._broken
         self._buffer += data

@@ -235,3 +235,19 @@ def test_version_says_which_sip_layer_runs():
     env = {**os.environ, "SIPIM_PURE": "1"}
     result = subprocess.run([str(sipim_command), "--version"], capture_output=True, text=True, env=env, check=True)
     assert "sipim " in result.stdout and "SIP layer: pure Python (SIPIM_PURE is set)" in result.stdout
+
+
+def test_the_api_takes_the_same_arguments_compiled_or_not():
+    # a compiled function refuses arguments whose type is not the annotated
+    # one: the annotations must admit what the Python code handles
+    from sipim.sip import Request, StreamFramer
+
+    for data in (bytearray(REGISTER), memoryview(REGISTER)):
+        assert parse_message(data).cseq.seq == 1
+        assert [type(item).__name__ for item in StreamFramer().feed(data)] == ["Request"]
+    request = Request("MESSAGE", "sip:bob@example.com", [["To", "<sip:bob@example.com>"]], bytearray(b"hi"))
+    assert request.body == b"hi" and request.headers.get("To") == "<sip:bob@example.com>"
+    assert Request("MESSAGE", "sip:bob@example.com", body=memoryview(b"yo")).body == b"yo"
+    response = make_response(parse_message(REGISTER), 200, headers=[["Expires", "60"]], body=bytearray(b"x"))
+    assert response.headers.get("Expires") == "60" and response.body == b"x"
+    assert Headers((name, value) for name, value in [("Via", "SIP/2.0/UDP h")]).get("Via") == "SIP/2.0/UDP h"
