@@ -37,6 +37,7 @@ from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.parser import ParserLimits
 from sipim.sip.clock import WallTime
+from sipim.sip.tokens import random_hex
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
 from sipim.store.models import CHANGE_USER, CHANGE_XCAP
@@ -74,12 +75,23 @@ def load_secret(data_dir: Path) -> bytes:
     return data
 
 
+# (transport, host, port) -> Target: a UDP peer sends many requests, and each server
+# transaction keeps its target for Timer J (32 s); one shared, immutable Target each.
+_udp_targets: dict[tuple[str, str, int], Target] = {}
+
+
 def response_target(request: Request, source: Source) -> Target:
     """Where a response goes: RFC 3261 §18.2.2 with RFC 3581 §4 (rport)."""
     if source.reliable and source.flow is not None:
         return Target(source.transport, source.remote[0], source.remote[1], source.flow.id)
     via = request.top_via
-    return Target(source.transport, via.received or via.host, via.rport or via.port or 5060)
+    key = (source.transport, via.received or via.host, via.rport or via.port or 5060)
+    target = _udp_targets.get(key)
+    if target is None:
+        if len(_udp_targets) >= 100_000:
+            _udp_targets.clear()
+        target = _udp_targets[key] = Target(*key)
+    return target
 
 
 def stamp_via(request: Request, source: Source) -> None:
@@ -102,7 +114,7 @@ def add_to_tag(request: Request, response: Response) -> None:
     Decided on the request's To, already parsed, rather than parsing the response's.
     """
     if response.status > 100 and request.to.tag is None:
-        response.headers.replace_first("To", f"{response.headers.get('To')};tag={os.urandom(6).hex()}")
+        response.headers.replace_first("To", f"{response.headers.get('To')};tag={random_hex(6)}")
 
 
 def prepare_data_dir(config: Config):

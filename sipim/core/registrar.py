@@ -255,7 +255,7 @@ class Registrar:
 
     def _outbound_applies(self, request: Request, supported: set[str]) -> bool:
         """RFC 5626 §6: outbound processing only when we are the first hop or the edge says "ob"."""
-        if len(request.vias) == 1:
+        if _single_via(request):
             return True
         paths = request.headers.get_all("Path")
         if paths:
@@ -333,7 +333,7 @@ class Registrar:
             response.headers.add("Path", path)  # RFC 3327 §5.3
         if outbound and any(b.reg_id is not None for b in self._location.bindings(aor)):
             response.headers.add("Require", "outbound")  # RFC 5626 §6
-            if len(request.vias) == 1:
+            if _single_via(request):
                 response.headers.add("Flow-Timer", str(self._config.flow_timer))
         response.headers.add("Supported", "path, outbound, gruu")
         response.headers.add("Date", self._date(now))
@@ -406,6 +406,16 @@ class Registrar:
                     ts=now, aor=binding.aor, username=None, instance_id=binding.instance_id,
                     user_agent=binding.user_agent, source=binding.source, transport=binding.transport,
                     result=REMOVED, reason=reason))
+
+
+def _single_via(request: Request) -> bool:
+    """One Via: the REGISTER comes straight from the device (RFC 5626 §6 first hop).
+
+    Counted on the raw values; the top Via is parsed already.  With more than one,
+    every Via is parsed, so a malformed one is refused as it always was."""
+    if len(request.headers.get_all("Via")) == 1:
+        return True
+    return len(request.vias) == 1
 
 
 def _contact_key(uri) -> str:

@@ -149,8 +149,10 @@ class PagerService:
             response = make_response(request, 405, "Method Not Allowed")
             response.headers.add("Allow", ALLOW)
             return response
+        content_type = request.headers.get("Content-Type") or ""
+        media_type = content_type.split(";", 1)[0].strip().lower()
         try:
-            self._check_size_and_type(request, source)
+            self._check_size_and_type(request, source, media_type)
             recipient, instance = await self._resolve(request, identity.aor)
         except Refusal as refusal:
             response = make_response(request, refusal.status, refusal.reason)
@@ -162,7 +164,7 @@ class PagerService:
             return self._blocked(request, recipient)
 
         cpim = None
-        if content_type_of(request) == "message/cpim":
+        if media_type == "message/cpim":
             try:
                 cpim = parse_cpim(request.body, max_size=self._config.im_max_message_size)
             except CPIMError as error:
@@ -181,7 +183,7 @@ class PagerService:
         message = StoredMessage(
             id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=instance,
             call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=imdn_id,
-            content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
+            content_type=content_type or "text/plain", body=request.body,
             disposition_notification=(", ".join(sorted(requested_notifications(cpim))) or None) if cpim else None,
             created_at=now,
             expires_at=now + self._expires(request), state="pending")
@@ -227,7 +229,8 @@ class PagerService:
             return make_response(request, 200, "OK")
         return make_response(request, 202, "Accepted")
 
-    def _check_size_and_type(self, request: Request, source: Source) -> None:
+    def _check_size_and_type(self, request: Request, source: Source, content_type: str) -> None:
+        """``content_type``: the media type, lower case, without parameters."""
         config = self._config
         if not request.body:
             raise Refusal(400, "MESSAGE without a body")
@@ -237,7 +240,6 @@ class PagerService:
                 raise Refusal(513, "Message Too Large")
         elif len(request.body) > config.im_max_message_size:
             raise Refusal(413, "Request Entity Too Large")
-        content_type = content_type_of(request)
         if not content_type:
             raise Refusal(400, "MESSAGE without Content-Type")
         if config.im_refuse_other_types and content_type not in config.im_content_types:

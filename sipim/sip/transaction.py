@@ -38,13 +38,13 @@ Choices the RFC leaves open, and how this module takes them:
 from __future__ import annotations
 
 import enum
-import os
 from collections import deque
 from typing import Any, Callable, Protocol
 
 from .clock import Clock, TimerHandle
 from .headers import Headers
 from .message import Request, Response, make_response
+from .tokens import random_hex
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -71,7 +71,7 @@ def set_branch_owner(tag: str) -> None:
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch (§8.1.1.7: cookie + a value unique in space and time)."""
-    return MAGIC_COOKIE + _branch_owner + os.urandom(12).hex()
+    return MAGIC_COOKIE + _branch_owner + random_hex(12)
 
 
 class Target(Protocol):
