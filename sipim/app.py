@@ -427,8 +427,16 @@ class SipimServer:
         self._respond(transaction, response)
 
     def _respond(self, transaction, response: Response) -> None:
-        add_to_tag(transaction.request, response)
-        self.transactions.respond(transaction, response)
+        request = transaction.request
+        if request is None:
+            return  # the transaction has its final response already (and let the request go)
+        add_to_tag(request, response)
+        if response.status in (401, 407):
+            # A challenge keeps no transaction (RFC 3261 §8.2.7, §26.1.5): half of all
+            # requests, each else held 32 s over UDP for nothing but a retransmission.
+            self.transactions.respond_statelessly(transaction, response)
+        else:
+            self.transactions.respond(transaction, response)
 
     def _on_parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
         partial = error.partial

@@ -322,7 +322,7 @@ class _Transaction:
             self._timeout_timer = self.layer.timers.start(seconds, self._terminate)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.request.method} {self.state.value} {self.key[0]}>"
+        return f"<{type(self).__name__} {self.key[-1]} {self.state.value} {self.key[0]}>"
 
 
 class ClientTransaction(_Transaction):
@@ -459,7 +459,11 @@ class NonInviteClientTransaction(ClientTransaction):
         on_response = self.on_response
         if new_state is COMPLETED:
             self._stop_timers()
-            self._linger(0.0 if self.reliable else self.layer.t4)   # Timer K
+            if self.reliable:
+                self._terminate()                                    # Timer K = 0
+            else:
+                self._linger(self.layer.t4)                          # Timer K
+                self.request = None  # nothing is retransmitted any more
             self._release_tu()
         on_response(response)
 
@@ -467,7 +471,8 @@ class NonInviteClientTransaction(ClientTransaction):
 class ServerTransaction(_Transaction):
     """Base of the two server machines; created by `TransactionLayer.receive_request`.
 
-    `request` is the request that created it; pass responses with
+    `request` is the request that created it (a non-INVITE transaction lingering in
+    Completed for Timer J no longer holds it: None); pass responses with
     `TransactionLayer.respond(transaction, response)`.
     """
 
@@ -579,7 +584,15 @@ class NonInviteServerTransaction(ServerTransaction):
         self.last_response = response
         self.layer.send(response, self.target)
         if new_state is COMPLETED:
-            self._linger(0.0 if self.reliable else 64 * self.layer.t1)   # Timer J
+            if self.reliable:
+                self._terminate()                                      # Timer J = 0
+            else:
+                self._linger(64 * self.layer.t1)                        # Timer J
+                # A retransmission only needs last_response: the request (with all that
+                # was parsed from it) is let go rather than kept 32 s.  At a few thousand
+                # requests a second, what transactions keep alive is what the garbage
+                # collector spends its time walking.
+                self.request = None
         return True
 
     def _receive_again(self, event: Event) -> None:
@@ -702,6 +715,23 @@ class TransactionLayer:
         if transaction.state is TERMINATED:
             return False
         return transaction._respond(response)
+
+    def respond_statelessly(self, transaction: ServerTransaction, response: Response) -> bool:
+        """Send a final response and keep no state for the request (§8.2.7 stateless UAS).
+
+        For challenges (401/407): §8.2.7 and §26.1.5 want unauthenticated requests
+        answered without transaction state, so that a flood of them cannot pile up
+        transactions -- each would otherwise live 64*T1 over UDP.  A retransmission of
+        the request then is a new request and gets a new challenge.  False when the
+        transaction had already ended."""
+        if transaction.state is TERMINATED:
+            return False
+        if response.status < 200:
+            raise ValueError("a stateless answer is a final response")
+        transaction.last_response = response
+        self.send(response, transaction.target)
+        transaction._terminate()
+        return True
 
     def find_server_transaction_for_cancel(self, cancel: Request) -> ServerTransaction | None:
         """§9.2: the transaction a CANCEL targets (same branch and sent-by, method not

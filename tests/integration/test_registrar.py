@@ -217,6 +217,22 @@ def test_registration_attempts_are_recorded_with_their_details(server):
     assert registered["reason"].endswith("digest SHA-256")  # the test UA answers the first challenge
 
 
+def test_rfc3261_8_2_7_a_retransmitted_unauthenticated_register_is_challenged_anew(server):
+    # The challenge is answered statelessly (no transaction is kept for it): a
+    # retransmission is a new request, with a fresh nonce, and is audited as such.
+    from sipim.sip.digest import parse_challenge
+
+    with ua(server, user="alice", transport="udp") as alice:
+        data = alice.build("REGISTER", headers=[("Contact", alice.contact()), ("Expires", "600")]).to_bytes()
+        alice.send_raw(data)
+        first = alice.receive()
+        alice.send_raw(data)  # same branch, same CSeq
+        second = alice.receive()
+    assert first.status == second.status == 401
+    nonces = {parse_challenge(r.headers.get_all("WWW-Authenticate")[0]).nonce for r in (first, second)}
+    assert len(nonces) == 2
+
+
 def test_rfc3261_17_2_2_retransmitted_register_gets_the_same_answer_once_processed(server):
     with ua(server, user="alice", transport="udp", instance=str(uuid.uuid4())) as alice:
         first = alice.transact(alice.build("REGISTER", headers=[("Contact", alice.contact()), ("Expires", "600")]))

@@ -347,14 +347,16 @@ def test_rfc3261_17_2_2_retransmitted_request_resends_last_provisional(h):
 
 
 def test_rfc3261_17_2_2_retransmitted_request_resends_final_and_timer_j_cleans_up(h):
-    transaction = h.layer.receive_request(request(), UDP)
+    original = request()
+    transaction = h.layer.receive_request(original, UDP)
     accepted = make_response(transaction.request, 202, to_tag="s1")
     h.layer.respond(transaction, accepted)
     assert transaction.state is State.COMPLETED
+    assert transaction.request is None              # lingering: only last_response is kept
     h.clock.advance(10)
     assert h.layer.receive_request(request(), UDP) is None
     assert [(t, m) for t, m, _ in h.sent] == [(0, accepted), (10, accepted)]
-    assert not h.layer.respond(transaction, make_response(transaction.request, 500))
+    assert not h.layer.respond(transaction, make_response(original, 500))
     assert len(h.sent) == 2                       # other finals discarded in Completed
 
     h.clock.advance(64 * T1 - 10 - 0.01)
@@ -607,4 +609,41 @@ def test_client_transaction_that_timed_out_lets_go_of_the_tu(h):
     assert tu.timeouts == 1
     del tu
     assert held() is None
+    h.assert_idle()
+
+
+def test_rfc3261_8_2_7_stateless_answer_keeps_nothing_and_a_retransmission_is_new(h):
+    first = request("REGISTER")
+    transaction = h.layer.receive_request(first, UDP)
+    challenge = make_response(first, 401, to_tag="t1")
+    assert h.layer.respond_statelessly(transaction, challenge)
+    assert transaction.state is State.TERMINATED and transaction.last_response is challenge
+    assert [m for _, m, _ in h.sent] == [challenge]
+    h.assert_idle()                                # no transaction, no Timer J
+    again = h.layer.receive_request(request("REGISTER"), UDP)
+    assert again is not None and again is not transaction   # answered anew by the TU
+    assert not h.layer.respond_statelessly(transaction, challenge)
+    with pytest.raises(ValueError):
+        h.layer.respond_statelessly(again, make_response(first, 100))
+
+
+def test_completed_transactions_keep_only_what_retransmissions_need(h):
+    # Timer J (32 s over UDP) and Timer K (T4) keep transactions around: they answer
+    # retransmissions from last_response and absorb late responses without the request.
+    import gc
+
+    original = request("REGISTER")
+    server = h.layer.receive_request(original, UDP)
+    h.layer.respond(server, make_response(original, 200, to_tag="s"))
+    relayed = request(branch=new_branch())
+    client = h.layer.send_request(relayed, UDP, lambda response: None, lambda: None)
+    h.layer.receive_response(make_response(relayed, 200, to_tag="d"))
+    assert server.state is client.state is State.COMPLETED
+    assert server.request is None and client.request is None
+    for message in (original, relayed):
+        assert not [r for r in gc.get_referrers(message) if r is server or r is client]
+    assert "REGISTER" in repr(server) and "MESSAGE" in repr(client)
+    h.layer.receive_request(request("REGISTER"), UDP)           # a retransmission, answered
+    assert h.sent[-1][1].status == 200
+    h.clock.advance(64 * T1)
     h.assert_idle()
