@@ -328,6 +328,7 @@ _SLOT_HEADERS = {
     "vias": "via", "top_via": "via", "from": "from", "to": "to", "cseq": "cseq",
     "contacts": "contact", "expires": "expires", "max_forwards": "max-forwards",
 }
+_VIEW_SOURCES = frozenset(_SLOT_HEADERS.values())
 
 
 class Headers:
@@ -523,10 +524,14 @@ class Headers:
     def remove(self, name: str) -> int:
         """Remove every line of ``name``; returns how many were removed."""
         key = header_key(name)
+        index = self._index
+        if index is None:
+            index = self._build_index()
+        if key not in index:
+            return 0  # a proxy strips headers that are usually absent: nothing changes
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
-        if self._index is not None:
-            self._index.pop(key, None)
+        del index[key]
         self._forget(key)
         return before - len(self._items)
 
@@ -584,7 +589,11 @@ class Headers:
         unknown origin).  Stamping a Via must not cost re-parsing From and To."""
         cache = self._cache
         if cache:
-            for slot in [slot for slot in cache if _SLOT_HEADERS.get(slot, key) == key]:
+            if key in _VIEW_SOURCES:
+                stale = [slot for slot in cache if _SLOT_HEADERS.get(slot, key) == key]
+            else:  # a header no known view is made of: only views of unknown origin go
+                stale = [slot for slot in cache if slot not in _SLOT_HEADERS]
+            for slot in stale:
                 del cache[slot]
 
     def cached(self, slot: str, compute: Callable[[], Any]) -> Any:

@@ -85,6 +85,21 @@ def test_cache_is_invalidated_by_every_mutation():
     assert headers.cached("e", lambda: headers.get("Expires")) == "2"
 
 
+def test_mutations_drop_the_views_made_of_that_header_and_views_of_unknown_origin():
+    headers = Headers([("Via", "SIP/2.0/UDP h"), ("To", "<sip:a@b>"), ("Expires", "1")])
+    headers.remember("top_via", "via view")
+    headers.remember("to", "to view")
+    headers.remember("mine", "a view of unknown origin")
+    assert headers.remove("Route") == 0  # absent: nothing changes, every view stays
+    assert headers._cache == {"top_via": "via view", "to": "to view", "mine": "a view of unknown origin"}
+    headers.add("Subject", "x")  # no known view is made of Subject
+    assert headers._cache == {"top_via": "via view", "to": "to view"}
+    assert headers.remove("To") == 1
+    assert headers._cache == {"top_via": "via view"} and "To" not in headers
+    headers.replace_first("Via", "SIP/2.0/TCP h2")
+    assert headers._cache == {} and headers.get("Via") == "SIP/2.0/TCP h2"
+
+
 # --- quoting, lists, parameters ---------------------------------------------------
 
 
