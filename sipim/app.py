@@ -225,7 +225,7 @@ class SipimServer:
         self.provisioning = ProvisioningService(
             config, store=self.store, users=self.users, lockout=self.lockout, audit=self.writer.audit,
             secret=secret, now=self.wall.now,
-            gateway=make_gateway(config),
+            gateway=make_gateway(config), make_limiter=cluster.rate_limiter if cluster else None,
             ca_pem=self.tls_files.ca_cert.read_text() if self.tls_files is not None else None)
         public_address = PublicAddress(
             host=config.provisioning_public_host, https_port=config.provisioning_public_https_port,

@@ -42,6 +42,7 @@ from operator import attrgetter
 from sipim.core.location import LocationService
 from sipim.core.lockout import Lockout
 from sipim.im.pager import device_key
+from sipim.provisioning.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
@@ -59,6 +60,7 @@ RESPONSE, REQUEST = "R", "Q"
 FLOW_SEND, FLOW_GONE, FLOW_CLOSE = "F", "G", "C"
 AUTH_FAILED, AUTH_OK = "X", "S"
 CHANGES, MAILBOX, CATCH_UP = "N", "M", "U"
+RATE_HIT = "H"
 
 # Store methods that publish to the change feed (the other workers are nudged after them).
 PUBLISHING = ("add_user", "update_user", "remove_user", "publish_change", "add_device", "update_device",
@@ -207,18 +209,53 @@ class RemoteFlow:
         return f"<RemoteFlow {self.id} on worker {self.owner}>"
 
 
+class ReplicatedRateLimiter(RateLimiter):
+    """A provisioning rate limit counted over all workers: each hit it allows is told to
+    the others, which count it without checking (the limit is per service, not per
+    process; a hit racing on two workers at once may let one extra through)."""
+
+    def __init__(self, bus: Bus, name: str, limit: int, window: float) -> None:
+        super().__init__(limit, window)
+        self._bus = bus
+        self.name = name
+
+    def hit(self, key: str, now: float) -> int | None:
+        wait = super().hit(key, now)
+        if wait is None:
+            self._bus.broadcast((RATE_HIT, self.name, key, now))
+            self._bus.flush()  # before the answer: the client's next request may land elsewhere
+        return wait
+
+    def apply(self, key: str, now: float) -> None:
+        hits = self._hits.get(key)
+        if hits is None:
+            if len(self._hits) >= self._max_keys:
+                self._forget(now)
+            hits = self._hits[key] = collections.deque()
+        hits.append(now)
+
+
 class ReplicatedMailboxes(dict):
     """The pager's recipients owed stored messages (aor -> until when); entries this
     worker adds are told to the others, so a device registering at any worker is
-    caught up.  (Deletions of lapsed entries stay local.)"""
+    caught up.  (Deletions of lapsed entries stay local.)  Every stored message moves
+    its recipient's entry; a move of less than a second is not told (the entry is
+    the lifetime of the newest message, days)."""
 
     def __init__(self, bus: Bus, initial: dict) -> None:
         super().__init__(initial)
         self._bus = bus
+        self._told: dict[str, float] = dict(initial)
 
     def __setitem__(self, aor: str, until: float) -> None:
         super().__setitem__(aor, until)
-        self._bus.broadcast((MAILBOX, aor, until))
+        if until > self._told.get(aor, 0.0) + 1.0:
+            self._told[aor] = until
+            self._bus.broadcast((MAILBOX, aor, until))
+
+    def __delitem__(self, aor: str) -> None:
+        super().__delitem__(aor)
+        self._told.pop(aor, None)
 
     def apply(self, aor: str, until: float) -> None:
         if until > self.get(aor, 0.0):
@@ -241,6 +278,7 @@ class ClusterWorker:
         self._config = config
         self._location: ReplicatedLocation | None = None
         self._lockout: ClusterLockout | None = None
+        self._limiters: dict[str, ReplicatedRateLimiter] = {}
         self._server = None
         self.forwarded_requests = 0
         self.forwarded_responses = 0
@@ -259,6 +297,10 @@ class ClusterWorker:
     def lockout(self, **settings) -> ClusterLockout:
         self._lockout = ClusterLockout(self.bus, **settings)
         return self._lockout
+
+    def rate_limiter(self, name: str, limit: int, window: float) -> ReplicatedRateLimiter:
+        limiter = self._limiters[name] = ReplicatedRateLimiter(self.bus, name, limit, window)
+        return limiter
 
     def nonce_counts(self):
         return self.shared.nonce_counts(self._config.nonce_lifetime)
@@ -291,6 +333,8 @@ class ClusterWorker:
         bus.on(AUTH_FAILED, lambda peer, user, ip, now: lockout.apply_failure(user, ip, now))
         bus.on(AUTH_OK, lambda peer, user, ip: lockout.apply_success(user, ip))
         bus.on(CHANGES, lambda peer: server.poll_changes_soon())
+        limiters = self._limiters
+        bus.on(RATE_HIT, lambda peer, name, key, now: limiters[name].apply(key, now) if name in limiters else None)
         pager = server.pager
         mailboxes = ReplicatedMailboxes(bus, pager._mailboxes)
         pager._mailboxes = mailboxes

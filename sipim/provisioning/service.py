@@ -86,7 +86,8 @@ class DeviceWish:
 class ProvisioningService:
     def __init__(self, config: Config, *, store: Store, users: UserCache, lockout: Lockout,
                  audit: Callable[[AuditRecord], None], secret: bytes, gateway: SmsGateway,
-                 now: Callable[[], float] = time.time, ca_pem: str | None = None) -> None:
+                 now: Callable[[], float] = time.time, ca_pem: str | None = None,
+                 make_limiter: Callable[[str, int, float], RateLimiter] | None = None) -> None:
         self._config = config
         self._store = store
         self._users = users
@@ -97,10 +98,12 @@ class ProvisioningService:
         self._now = now
         self.ca_pem = ca_pem
         self._domain = config.domain
-        self._per_number = RateLimiter(config.otp_rate_per_number, config.otp_rate_window)
-        self._per_source = RateLimiter(config.otp_rate_per_source, config.otp_rate_window)
-        self._attempts = RateLimiter(config.provisioning_attempts_per_source, config.otp_rate_window)
-        self._pairings = RateLimiter(config.pairing_codes_per_user, config.otp_rate_window)
+        # Worker processes (sipim/cluster) count the limits together: make_limiter(name, ...).
+        limiter = make_limiter or (lambda name, limit, window: RateLimiter(limit, window))
+        self._per_number = limiter("otp-number", config.otp_rate_per_number, config.otp_rate_window)
+        self._per_source = limiter("otp-source", config.otp_rate_per_source, config.otp_rate_window)
+        self._attempts = limiter("attempts", config.provisioning_attempts_per_source, config.otp_rate_window)
+        self._pairings = limiter("pairings", config.pairing_codes_per_user, config.otp_rate_window)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.provisioning_trusted_networks)
         self._sending: set[asyncio.Task] = set()
         self.msisdn_header = config.provisioning_msisdn_header

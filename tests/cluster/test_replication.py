@@ -147,3 +147,38 @@ async def test_mailboxes_are_told_to_the_other_workers():
     assert dict(b) == {"sip:bob@example.test": 100.0, "sip:carol@example.test": 10.0}
     b.apply("sip:bob@example.test", 20.0)  # never shortened
     assert b["sip:bob@example.test"] == 100.0
+
+
+async def test_mailbox_moves_under_a_second_are_not_told():
+    buses = two_buses()
+    a, b = ReplicatedMailboxes(buses[0], {}), ReplicatedMailboxes(buses[1], {})
+    buses[1].on("M", lambda peer, aor, until: b.apply(aor, until))
+    for step in range(10):
+        a["sip:bob@example.test"] = 1000.0 + step * 0.05  # a message every 50 ms
+    await settle()
+    assert b["sip:bob@example.test"] == 1000.0
+    a["sip:bob@example.test"] = 1001.5
+    await settle()
+    assert b["sip:bob@example.test"] == 1001.5
+    del a["sip:bob@example.test"]  # lapsed here: told again when it comes back
+    a["sip:bob@example.test"] = 1001.6
+    await settle()
+    assert b["sip:bob@example.test"] == 1001.6
+
+
+async def test_provisioning_rate_limits_count_hits_of_every_worker():
+    from sipim.cluster.worker import ReplicatedRateLimiter
+
+    buses = two_buses()
+    a = ReplicatedRateLimiter(buses[0], "otp-number", 3, 900)
+    b = ReplicatedRateLimiter(buses[1], "otp-number", 3, 900)
+    buses[1].on("H", lambda peer, name, key, now: b.apply(key, now))
+    buses[0].on("H", lambda peer, name, key, now: a.apply(key, now))
+    assert a.hit("+4915112345678", 1.0) is None
+    assert a.hit("+4915112345678", 2.0) is None
+    await settle()
+    assert b.hit("+4915112345678", 3.0) is None
+    await settle()
+    assert a.hit("+4915112345678", 4.0) is not None  # the 4th, counted over both workers
+    assert b.hit("+4915112345678", 4.0) is not None
+    assert b.hit("+4915112345679", 4.0) is None       # another key is not limited

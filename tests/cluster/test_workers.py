@@ -270,3 +270,18 @@ def test_external_core_with_workers_is_refused_in_one_line(tmp_path):
     assert outcome.returncode != 0
     assert outcome.stderr.strip().count("\n") == 0
     assert "--workers is not supported with --external-core" in outcome.stderr
+
+
+def test_provisioning_rate_limit_holds_across_workers(tmp_path):
+    from tests.support.provision import post
+
+    limit = 4
+    server = SipimProcess(tmp_path / "otp", extra_args=("--workers", "2"),
+                          config_text=f"otp_rate_per_number = {limit}\n").start()
+    try:
+        server.add_user("dave", "dave-secret", "--phone", "+4915112345674")
+        # Each request is a new HTTPS connection: the kernel spreads them over the workers.
+        answers = [post(server, "otp", {"phone": "+4915112345674"}).status for _ in range(limit + 3)]
+        assert answers == [202] * limit + [429] * 3
+    finally:
+        server.stop()
