@@ -492,9 +492,16 @@ class SipimServer:
             return
         self.registrar.expire(time.time())
 
-    def poll_changes_soon(self) -> None:
-        """Another worker published a change: read the feed now rather than at the next poll."""
-        self._spawn(self._poll_changes())
+    def take_change(self, kind: str, key: str) -> None:
+        """Another worker process published this change (sipim/cluster): what is cached
+        follows at once -- before the request that made it is even answered there --
+        and the rest of the work goes as when the feed is read (which repeats it
+        harmlessly at the next poll)."""
+        if kind == CHANGE_USER:
+            self.users.invalidate(key.rpartition("@")[0])
+        elif kind == CHANGE_DEVICE:
+            self.users.invalidate_device(key)
+        self._spawn(self._apply_change(kind, key))
 
     async def _poll_changes(self) -> None:
         async with self._poll_lock:  # one reader at a time, so no change is applied twice
@@ -509,27 +516,30 @@ class SipimServer:
     async def _read_changes(self) -> None:
         for change in await self.store.changes_since(self._last_change_id):
             self._last_change_id = max(self._last_change_id, change.id)
-            if change.kind == CHANGE_USER:
-                username, _, domain = change.key.rpartition("@")
-                self.users.invalidate(username)
-                if await self.store.get_user(username, domain) is None:
-                    # The user was removed: its devices are unregistered at once.
-                    aor = f"sip:{username}@{domain}"
-                    for binding in self.location.bindings(aor):
-                        self._forget_binding(aor, binding.binding_key)
-            elif change.kind == CHANGE_DEVICE:
-                await self._device_changed(change.key)
-            elif change.kind == CHANGE_BINDING and self.trusted_cores is not None:
-                await self._reload_bindings(change.key)
-            elif change.kind == CHANGE_XCAP:
-                await self.xdm.on_change(change.key)
-            elif change.kind == CHANGE_BINDING_REMOVED:
-                aor, _, key = change.key.partition(" ")
-                removed = self._forget_binding(aor, key)
-                if removed is not None and removed.flow_id:
-                    flow = self.transports.get_flow(removed.flow_id) if self.transports else None
-                    if flow is not None:
-                        flow.close()
+            await self._apply_change(change.kind, change.key)
+
+    async def _apply_change(self, kind: str, key: str) -> None:
+        if kind == CHANGE_USER:
+            username, _, domain = key.rpartition("@")
+            self.users.invalidate(username)
+            if await self.store.get_user(username, domain) is None:
+                # The user was removed: its devices are unregistered at once.
+                aor = f"sip:{username}@{domain}"
+                for binding in self.location.bindings(aor):
+                    self._forget_binding(aor, binding.binding_key)
+        elif kind == CHANGE_DEVICE:
+            await self._device_changed(key)
+        elif kind == CHANGE_BINDING and self.trusted_cores is not None:
+            await self._reload_bindings(key)
+        elif kind == CHANGE_XCAP:
+            await self.xdm.on_change(key)
+        elif kind == CHANGE_BINDING_REMOVED:
+            aor, _, binding_key = key.partition(" ")
+            removed = self._forget_binding(aor, binding_key)
+            if removed is not None and removed.flow_id:
+                flow = self.transports.get_flow(removed.flow_id) if self.transports else None
+                if flow is not None:
+                    flow.close()
 
     async def _device_changed(self, auth_username: str) -> None:
         """A device was re-issued or revoked (here or by another process): its cached

@@ -23,8 +23,10 @@ parts that differ from a single process and keeps them in step over the bus:
 - **lock-out**: failures and the successes that clear counters are sent to every
   worker, so the limits count each attempt once wherever it landed.
 - **digest nonce-counts**: in shared memory (sipim/cluster/shared.py).
-- **change feed**: after this worker publishes a change it tells the others to read
-  the feed now.
+- **change feed**: a change this worker publishes (a user, a device's credentials,
+  an XCAP document) is told to the others before the request that made it is
+  answered, so the client's next request finds it applied at any worker; they would
+  read it from the feed later anyway.
 - **IM server**: deliveries are claimed in the store as nodes behind an external
   core do (sipim/im/pager.py), and the recipients owed stored messages are told to
   every worker, so a device registering anywhere is caught up.
@@ -46,7 +48,7 @@ from sipim.provisioning.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
-from sipim.store.models import Binding
+from sipim.store.models import CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP, Binding, user_key, xcap_key
 from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source, flow_owner, set_flow_owner
 
 from .bus import Bus
@@ -60,11 +62,29 @@ RESPONSE, REQUEST = "R", "Q"
 FLOW_SEND, FLOW_GONE, FLOW_CLOSE = "F", "G", "C"
 AUTH_FAILED, AUTH_OK = "X", "S"
 CHANGES, MAILBOX, CATCH_UP = "N", "M", "U"
-RATE_HIT = "H"
+RATE_HIT, DOCUMENT = "H", "D"
 
-# Store methods that publish to the change feed (the other workers are nudged after them).
-PUBLISHING = ("add_user", "update_user", "remove_user", "publish_change", "add_device", "update_device",
-              "revoke_device", "put_xcap_document", "delete_xcap_document")
+
+def _user(user, *_):
+    return CHANGE_USER, user_key(user.username, user.domain)
+
+
+# Store methods that publish to the change feed -> the (kind, key) they published, from
+# their arguments and result (None: nothing changed).  After one of them returns, the
+# other workers are told the change at once (they would read it from the feed later).
+PUBLISHING = {
+    "add_user": lambda result, user: _user(user),
+    "update_user": lambda result, user: _user(user) if result else None,
+    "remove_user": lambda result, username, domain: (CHANGE_USER, user_key(username, domain)) if result else None,
+    "publish_change": lambda result, kind, key: (kind, key),
+    "add_device": lambda result, device: (CHANGE_DEVICE, device.auth_username),
+    "update_device": lambda result, device: (CHANGE_DEVICE, device.auth_username) if result else None,
+    "revoke_device": lambda result, device_id, now: (CHANGE_DEVICE, result.auth_username) if result else None,
+    "put_xcap_document": lambda result, document, etag: (
+        (CHANGE_XCAP, xcap_key(document.auid, document.owner, document.filename)) if result else None),
+    "delete_xcap_document": lambda result, auid, owner, filename, etag: (
+        (CHANGE_XCAP, xcap_key(auid, owner, filename)) if result else None),
+}
 
 _BINDING_FIELDS = tuple(field.name for field in dataclasses.fields(Binding))
 _binding_row = attrgetter(*_BINDING_FIELDS)
@@ -332,7 +352,12 @@ class ClusterWorker:
         lockout = self._lockout
         bus.on(AUTH_FAILED, lambda peer, user, ip, now: lockout.apply_failure(user, ip, now))
         bus.on(AUTH_OK, lambda peer, user, ip: lockout.apply_success(user, ip))
-        bus.on(CHANGES, lambda peer: server.poll_changes_soon())
+        bus.on(CHANGES, lambda peer, kind, key: server.take_change(kind, key))
+        xdm = server.xdm
+        xdm.change_listeners.append(
+            lambda auid, owner, filename, content: self._tell((DOCUMENT, auid, owner, filename, content)))
+        bus.on(DOCUMENT, lambda peer, auid, owner, filename, content:
+               xdm.take_change(auid, owner, filename, content))
         limiters = self._limiters
         bus.on(RATE_HIT, lambda peer, name, key, now: limiters[name].apply(key, now) if name in limiters else None)
         pager = server.pager
@@ -380,15 +405,27 @@ class ClusterWorker:
         bus.on(CATCH_UP, catch_up)
         self._nudge_after_publishing(server.store)
 
+    def _tell(self, message: tuple) -> None:
+        # Sent now, before the request that made the change is answered: the client's
+        # next request, at whichever worker, finds it applied.
+        self.bus.broadcast(message)
+        self.bus.flush()
+
     def _nudge_after_publishing(self, store) -> None:
-        for name in PUBLISHING:
+        for name, published in PUBLISHING.items():
             method = getattr(store, name, None)
             if method is None:
                 continue
 
-            async def publishing(*args, _method=method, **kwargs):
+            async def publishing(*args, _method=method, _published=published, **kwargs):
                 result = await _method(*args, **kwargs)
-                self.bus.broadcast((CHANGES,))
+                try:
+                    change = _published(result, *args, **kwargs)
+                except Exception:  # a signature this table does not know: the feed still works
+                    log.exception("cannot tell the other workers of %s", _method.__name__)
+                    change = None
+                if change is not None:
+                    self._tell((CHANGES, *change))
                 return result
 
             setattr(store, name, publishing)

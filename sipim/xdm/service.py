@@ -129,6 +129,9 @@ class XdmService:
         self.now = now
         self.privacy = PrivacyRules(now)
         self._lookups: dict[str, deque[float]] = {}
+        # Told of every document written here, (auid, owner, filename, content or None):
+        # worker processes pass it to each other (sipim/cluster), who `take_change` it.
+        self.change_listeners: list[Callable[[str, str, str, bytes | None], None]] = []
 
     async def start(self) -> None:
         for document in await self.store.list_xcap_documents(IM_RULES):
@@ -199,8 +202,14 @@ class XdmService:
         raise XCAPError(503, "the document is being changed by others; try again")
 
     def _changed(self, auid: str, owner: str, filename: str, content: bytes | None) -> None:
+        self.take_change(auid, owner, filename, content)  # at once here; other nodes via the change feed
+        for listener in self.change_listeners:
+            listener(auid, owner, filename, content)
+
+    def take_change(self, auid: str, owner: str, filename: str, content: bytes | None) -> None:
+        """A document now has this content (None: deleted): what is kept in memory follows."""
         if auid == IM_RULES and filename == INDEX:
-            self.privacy.set(owner, content)  # at once here; other nodes via the change feed
+            self.privacy.set(owner, content)
 
     # -- directory -------------------------------------------------------------------------
     def lookup_allowed(self, requester: str) -> bool:

@@ -285,3 +285,144 @@ def test_provisioning_rate_limit_holds_across_workers(tmp_path):
         assert answers == [202] * limit + [429] * 3
     finally:
         server.stop()
+
+
+async def test_rfc7118_websocket_devices_get_messages_through_whichever_worker(cluster):
+    """Browser devices on WSS connections held by both workers; MESSAGEs over UDP land
+    on either worker, which sends each down the device's own WebSocket (RFC 5626 §5.3)
+    directly or through the worker holding it."""
+    import asyncio
+    import ssl
+
+    import aiohttp
+
+    from sipim.sip.digest import build_authorization, ha1, parse_challenge
+    from sipim.sip.message import Request, Response, make_response
+    from sipim.sip.parser import parse_message
+
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    url = f"wss://127.0.0.1:{cluster.ports['wss']}/"
+    tag = uuid.uuid4().hex[:8]
+
+    def register(call_id, instance, cseq, auth=None):
+        headers = [("Via", f"SIP/2.0/WSS {uuid.uuid4().hex[:8]}.invalid;branch=z9hG4bK{uuid.uuid4().hex}"),
+                   ("Max-Forwards", "70"), ("To", "<sip:carol@example.test>"),
+                   ("From", f"<sip:carol@example.test>;tag={uuid.uuid4().hex[:6]}"), ("Call-ID", call_id),
+                   ("CSeq", f"{cseq} REGISTER"),
+                   ("Contact", f'<sip:b{cseq}@{uuid.uuid4().hex[:8]}.invalid;transport=ws>;reg-id=1;'
+                               f'+sip.instance="<urn:uuid:{instance}>"'),
+                   ("Expires", "600"), ("Supported", "path, gruu, outbound")]
+        if auth:
+            headers.append(("Authorization", auth))
+        return Request("REGISTER", "sip:example.test", headers).to_bytes().decode()
+
+    async def browser(session):
+        ws = await session.ws_connect(url, protocols=("sip",), ssl=context)
+        call_id, instance = uuid.uuid4().hex, str(uuid.uuid4())
+        await ws.send_str(register(call_id, instance, 1))
+        challenge = parse_challenge(parse_message((await ws.receive(timeout=5)).data.encode())
+                                    .headers.get_all("WWW-Authenticate")[0])
+        auth = build_authorization(challenge, "REGISTER", "sip:example.test", "carol",
+                                   ha1("carol", "example.test", "carol-secret", challenge.algorithm))
+        await ws.send_str(register(call_id, instance, 2, auth))
+        while True:  # (a catch-up of earlier tests' messages may come first)
+            answer = parse_message((await ws.receive(timeout=5)).data.encode())
+            if isinstance(answer, Response):
+                assert answer.status == 200, answer
+                return ws, instance
+            await ws.send_str(make_response(answer, 200, "OK").to_bytes().decode())
+
+    async def receive_all(ws, seconds, expected):
+        bodies = []
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            try:
+                frame = await ws.receive(timeout=left)
+            except asyncio.TimeoutError:
+                break
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            request = parse_message(frame.data.encode())
+            if isinstance(request, Request):
+                await ws.send_str(make_response(request, 200, "OK").to_bytes().decode())
+                if request.body.startswith(tag.encode()):
+                    bodies.append(request.body)
+                    if len(bodies) == expected:
+                        # Anything more (a duplicate) would come within the same moment.
+                        end = min(end, loop.time() + 0.5)
+        return bodies
+
+    async with aiohttp.ClientSession() as session:
+        browsers = []
+        for _ in range(12):  # until both workers hold some of the WebSockets
+            browsers.append(await browser(session))
+            instances = {f"<urn:uuid:{instance}>" for _, instance in browsers}
+            held = {worker_of(b) for b in await asyncio.to_thread(registrations, cluster, "carol")
+                    if b["instance"] in instances}
+            if held == {"w0", "w1"} and len(browsers) >= 2:
+                break
+        assert held == {"w0", "w1"}
+        alice = await asyncio.to_thread(device, cluster, "alice", "udp")
+        texts = [f"{tag} to the browser {n}" for n in range(6)]
+        readers = [asyncio.ensure_future(receive_all(ws, 10.0, len(texts))) for ws, _ in browsers]
+        for text in texts:
+            assert (await asyncio.to_thread(alice.message, "carol", text)).status == 200
+        for reader in readers:
+            assert sorted(await reader) == sorted(text.encode() for text in texts)
+        for ws, _ in browsers:
+            await ws.close()
+        alice.close()
+
+
+def test_reissued_device_credentials_apply_at_every_worker_at_once(cluster):
+    """A device's credentials re-issued through one worker: the very next REGISTERs,
+    wherever they land, accept the new password and refuse the old one."""
+    from tests.support.provision import post
+
+    instance = f"urn:uuid:{uuid.uuid4()}"
+
+    def udp_agent(config, password=None):
+        return TestUA("udp", "127.0.0.1", cluster.ports["udp"], config["username"],
+                      password or config["device"]["password"], domain=config["domain"],
+                      instance=instance.removeprefix("urn:uuid:"),
+                      auth_user=config["device"]["auth_username"]).connect()
+
+    first = post(cluster, "signin", {"user": "dave", "password": "dave-secret", "instance_id": instance}).json
+    agent = udp_agent(first)
+    # Over UDP these land on both workers, which then hold the device's HA1s in memory.
+    assert [agent.register().status for _ in range(10)] == [200] * 10
+    again = post(cluster, "signin", {"user": "dave", "password": "dave-secret", "instance_id": instance}).json
+    assert again["device"]["password"] != first["device"]["password"]
+    fresh = udp_agent(again)
+    assert [fresh.register().status for _ in range(10)] == [200] * 10
+    stale = udp_agent(first)
+    assert [stale.register().status for _ in range(6)] == [403] * 6
+    for each in (agent, fresh, stale):
+        each.close()
+    fresh = udp_agent(again)
+    fresh.register(expires=0)
+    fresh.close()
+
+
+def test_privacy_rules_apply_at_every_worker_at_once(cluster, devices):
+    """bob blocks alice over HTTPS (one worker); her next MESSAGEs, at either worker,
+    never reach him (RFC 4745 rules, sipim/xdm/policy.py)."""
+    import requests
+    from requests.auth import HTTPDigestAuth
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(cluster.ca_file)
+    session.auth = HTTPDigestAuth("bob", "bob-secret")
+    base = f"https://127.0.0.1:{cluster.ports['wss']}"
+    bob, alice = devices("bob", "udp"), devices("alice", "udp")
+    tag = uuid.uuid4().hex[:8]
+    assert alice.message("bob", f"{tag} before").status == 200
+    try:
+        assert session.put(base + "/api/v1/privacy", json={"blocked_users": ["alice"]}, timeout=10).status_code == 200
+        for n in range(10):
+            assert alice.message("bob", f"{tag} blocked {n}").status in (200, 202)  # silent
+        assert messages_with(bob, tag.encode(), timeout=1.0) == [f"{tag} before".encode()]
+    finally:
+        session.put(base + "/api/v1/privacy", json={}, timeout=10)
