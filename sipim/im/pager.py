@@ -131,11 +131,14 @@ class PagerService:
         # another node may have stored what a device here is owed, and may be sending
         # the same message to the same device.  Then every delivery is claimed in the
         # store (Store.claim_delivery: one atomic statement) and a registration always
-        # asks the store what the device is owed.  Worker processes (sipim/cluster)
-        # claim deliveries the same way; they tell each other which recipients are owed
-        # messages (_mailboxes), so a registration asks the store only for those.
-        self._shared = config.external_core or config.worker_count() > 1
-        self._ask_store_on_register = config.external_core
+        # asks the store what the device is owed.
+        self._shared = config.external_core
+        # Worker processes of one server (sipim/cluster) need no claims: every delivery
+        # to a device, live or catching up, goes out from one process -- the device's
+        # "home" -- whose _in_flight and _catching_up see them all, as with one process.
+        # ``home_elsewhere(binding)`` gives the home's stand-in (``send`` and
+        # ``catch_up``) when it is another worker, None when it is this one.
+        self.home_elsewhere: Callable[[Binding], object] | None = None
         # A gateway whose device list lives in the shared store refreshes it before
         # a live delivery (a device may have registered through another node a moment ago).
         self._refresh_devices = getattr(gateway, "refresh", None)
@@ -352,6 +355,11 @@ class PagerService:
     def _send_to(self, message: StoredMessage, binding: Binding, stored: bool,
                  on_result: Callable[[int], None]) -> None:
         """Send ``message`` to one device; ``on_result`` gets its final status once."""
+        if self.home_elsewhere is not None:
+            home = self.home_elsewhere(binding)
+            if home is not None:
+                home.send(message, binding, stored, on_result)
+                return
         key = (message.id, device_key(binding))
         self._in_flight.add(key)
 
@@ -430,10 +438,18 @@ class PagerService:
                 continue
             self._gateway.send(binding, self.build_delivery(message, binding, stored=False), lambda status: None)
 
+    # The home side of ``home_elsewhere`` (sipim/cluster calls these on the device's home).
+    def deliver_to_device(self, message: StoredMessage, binding: Binding, stored: bool,
+                          on_result: Callable[[int], None]) -> None:
+        self._send_to(message, binding, stored, on_result)
+
+    def catch_up_device(self, binding: Binding) -> None:
+        self._start_catch_up(binding)
+
     # -- catching up (RFC 3428 store-and-forward) -------------------------------------
     def on_registered(self, binding: Binding) -> None:
         """A device (re-)registered: send what it has not had yet, oldest first."""
-        if self._ask_store_on_register:
+        if self._shared:
             # Another node may have stored what it is owed: the store knows.
             self._start_catch_up(binding)
             return
@@ -454,6 +470,11 @@ class PagerService:
             self._start_catch_up(binding)
 
     def _start_catch_up(self, binding: Binding) -> None:
+        if self.home_elsewhere is not None:
+            home = self.home_elsewhere(binding)
+            if home is not None:
+                home.catch_up(binding)
+                return
         key = f"{binding.aor} {device_key(binding)}"
         if key in self._catching_up:
             return
