@@ -296,6 +296,7 @@ class SipimServer:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         self._tasks = [
+            loop.create_task(self._collect_young(), name="gc"),
             loop.create_task(self._every(config.expiry_sweep_interval, self._expire), name="expiry"),
             loop.create_task(self._every(config.change_poll_interval, self._poll_changes), name="changes"),
             loop.create_task(self._every(config.device_use_flush_interval, self._flush_device_use),
@@ -481,6 +482,22 @@ class SipimServer:
                 raise
             except Exception:
                 log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+    async def _collect_young(self) -> None:
+        """Young (and now and then middle-generation) collections on a clock.
+
+        Under a steady load the objects of expiring transactions are freed about as
+        fast as new ones are made, so the collector's allocation count hardly grows:
+        its own young collections come seldom and walk everything made since (in a
+        bench, pauses of 0.9 s).  On a clock each walks ~0.1 s of work: the same total,
+        pauses of ~10 ms (~100 ms for the middle generation)."""
+        config = self.config
+        middle_every = max(1, round(config.gc_middle_interval / config.gc_young_interval))
+        count = 0
+        while True:
+            await asyncio.sleep(config.gc_young_interval)
+            count += 1
+            gc.collect(1 if count % middle_every == 0 else 0)
 
     async def _expire(self) -> None:
         if self.trusted_cores is not None or not self.runs_once_jobs:

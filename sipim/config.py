@@ -165,6 +165,14 @@ class Config:
     t2: float = 4.0
     t4: float = 5.0
 
+    # -- garbage collection (sipim/app.py) ---------------------------------------
+    # Seconds between collections of young objects, and of the middle generation,
+    # run on a clock: at a steady load the collector's own trigger comes seldom and
+    # each of its collections then walks hundreds of thousands of objects (pauses of
+    # most of a second, longer than a UDP client's 500 ms retransmission timer).
+    gc_young_interval: float = 0.1
+    gc_middle_interval: float = 2.0
+
     # -- store write batching (group commit) ---------------------------------
     store_flush_interval: float = 0.003
     store_max_batch: int = 500
@@ -250,6 +258,8 @@ class Config:
     def validate(self) -> None:
         if not self.domain or any(c in self.domain for c in " @:;<>\"/"):
             raise ConfigError(f"invalid domain {self.domain!r}")
+        if not 0 < self.gc_young_interval <= self.gc_middle_interval:
+            raise ConfigError("gc_young_interval must be above 0 and at most gc_middle_interval")
         if not self.listen:
             raise ConfigError("nothing to listen on: give at least one --listen PROTO:HOST:PORT")
         self.listeners()
