@@ -308,6 +308,8 @@ class SipimServer:
                 loop.create_task(self._every(config.im_expiry_sweep_interval, self._expire_messages),
                                  name="messages"),
             ]
+        if cluster is not None:
+            cluster.serving()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -40,6 +40,7 @@ log = logging.getLogger("sipim.cluster")
 
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 # A worker that ran at least this long before dying is restarted at once.
 _HEALTHY_RUN = 30.0
 _START_TIMEOUT = 120.0
@@ -108,7 +109,7 @@ class Supervisor:
             os.close(ready_read)
             code = 1
             try:
-                code = _worker_process(self, slot.index, ready_write)
+                code = _worker_process(self, slot.index, ready_write, restarted=slot.exits > 0)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -249,12 +250,16 @@ def _describe(status: int) -> str:
 
 
 # -- in the worker process ------------------------------------------------------------------
-def _worker_process(supervisor: Supervisor, index: int, ready_fd: int) -> int:
+def _worker_process(supervisor: Supervisor, index: int, ready_fd: int, *, restarted: bool = False) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
-    try:  # the kernel sends SIGTERM when the supervisor dies
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # The kernel sends SIGTERM when the supervisor dies.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # "sipim-w1" in top and /proc/PID/comm: which process is which worker.
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(f"sipim-w{index}".encode()), 0, 0, 0)
     except (OSError, AttributeError):
         pass
     if os.getppid() != supervisor.parent_pid:
@@ -285,7 +290,8 @@ def _worker_process(supervisor: Supervisor, index: int, ready_fd: int) -> int:
     base_node = config.node_id
     config.node_id = f"{base_node}.w{index}"
     worker = ClusterWorker(index, supervisor.count, listen_sockets=listen_sockets, peers=peers,
-                           shared=supervisor.shared, tls_files=supervisor.tls_files, config=config)
+                           shared=supervisor.shared, tls_files=supervisor.tls_files, config=config,
+                           restarted=restarted)
     try:
         import uvloop
 

@@ -311,9 +311,11 @@ class DeviceHome:
 
 class ClusterWorker:
     def __init__(self, index: int, count: int, *, listen_sockets: list[socket.socket],
-                 peers: dict[int, socket.socket], shared: SharedMemory, tls_files, config) -> None:
+                 peers: dict[int, socket.socket], shared: SharedMemory, tls_files, config,
+                 restarted: bool = False) -> None:
         self.index = index
         self.count = count
+        self.restarted = restarted  # a new process of a worker that died
         self.listen_sockets = listen_sockets
         self.tls_files = tls_files
         self.shared = shared
@@ -446,6 +448,11 @@ class ClusterWorker:
     def start(self) -> None:
         self.bus.start()
 
+    def serving(self) -> None:
+        """The server has started (its transports too)."""
+        if self.restarted:
+            self.catch_up_after_restart()
+
     def stop(self) -> None:
         self.bus.stop()
 
@@ -486,8 +493,24 @@ class ClusterWorker:
 
     # -- deliveries through the device's home -------------------------------------------------
     def home_of(self, binding: Binding) -> DeviceHome | None:
-        """`PagerService.home_elsewhere`: the home worker of a device, None when it is this one."""
-        return self._homes[hash((binding.aor, device_key(binding))) % self.count]
+        """`PagerService.home_elsewhere`: the home worker of a device, None when it is this
+        one -- or when the home is not running (being started again): devices are not left
+        waiting for it (its new process catches up the devices it is home to)."""
+        home = self._homes[hash((binding.aor, device_key(binding))) % self.count]
+        if home is not None and self.workers.pid(home.index) == 0:
+            return None
+        return home
+
+    def catch_up_after_restart(self) -> None:
+        """In a worker started again: its devices may have been sent messages while it was
+        down (stored, 202): catch up those owed something now, not at their next REGISTER."""
+        server = self._server
+        now = server.wall.now()
+        for aor, until in list(server.pager._mailboxes.items()):
+            if until > now:
+                for binding in server.location.bindings(aor, now):
+                    if self._homes[hash((binding.aor, device_key(binding))) % self.count] is None:
+                        server.pager.catch_up_device(binding)
 
     def deliver_at(self, home: int, message: StoredMessage, binding: Binding, stored: bool, on_result) -> None:
         token = next(self._delivery_tokens)

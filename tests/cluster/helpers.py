@@ -28,6 +28,17 @@ def worker_pids(process) -> list[int]:
     return sorted(found)
 
 
+def worker_pid(process, index: int) -> int | None:
+    """The pid of worker ``index`` (workers name themselves "sipim-w<index>")."""
+    for pid in worker_pids(process):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == f"sipim-w{index}":
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

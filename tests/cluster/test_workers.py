@@ -20,7 +20,7 @@ import pytest
 from tests.support.server import SipimProcess, run_cli
 from tests.support.sipua import TestUA
 
-from .helpers import alive, device, messages_with, registrations, wait_for, worker_of, worker_pids
+from .helpers import alive, device, messages_with, registrations, wait_for, worker_of, worker_pid, worker_pids
 
 
 @pytest.fixture
@@ -426,3 +426,33 @@ def test_privacy_rules_apply_at_every_worker_at_once(cluster, devices):
         assert messages_with(bob, tag.encode(), timeout=1.0) == [f"{tag} before".encode()]
     finally:
         session.put(base + "/api/v1/privacy", json={}, timeout=10)
+
+
+def test_messages_reach_devices_while_their_home_worker_is_down(tmp_path):
+    """Each device's deliveries go out from one worker, its home; while that worker is
+    being started again the others deliver in its place (the sender gets 200, not a 202
+    after im_delivery_wait), and every device gets every message once."""
+    server = SipimProcess(tmp_path / "home", extra_args=("--workers", "2"),
+                          config_text="im_delivery_wait = 0.5\n").start()
+    try:
+        users = [f"bob{n}" for n in range(10)]
+        for name in ("alice", *users):
+            server.add_user(name, f"{name}-secret")
+        # One TLS device each (its connection stays with the worker that accepted it);
+        # its home is a hash of the device: about half are homed at each worker.
+        bobs = {name: device(server, name, "tls") for name in users}
+        alice = device(server, "alice", "tls")
+        survivor = worker_of(registrations(server, "alice")[0])
+        victim = worker_pid(server, 1 if survivor == "w0" else 0)
+        reachable = [name for name in users if worker_of(registrations(server, name)[0]) == survivor]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in worker_pids(server), what="the worker to be reaped")
+        # It is started again 1 s later: messages sent now find some devices' home down.
+        statuses = [alice.message(name, f"home down {name}").status for name in reachable]
+        assert statuses == [200] * len(reachable)
+        for name in reachable:
+            assert messages_with(bobs[name], b"home down", timeout=1.0) == [f"home down {name}".encode()]
+        for agent in (*bobs.values(), alice):
+            agent.close()
+    finally:
+        server.stop()
