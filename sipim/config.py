@@ -198,8 +198,9 @@ class Config:
     worker_stop_timeout: float = 20.0
     # Slots of the shared UDP transaction-affinity table (8 bytes each): a slot holds
     # which worker took a request, for 64*T1, so a retransmission that the kernel
-    # hands to another worker reaches the one holding its transaction.
-    cluster_affinity_slots: int = 262_144
+    # hands to another worker reaches the one holding its transaction.  Enough for
+    # slots / (64*T1) UDP requests a second (32,000 with the defaults).
+    cluster_affinity_slots: int = 1_048_576
     # Socket buffer of each end of the bus between two workers (bytes), and the
     # largest batch sent as one datagram.
     cluster_bus_buffer: int = 4 << 20

@@ -109,12 +109,19 @@ class AffinityTable:
 
     A slot is one 64-bit word: tag (32 bits of the key's hash) | time (24 bits, 1/16 s)
     | worker index (8 bits).  Keys are ``hash()`` of (branch, sent-by host, port): the
-    workers are forked from one process, so they share its hash seed.
+    workers are forked from one process, so they share its hash seed.  Slots come in
+    buckets of ``WAYS``; a new entry takes an empty slot or the oldest of its bucket,
+    so an entry younger than the window is lost only when the table holds more than
+    its size of requests per window (``cluster_affinity_slots`` / 64*T1 per second).
+    A lost entry means a retransmission is handled where it lands: a MESSAGE is then
+    refused by the store as a duplicate, a REGISTER fails its nonce-count check.
     """
+
+    WAYS = 4
 
     def __init__(self, words: memoryview, workers: WorkerTable, index: int, window: float) -> None:
         self._words = words
-        self._slots = len(words)
+        self._buckets = max(1, len(words) // self.WAYS)
         self._workers = workers
         self.index = index
         # RFC 3261 §17.2.2 Timer J / §17.2.1 Timer H: 64*T1 is how long a server
@@ -122,24 +129,33 @@ class AffinityTable:
         self._window_ticks = int(window * _TICKS) + 1
 
     def owner(self, key: int, now: float) -> int | None:
-        """None: this worker takes the request (the slot now says so).  Otherwise the
+        """None: this worker takes the request (the table now says so).  Otherwise the
         index of the worker that took it within the window and is still running."""
-        slot = key % self._slots
+        base = (key % self._buckets) * 4
         tag = (key >> 24) & 0xFFFFFFFF
         words = self._words
-        value = words[slot]
         now_ticks = int(now * _TICKS) & _MASK24
-        if value >> 32 == tag:
-            owner = value & 0xFF
-            age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24
-            if age <= self._window_ticks:
+        victim = base
+        victim_age = -1
+        for slot in (base, base + 1, base + 2, base + 3):
+            value = words[slot]
+            age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24 if value else _MASK24
+            if value >> 32 == tag and value:
+                if age > self._window_ticks:
+                    victim = slot  # an old entry of the same key: take its place
+                    break
+                owner = value & 0xFF
                 if owner == self.index:
                     return None  # ours: the transaction layer absorbs it
                 since = self._workers.running_since(owner)
                 # Taken by the worker's current process (not one that died since)?
                 if since is not None and now - age / _TICKS >= since - 1.0 / _TICKS:
                     return owner
-        words[slot] = (tag << 32) | (now_ticks << 8) | self.index
+                victim = slot
+                break
+            if age > victim_age:
+                victim, victim_age = slot, age
+        words[victim] = (tag << 32) | (now_ticks << 8) | self.index
         return None
 
 
