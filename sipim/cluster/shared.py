@@ -56,7 +56,7 @@ class SharedMemory:
         self.workers = workers
         self.affinity_slots = affinity_slots
         self.nonce_buckets = max(1, -(-nonce_slots // self.NONCE_WAYS))
-        bucket_words = 1 + 3 * self.NONCE_WAYS
+        bucket_words = 1 + SharedNonceCounts.SLOT_WORDS * self.NONCE_WAYS
         self._worker_words = 2 * workers
         total = self._worker_words + affinity_slots + self.nonce_buckets * bucket_words
         self.mmap = mmap.mmap(-1, total * WORD)
@@ -75,9 +75,9 @@ class SharedMemory:
     def affinity(self, index: int, window: float) -> AffinityTable:
         return AffinityTable(self.affinity_words, self.worker_table(), index, window)
 
-    def nonce_counts(self, nonce_lifetime: float) -> SharedNonceCounts:
+    def nonce_counts(self, nonce_lifetime: float, index: int = 0, window: float = 32.0) -> SharedNonceCounts:
         return SharedNonceCounts(self.nonce_words, self.nonce_buckets, self.NONCE_WAYS, self.lock_fd,
-                                 nonce_lifetime)
+                                 nonce_lifetime, index=index, window=window)
 
 
 class WorkerTable:
@@ -165,20 +165,33 @@ class SharedNonceCounts:
     a nonce whose count may have been evicted), in fixed memory.
 
     Buckets of ``ways`` slots; a nonce's bucket comes from its hash.  Bucket layout in
-    64-bit words: [watermark ms, then per slot: tag, issued ms, highest nc].  When every
-    slot of a bucket holds a live nonce, the one issued first is evicted and its issue
-    time raises the bucket's watermark; a nonce not in its bucket and issued at or
-    before the watermark is STALE.  Watermarks are per bucket, changed under the
-    bucket's lock like the slots, so no update is ever lost between processes.
+    64-bit words: [watermark ms, then per slot: tag, issued ms, highest nc, when and by
+    which worker that count was accepted (ms << 8 | worker)].  When every slot of a
+    bucket holds a live nonce, the one issued first is evicted and its issue time
+    raises the bucket's watermark; a nonce not in its bucket and issued at or before
+    the watermark is STALE.  Watermarks are per bucket, changed under the bucket's
+    lock like the slots, so no update is ever lost between processes.
+
+    One difference from a single process: the highest count itself, presented again at
+    another worker within 64*T1 of being accepted, is answered STALE (a re-challenge),
+    not REPLAY.  That is a UDP retransmission whose transaction the other worker holds
+    and the affinity table lost track of (a single process would answer it from its
+    transaction); a REPLAY would refuse it with 403 and count it towards lock-out.
+    A replay by an attacker gains nothing from it: a fresh nonce is needed either way.
     """
 
-    def __init__(self, words: memoryview, buckets: int, ways: int, lock_fd: int, nonce_lifetime: float) -> None:
+    SLOT_WORDS = 4
+
+    def __init__(self, words: memoryview, buckets: int, ways: int, lock_fd: int, nonce_lifetime: float,
+                 *, index: int = 0, window: float = 32.0) -> None:
         self._words = words
         self._buckets = buckets
         self._ways = ways
-        self._bucket_words = 1 + 3 * ways
+        self._bucket_words = 1 + self.SLOT_WORDS * ways
         self._fd = lock_fd
         self._lifetime_ms = int(nonce_lifetime * 1000)
+        self._index = index
+        self._window_ms = int(window * 1000)
 
     def known(self, nonce: str) -> float | None:
         # Read without the lock a slot may be half written: the caller checks the
@@ -201,13 +214,19 @@ class SharedNonceCounts:
         lifetime = self._lifetime_ms
         free = oldest = -1
         oldest_issued = 0
-        for slot in range(base + 1, base + self._bucket_words, 3):
+        accepted = (now_ms << 8) | self._index
+        for slot in range(base + 1, base + self._bucket_words, self.SLOT_WORDS):
             tag = words[slot]
             if tag == key:
-                if nc <= words[slot + 2]:
-                    return DigestResult.REPLAY
-                words[slot + 2] = nc
-                return DigestResult.OK
+                highest = words[slot + 2]
+                if nc > highest:
+                    words[slot + 2] = nc
+                    words[slot + 3] = accepted
+                    return DigestResult.OK
+                by = words[slot + 3]
+                if nc == highest and by & 0xFF != self._index and now_ms - (by >> 8) <= self._window_ms:
+                    return DigestResult.STALE  # a retransmission another worker took (see above)
+                return DigestResult.REPLAY
             if tag == 0 or now_ms - words[slot + 1] > lifetime:
                 if free < 0:
                     free = slot  # empty, or an expired nonce (answered STALE anyway)
@@ -226,6 +245,7 @@ class SharedNonceCounts:
         words[free] = 0
         words[free + 1] = issued_ms
         words[free + 2] = nc
+        words[free + 3] = accepted
         words[free] = key
         return DigestResult.OK
 
@@ -233,5 +253,6 @@ class SharedNonceCounts:
         # Live entries cannot be told from expired ones without the time; count all.
         words = self._words
         return sum(1 for bucket in range(self._buckets)
-                   for slot in range(bucket * self._bucket_words + 1, (bucket + 1) * self._bucket_words, 3)
+                   for slot in range(bucket * self._bucket_words + 1, (bucket + 1) * self._bucket_words,
+                                     self.SLOT_WORDS)
                    if words[slot])

@@ -358,7 +358,7 @@ class ClusterWorker:
         return limiter
 
     def nonce_counts(self):
-        return self.shared.nonce_counts(self._config.nonce_lifetime)
+        return self.shared.nonce_counts(self._config.nonce_lifetime, self.index, 64 * self._config.t1)
 
     def stale_flows(self, flow_ids: set[str]) -> set[str]:
         """Of the flows the loaded bindings name, those whose connections died with an
