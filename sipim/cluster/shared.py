@@ -158,6 +158,18 @@ class AffinityTable:
         words[victim] = (tag << 32) | (now_ticks << 8) | self.index
         return None
 
+    def peek(self, key: int, now: float) -> int | None:
+        """The worker recorded for ``key`` within the window, without taking it (tests, logs)."""
+        base = (key % self._buckets) * 4
+        tag = (key >> 24) & 0xFFFFFFFF
+        now_ticks = int(now * _TICKS) & _MASK24
+        for slot in (base, base + 1, base + 2, base + 3):
+            value = self._words[slot]
+            if value and value >> 32 == tag:
+                if (now_ticks - ((value >> 8) & _MASK24)) & _MASK24 <= self._window_ticks:
+                    return value & 0xFF
+        return None
+
 
 class SharedNonceCounts:
     """``sipim.sip.digest.NonceCounts`` shared by the workers: the same rules as the
