@@ -474,7 +474,17 @@ class ClusterWorker:
 
     def request_elsewhere(self, request: Request, source: Source) -> bool:
         """A UDP request another worker took within 64*T1 (a retransmission, an ACK or
-        CANCEL of its INVITE) goes to that worker; else this worker takes it."""
+        CANCEL of its INVITE) goes to that worker; else this worker takes it.
+
+        Requests without credentials are left where they land: the core challenges
+        them statelessly (RFC 3261 §8.2.7), so no worker holds a transaction that would
+        answer a retransmission, and anything else they get (OPTIONS, refusals) is
+        answered the same anywhere.  That is half of all requests, and under overload
+        most retransmissions, kept off the table and the bus."""
+        headers = request.headers
+        if ("Authorization" not in headers and "Proxy-Authorization" not in headers
+                and request.method not in ("ACK", "CANCEL")):
+            return False
         via = request.top_via
         branch = via.branch
         if branch is None or not branch.startswith(MAGIC_COOKIE):

@@ -456,3 +456,26 @@ def test_messages_reach_devices_while_their_home_worker_is_down(tmp_path):
             agent.close()
     finally:
         server.stop()
+
+
+def test_rfc3261_17_2_retransmissions_landing_on_another_worker_are_absorbed(cluster, devices):
+    """Copies of an authenticated MESSAGE sent again over UDP reach either worker; each
+    gets the answer the transaction gave, and the message is delivered once."""
+    from sipim.sip.digest import build_authorization, ha1, parse_challenge
+
+    alice, bob = devices("alice", "udp"), devices("bob", "udp")
+    text = f"said once {uuid.uuid4().hex[:8]}"
+    headers = [("Content-Type", "text/plain")]
+    first = alice.transact(alice.build("MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+                                       headers=headers, body=text.encode()))
+    challenge = parse_challenge(first.headers.get("Proxy-Authenticate"))
+    authorization = build_authorization(challenge, "MESSAGE", "sip:bob@example.test", "alice",
+                                        ha1("alice", "example.test", "alice-secret", challenge.algorithm))
+    request = alice.build("MESSAGE", uri="sip:bob@example.test", to="<sip:bob@example.test>",
+                          headers=[*headers, ("Proxy-Authorization", authorization)], body=text.encode())
+    assert alice.transact(request).status == 200
+    answers = []
+    for _ in range(12):  # RFC 3261 §17.1.2.2 Timer E retransmissions, same bytes
+        answers.append(alice.transact(request).status)
+    assert answers == [200] * 12
+    assert messages_with(bob, text.encode(), timeout=1.0) == [text.encode()]
