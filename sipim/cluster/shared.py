@@ -50,7 +50,10 @@ def _lock_file() -> int:
 class SharedMemory:
     """The mapping and the tables carved out of it (made once, in the supervisor)."""
 
-    NONCE_WAYS = 8
+    # A bucket's oldest of four is evicted: with the table full (it is, at a few thousand
+    # requests a second) that is a nonce issued about max_tracked_nonces / rate seconds
+    # ago, so only a nonce answered later than that is re-challenged (as with one process).
+    NONCE_WAYS = 4
 
     def __init__(self, workers: int, *, affinity_slots: int, nonce_slots: int) -> None:
         self.workers = workers
@@ -135,24 +138,30 @@ class AffinityTable:
         tag = (key >> 24) & 0xFFFFFFFF
         words = self._words
         now_ticks = int(now * _TICKS) & _MASK24
+        slots = (base, base + 1, base + 2, base + 3)
+        for slot in slots:
+            value = words[slot]
+            if value >> 32 == tag and value:
+                age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24
+                if age <= self._window_ticks:
+                    owner = value & 0xFF
+                    if owner == self.index:
+                        return None  # ours: the transaction layer absorbs it
+                    since = self._workers.running_since(owner)
+                    # Taken by the worker's current process (not one that died since)?
+                    if since is not None and now - age / _TICKS >= since - 1.0 / _TICKS:
+                        return owner
+                words[slot] = (tag << 32) | (now_ticks << 8) | self.index  # take its place
+                return None
+        # Not there: take an empty slot, else the oldest of the bucket.
         victim = base
         victim_age = -1
-        for slot in (base, base + 1, base + 2, base + 3):
+        for slot in slots:
             value = words[slot]
-            age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24 if value else _MASK24
-            if value >> 32 == tag and value:
-                if age > self._window_ticks:
-                    victim = slot  # an old entry of the same key: take its place
-                    break
-                owner = value & 0xFF
-                if owner == self.index:
-                    return None  # ours: the transaction layer absorbs it
-                since = self._workers.running_since(owner)
-                # Taken by the worker's current process (not one that died since)?
-                if since is not None and now - age / _TICKS >= since - 1.0 / _TICKS:
-                    return owner
+            if not value:
                 victim = slot
                 break
+            age = (now_ticks - ((value >> 8) & _MASK24)) & _MASK24
             if age > victim_age:
                 victim, victim_age = slot, age
         words[victim] = (tag << 32) | (now_ticks << 8) | self.index

@@ -195,6 +195,8 @@ class ClusterLockout(Lockout):
     def record_success(self, user, source_ip) -> None:
         # Failures reach every worker, so when none is counted here none is anywhere:
         # the common case (no failures) costs no message.
+        if not self._failures:
+            return
         if any(subject in self._failures for subject in self._subjects(user, source_ip)):
             self._bus.broadcast((AUTH_OK, user, source_ip))
             super().record_success(user, source_ip)

@@ -70,11 +70,12 @@ def test_a_nonce_issued_by_one_worker_is_accepted_by_another():
 
 def test_an_evicted_nonce_is_stale_never_replayable():
     clock = FakeClock(1_000_000.0)
-    shared = memory(nonce_slots=8)  # one bucket of 8 slots
+    ways = SharedMemory.NONCE_WAYS
+    shared = memory(nonce_slots=ways)  # one bucket
     a, b = two_servers(shared, clock)
     first = credentials(a)
     assert a.verify(first, "REGISTER", ha1("alice", REALM, "pw")) is DigestResult.OK
-    for n in range(8):
+    for n in range(ways):
         clock.advance(0.01)
         assert b.verify(credentials(b, cnonce=f"x{n}"), "REGISTER",
                         ha1("alice", REALM, "pw")) is DigestResult.OK
@@ -86,9 +87,10 @@ def test_an_evicted_nonce_is_stale_never_replayable():
 
 def test_expired_slots_are_reused_without_raising_the_watermark():
     clock = FakeClock(1_000_000.0)
-    shared = memory(nonce_slots=8)
+    ways = SharedMemory.NONCE_WAYS
+    shared = memory(nonce_slots=ways)  # one bucket
     (a, _) = two_servers(shared, clock)
-    for n in range(8):
+    for n in range(ways):
         assert a.verify(credentials(a, cnonce=f"x{n}"), "REGISTER", ha1("alice", REALM, "pw")) is DigestResult.OK
     clock.advance(301)
     old_but_unseen = credentials(a)  # issued now, so genuine and fresh
@@ -98,7 +100,7 @@ def test_expired_slots_are_reused_without_raising_the_watermark():
 
 def test_nonce_count_lock_holds_across_processes():
     """Two processes race to accept the same count: exactly one wins."""
-    shared = memory(nonce_slots=64)
+    shared = memory(nonce_slots=4096)  # room for every nonce: no eviction in this test
     counts = shared.nonce_counts(300, 0)
     results = []
     for attempt in range(20):
