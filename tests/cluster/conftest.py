@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import _drop_schema
-from tests.integration.conftest import _postgres_url_or_skip
+# Both stores, a fresh PostgreSQL schema per module: the fixture the integration tests use.
+from tests.integration.conftest import engine_database  # noqa: F401
 from tests.support.server import SipimProcess
 
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def engine_database(request) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    url, schema = _postgres_url_or_skip()
-    yield url
-    asyncio.run(_drop_schema(schema))
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
-from tests.support.sipua import TestUA
+from tests.support.sipua import TestUA, registered_device
 
 
 def worker_pids(process) -> list[int]:
@@ -50,11 +49,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
 
 
 def device(server, user, transport="udp", instance=None) -> TestUA:
-    agent = TestUA(transport, "127.0.0.1", server.ports[transport], user, f"{user}-secret",
-                   ca_file=server.ca_file, instance=instance or str(uuid.uuid4())).connect()
-    response = agent.register()
-    assert response.status == 200, response
-    return agent
+    return registered_device(server, user, transport, instance)
 
 
 def registrations(server, user) -> list[dict]:

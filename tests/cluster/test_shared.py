@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from sipim.cluster.shared import SharedMemory
 from sipim.sip.clock import FakeClock

@@ -18,27 +18,15 @@ import uuid
 import pytest
 
 from tests.support.server import SipimProcess, run_cli
-from tests.support.sipua import TestUA
+from tests.support.sipua import TestUA, device_pool
 
 from .helpers import alive, device, messages_with, registrations, wait_for, worker_of, worker_pid, worker_pids
 
 
 @pytest.fixture
 def devices(cluster):
-    opened: list[TestUA] = []
-
-    def open_device(user, transport="udp", **kwargs):
-        agent = device(cluster, user, transport, **kwargs)
-        opened.append(agent)
-        return agent
-
-    yield open_device
-    for agent in opened:
-        try:
-            agent.register(expires=0)
-        except Exception:
-            pass
-        agent.close()
+    with device_pool(cluster, "udp") as open_device:
+        yield open_device
 
 
 def tls_devices_on_both_workers(cluster, devices, users):

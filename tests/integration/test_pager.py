@@ -7,32 +7,17 @@ import uuid
 
 import pytest
 
-from tests.support.sipua import TestUA
+from tests.support.sipua import TestUA, device_pool, registered_device
 
 
 def device(server, user, transport="tls", instance=None) -> TestUA:
-    agent = TestUA(transport, "127.0.0.1", server.ports[transport], user, f"{user}-secret",
-                   ca_file=server.ca_file, instance=instance or str(uuid.uuid4())).connect()
-    assert agent.register().status == 200
-    return agent
+    return registered_device(server, user, transport, instance)
 
 
 @pytest.fixture
 def devices(server):
-    opened: list[TestUA] = []
-
-    def open_device(user, **kwargs):
-        agent = device(server, user, **kwargs)
-        opened.append(agent)
-        return agent
-
-    yield open_device
-    for agent in opened:
-        try:
-            agent.register(expires=0)
-        except Exception:
-            pass
-        agent.close()
+    with device_pool(server, "tls") as open_device:
+        yield open_device
 
 
 def history(server, user, *args):

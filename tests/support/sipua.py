@@ -8,6 +8,7 @@ digest client helpers.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import select
 import socket
@@ -279,3 +280,35 @@ class TestUA:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def registered_device(server, user: str, transport: str, instance: str | None = None) -> TestUA:
+    """A device of a provisioned user (password "<user>-secret") of a running `sipim
+    serve`, connected over ``transport`` and registered with a fresh instance id."""
+    agent = TestUA(transport, "127.0.0.1", server.ports[transport], user, f"{user}-secret",
+                   ca_file=server.ca_file, instance=instance or str(uuid.uuid4())).connect()
+    response = agent.register()
+    assert response.status == 200, response
+    return agent
+
+
+@contextlib.contextmanager
+def device_pool(server, default_transport: str):
+    """``open_device(user, transport=..., instance=...)`` for a test; every device it
+    opened is unregistered and closed at the end."""
+    opened: list[TestUA] = []
+
+    def open_device(user: str, transport: str = default_transport, **kwargs) -> TestUA:
+        agent = registered_device(server, user, transport, **kwargs)
+        opened.append(agent)
+        return agent
+
+    try:
+        yield open_device
+    finally:
+        for agent in opened:
+            try:
+                agent.register(expires=0)
+            except Exception:
+                pass
+            agent.close()
