@@ -467,7 +467,7 @@ class SipimServer:
     # -- sending -------------------------------------------------------------------
     def _send(self, message, target: Target) -> None:
         if self.transports is not None:
-            self.transports.send(message.to_bytes(), target)
+            self.transports.send(message if isinstance(message, bytes) else message.to_bytes(), target)
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

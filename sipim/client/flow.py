@@ -103,8 +103,8 @@ class SipFlow:
         return self._writer is not None and not self.closed.is_set()
 
     # -- sending ----------------------------------------------------------------------
-    def _send(self, message: Request | Response, _target: object) -> None:
-        self._write(message.to_bytes())
+    def _send(self, message: Request | Response | bytes, _target: object) -> None:
+        self._write(message if isinstance(message, bytes) else message.to_bytes())
 
     def _write(self, data: bytes) -> None:
         if not self.is_open:

@@ -80,7 +80,9 @@ class Target(Protocol):
     reliable: bool
 
 
-Send = Callable[[Request | Response, Any], None]
+# A message, or its wire bytes where the layer keeps only those (a non-INVITE server
+# transaction in Completed over UDP re-sends its final response as bytes).
+Send = Callable[[Request | Response | bytes, Any], None]
 
 
 class State(enum.Enum):
@@ -471,9 +473,10 @@ class NonInviteClientTransaction(ClientTransaction):
 class ServerTransaction(_Transaction):
     """Base of the two server machines; created by `TransactionLayer.receive_request`.
 
-    `request` is the request that created it (a non-INVITE transaction lingering in
-    Completed for Timer J no longer holds it: None); pass responses with
-    `TransactionLayer.respond(transaction, response)`.
+    `request` is the request that created it; pass responses with
+    `TransactionLayer.respond(transaction, response)`.  A non-INVITE transaction
+    lingering in Completed over UDP for Timer J holds neither the request (None) nor
+    the parsed response: `last_response` is then the response's wire bytes.
     """
 
     __slots__ = ("last_response",)
@@ -481,7 +484,7 @@ class ServerTransaction(_Transaction):
     def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
                  state: State) -> None:
         super().__init__(layer, key, request, target, state)
-        self.last_response: Response | None = None
+        self.last_response: Response | bytes | None = None
 
     def _fail(self) -> None:
         """Timer H fired (no ACK) or the transport failed (§17.2.1, §17.2.4)."""
@@ -581,18 +584,22 @@ class NonInviteServerTransaction(ServerTransaction):
         if new_state is None:
             return False  # §17.2.2: further final responses are discarded in Completed
         self.state = new_state
+        if new_state is COMPLETED and not self.reliable:
+            # Completed lasts Timer J (32 s over UDP) only to answer retransmissions,
+            # which need the response's bytes and nothing else: the request and the
+            # parsed response (a dozen objects with its headers) are let go.  At a few
+            # thousand requests a second, what lingering transactions keep alive is
+            # what the garbage collector spends its time walking.
+            wire = response.to_bytes()
+            self.last_response = wire
+            self.request = None
+            self.layer.send(wire, self.target)
+            self._linger(64 * self.layer.t1)                            # Timer J
+            return True
         self.last_response = response
         self.layer.send(response, self.target)
         if new_state is COMPLETED:
-            if self.reliable:
-                self._terminate()                                      # Timer J = 0
-            else:
-                self._linger(64 * self.layer.t1)                        # Timer J
-                # A retransmission only needs last_response: the request (with all that
-                # was parsed from it) is let go rather than kept 32 s.  At a few thousand
-                # requests a second, what transactions keep alive is what the garbage
-                # collector spends its time walking.
-                self.request = None
+            self._terminate()                                           # Timer J = 0
         return True
 
     def _receive_again(self, event: Event) -> None:

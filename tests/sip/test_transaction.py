@@ -6,6 +6,7 @@ import pytest
 
 from sipim.sip.clock import FakeClock
 from sipim.sip.message import Request, Response, make_response
+from sipim.sip.parser import parse_message
 from sipim.sip.transaction import State, TransactionLayer, new_branch
 
 T1, T2, T4 = 0.5, 4.0, 5.0
@@ -37,6 +38,11 @@ class Harness:
     def send(self, message, target) -> None:
         self.sent.append((self.clock.now(), message, target))
 
+    def sent_wire(self) -> list[tuple[float, bytes]]:
+        """(time, bytes) of what was sent: a transaction lingering in Completed over UDP
+        hands the layer's `send` wire bytes, not a message."""
+        return [(time, wire(message)) for time, message, _ in self.sent]
+
     def sent_times(self) -> list[float]:
         return [time for time, _, _ in self.sent]
 
@@ -45,6 +51,14 @@ class Harness:
         assert self.layer.server_transaction_count == 0
         assert self.layer.client_transaction_count == 0
         assert self.clock.pending() == 0
+
+
+def wire(message) -> bytes:
+    return message if isinstance(message, bytes) else message.to_bytes()
+
+
+def status(message) -> int:
+    return parse_message(message).status if isinstance(message, bytes) else message.status
 
 
 @pytest.fixture
@@ -352,10 +366,11 @@ def test_rfc3261_17_2_2_retransmitted_request_resends_final_and_timer_j_cleans_u
     accepted = make_response(transaction.request, 202, to_tag="s1")
     h.layer.respond(transaction, accepted)
     assert transaction.state is State.COMPLETED
-    assert transaction.request is None              # lingering: only last_response is kept
+    assert transaction.request is None              # lingering: only the response's bytes are kept
+    assert transaction.last_response == accepted.to_bytes()
     h.clock.advance(10)
     assert h.layer.receive_request(request(), UDP) is None
-    assert [(t, m) for t, m, _ in h.sent] == [(0, accepted), (10, accepted)]
+    assert h.sent_wire() == [(0, accepted.to_bytes()), (10, accepted.to_bytes())]
     assert not h.layer.respond(transaction, make_response(original, 500))
     assert len(h.sent) == 2                       # other finals discarded in Completed
 
@@ -540,7 +555,7 @@ def test_rfc3261_9_2_cancel_finds_the_invite_server_transaction(h):
     h.layer.respond(cancel_transaction, make_response(cancel, 200, to_tag="t"))
     h.layer.respond(invite_transaction,
                     make_response(invite_transaction.request, 487, to_tag="t"))
-    assert [m.status for _, m, _ in h.sent] == [200, 487]
+    assert [status(m) for _, m, _ in h.sent] == [200, 487]
 
 
 def test_invite_trying_delay_zero_sends_100_at_once_without_timer():
@@ -640,10 +655,12 @@ def test_completed_transactions_keep_only_what_retransmissions_need(h):
     h.layer.receive_response(make_response(relayed, 200, to_tag="d"))
     assert server.state is client.state is State.COMPLETED
     assert server.request is None and client.request is None
+    # The server side keeps its final response as wire bytes only: no parsed headers.
+    assert isinstance(server.last_response, bytes) and server.last_response.startswith(b"SIP/2.0 200 ")
     for message in (original, relayed):
         assert not [r for r in gc.get_referrers(message) if r is server or r is client]
     assert "REGISTER" in repr(server) and "MESSAGE" in repr(client)
     h.layer.receive_request(request("REGISTER"), UDP)           # a retransmission, answered
-    assert h.sent[-1][1].status == 200
+    assert status(h.sent[-1][1]) == 200
     h.clock.advance(64 * T1)
     h.assert_idle()
