@@ -231,6 +231,42 @@ _MARK_DELIVERED = (
 )
 
 
+class _ManyRows:
+    """An ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` run for a batch of rows, many
+    rows per statement.
+
+    ``executemany`` steps its statement once per row, and the sqlite3 module lets go of
+    the GIL around every step; with the event loop busy on the main thread, the store's
+    thread then waits for the GIL again before each row (up to the interpreter's switch
+    interval), and every hand-over pauses the event loop too.  A statement of 32 rows
+    hands over once for 32.  Statements of 32, 16, 8, 4, 2 and 1 rows cover any batch
+    size with few steps and few distinct statements (all stay in the statement cache).
+    """
+
+    SIZES = (32, 16, 8, 4, 2, 1)
+
+    def __init__(self, sql: str) -> None:
+        head, _, rest = sql.partition("VALUES (")
+        placeholders, _, tail = rest.partition(")")
+        row = f"({placeholders})"
+        self.sql = sql
+        self._statements = {size: f"{head}VALUES {', '.join([row] * size)}{tail}" for size in self.SIZES}
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        start, total = 0, len(rows)
+        for size in self.SIZES:
+            statement = self._statements[size]
+            while total - start >= size:
+                conn.execute(statement, [value for row in rows[start:start + size] for value in row])
+                start += size
+
+
+_UPSERT_BINDINGS = _ManyRows(_UPSERT_BINDING)
+_INSERT_AUDITS = _ManyRows(_INSERT_AUDIT)
+_INSERT_MESSAGES = _ManyRows(_INSERT_MESSAGE)
+_INSERT_HISTORIES = _ManyRows(_INSERT_HISTORY)
+
+
 class _Transaction:
     """``with _Transaction(conn):`` -> BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.
 
@@ -461,16 +497,16 @@ class SQLiteStore(Store):
                         "DELETE FROM bindings WHERE aor = ? AND binding_key = ?", delete_list
                     )
                 if upsert_rows:
-                    conn.executemany(_UPSERT_BINDING, upsert_rows)
+                    _UPSERT_BINDINGS.run(conn, upsert_rows)
                 if audit_rows:
-                    conn.executemany(_INSERT_AUDIT, audit_rows)
+                    _INSERT_AUDITS.run(conn, audit_rows)
                 duplicates: frozenset[str] = frozenset()
                 if message_rows:
                     # All new (the usual case) when every row counted; else redo them one
                     # by one: each execute's rowcount (0 = skipped) names the duplicates.
                     conn.execute("SAVEPOINT batch_messages")
                     before = conn.total_changes
-                    conn.executemany(_INSERT_MESSAGE, message_rows)
+                    _INSERT_MESSAGES.run(conn, message_rows)
                     if conn.total_changes - before != len(message_rows):
                         conn.execute("ROLLBACK TO batch_messages")
                         duplicates = frozenset(
@@ -478,10 +514,8 @@ class SQLiteStore(Store):
                         )
                     conn.execute("RELEASE batch_messages")
                 if history:
-                    conn.executemany(
-                        _INSERT_HISTORY,
-                        [_history_row(h) for h in history if h.message_id not in duplicates],
-                    )
+                    _INSERT_HISTORIES.run(
+                        conn, [_history_row(h) for h in history if h.message_id not in duplicates])
                 if deliveries:
                     conn.executemany(_RECORD_DELIVERY, [(key, ts, ts, mid) for mid, key, ts in deliveries])
                     conn.executemany(_MARK_DELIVERED,

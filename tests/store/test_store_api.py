@@ -126,6 +126,20 @@ async def test_write_batch_is_atomic_one_bad_row_rolls_back_everything(store: St
     assert len(await store.list_bindings()) == 2
 
 
+@pytest.mark.parametrize("size", [1, 2, 31, 32, 33, 95])
+async def test_write_batch_stores_every_row_of_a_batch_of_any_size(store: Store, size: int):
+    # The SQLite engine writes many rows per statement (32, 16, ... 1): every size must
+    # land whole, each row with its own values, and a second batch updates them all.
+    bindings = [sample_binding(f"user{i:03d}", f"k{i}", cseq=i) for i in range(size)]
+    audit = [sample_audit(float(i), username=f"user{i:03d}") for i in range(size)]
+    await store.write_batch(upserts=bindings, audit=audit)
+    assert await store.list_bindings() == bindings
+    assert await store.query_audit(limit=1000) == audit[::-1]
+    refreshed = [dataclasses.replace(b, cseq=b.cseq + 1000) for b in bindings]
+    await store.write_batch(upserts=refreshed)
+    assert await store.list_bindings() == refreshed
+
+
 async def test_write_batch_last_upsert_of_a_key_wins(store: Store):
     await store.write_batch(upserts=[sample_binding(cseq=1), sample_binding(cseq=2)])
     assert [b.cseq for b in await store.list_bindings()] == [2]
