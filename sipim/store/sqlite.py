@@ -223,12 +223,6 @@ _RECORD_DELIVERY = (
     "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)"
 )
 
-# A device took the message: delivered, and (the second parameter 0) no longer owed to
-# the recipient's later devices when it was also taken at once (PagerService).
-_MARK_DELIVERED = (
-    "UPDATE messages SET state = CASE WHEN state = ?4 THEN ?1 ELSE state END, "
-    "for_late_devices = min(for_late_devices, ?2) WHERE id = ?3"
-)
 
 
 class _ManyRows:
@@ -265,6 +259,29 @@ _UPSERT_BINDINGS = _ManyRows(_UPSERT_BINDING)
 _INSERT_AUDITS = _ManyRows(_INSERT_AUDIT)
 _INSERT_MESSAGES = _ManyRows(_INSERT_MESSAGE)
 _INSERT_HISTORIES = _ManyRows(_INSERT_HISTORY)
+
+
+# The batch forms of the three statements above, many rows per statement (_ManyRows).
+# "WHERE true": an INSERT ... SELECT with an upsert clause needs a WHERE (SQLite's
+# parser would otherwise read ON CONFLICT as a join constraint).
+_RECORD_DELIVERIES = _ManyRows(
+    "INSERT INTO message_deliveries "
+    "(message_id, device_key, node_id, claimed_at, delivered_at) "
+    "SELECT m.id, v.column2, '', v.column3, v.column3 "
+    "FROM (VALUES (?, ?, ?)) AS v JOIN messages AS m ON m.id = v.column1 WHERE true "
+    "ON CONFLICT (message_id, device_key) DO UPDATE "
+    "SET delivered_at = coalesce(message_deliveries.delivered_at, excluded.delivered_at)"
+)
+# A device took the message: delivered, and (for_late 0) no longer owed to the
+# recipient's later devices when it was also taken at once (PagerService).
+_MARK_DELIVERED_STATEMENT = (
+    f"UPDATE messages SET state = CASE WHEN state = '{MESSAGE_PENDING}' THEN '{MESSAGE_DELIVERED}' "
+    "ELSE state END, for_late_devices = min(for_late_devices, {for_late}) "
+    "WHERE id IN (VALUES (?))"
+)
+_MARK_DELIVERED_TAKEN = _ManyRows(_MARK_DELIVERED_STATEMENT.format(for_late=0))
+_MARK_DELIVERED_KEPT = _ManyRows(_MARK_DELIVERED_STATEMENT.format(for_late=1))
+_NOT_FOR_LATE_DEVICES = _ManyRows("UPDATE messages SET for_late_devices = 0 WHERE id IN (VALUES (?))")
 
 
 class _Transaction:
@@ -517,13 +534,11 @@ class SQLiteStore(Store):
                     _INSERT_HISTORIES.run(
                         conn, [_history_row(h) for h in history if h.message_id not in duplicates])
                 if deliveries:
-                    conn.executemany(_RECORD_DELIVERY, [(key, ts, ts, mid) for mid, key, ts in deliveries])
-                    conn.executemany(_MARK_DELIVERED,
-                                     [(MESSAGE_DELIVERED, int(mid not in taken), mid, MESSAGE_PENDING)
-                                      for mid in delivered_ids])
+                    _RECORD_DELIVERIES.run(conn, [(mid, key, ts) for mid, key, ts in deliveries])
+                    _MARK_DELIVERED_TAKEN.run(conn, [(mid,) for mid in delivered_ids if mid in taken])
+                    _MARK_DELIVERED_KEPT.run(conn, [(mid,) for mid in delivered_ids if mid not in taken])
                 if taken:
-                    conn.executemany("UPDATE messages SET for_late_devices = 0 WHERE id = ?",
-                                     [(mid,) for mid in taken if mid not in delivered_ids])
+                    _NOT_FOR_LATE_DEVICES.run(conn, [(mid,) for mid in taken if mid not in delivered_ids])
                 if history_status:
                     conn.executemany(history_status_update_sql("?1", "?2"),
                                      [(status, mid) for mid, status in history_status])

@@ -383,3 +383,23 @@ async def test_one_batch_records_deliveries_and_taken_at_once_like_separate_batc
     # Delivered again after it was delivered and taken: nothing changes, nothing fails.
     await store.write_batch(deliveries=[("m-both", "tablet", now + 3)], taken_at_once=["m-both"])
     assert (await store.get_message("m-both")).state == MESSAGE_DELIVERED
+
+
+async def test_a_large_batch_of_deliveries_records_each_and_skips_unknown_messages(store: Store):
+    # Deliveries of 40 messages in one batch (the SQLite engine writes them many rows per
+    # statement), half of them also taken at once, plus one for a message never stored.
+    from sipim.store.models import StoredMessage
+
+    now = 1_000_000.0
+    messages = [StoredMessage(id=f"m{i:02d}", sender="sip:a@x", recipient="sip:b@x", target_instance=None,
+                              call_id=f"c{i}", cseq=1, imdn_message_id=None, content_type="text/plain", body=b"hi",
+                              disposition_notification=None, created_at=now, expires_at=now + 60, state="pending")
+                for i in range(40)]
+    await store.write_batch(messages=messages)
+    await store.write_batch(deliveries=[(m.id, "phone", now) for m in messages] + [("unknown", "phone", now)],
+                            taken_at_once=[m.id for m in messages[::2]])
+    assert {(await store.get_message(m.id)).state for m in messages} == {MESSAGE_DELIVERED}
+    assert await store.get_message("unknown") is None
+    later = await store.undelivered_for_device("sip:b@x", "tablet", None, now + 1)
+    assert sorted(m.id for m in later) == [m.id for m in messages[1::2]]
+    assert await store.claim_delivery("m39", "phone", "node-b", now) is False
