@@ -204,7 +204,7 @@ class Endpoint:
 
 class Target:
     name = "?"
-    workers = "1"  # sipim: `sipim serve --workers` (bench/run.py --workers)
+    workers = "auto"  # sipim: `sipim serve --workers` (bench/run.py --workers)
 
     def __init__(self, work_dir: Path, users: int) -> None:
         self.work_dir = work_dir
@@ -859,8 +859,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=170.0,
                         help="seconds for the rate searches, shared by the targets (default 170)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (sipp csv, logs)")
-    parser.add_argument("--workers", default="1", metavar="N|auto",
-                        help="sipim target: worker processes (`sipim serve --workers`, default 1)")
+    parser.add_argument("--workers", default="auto", metavar="N|auto",
+                        help="sipim target: worker processes (`sipim serve --workers`; default auto, "
+                             "one per CPU, as Kamailio runs several worker children)")
     return parser.parse_args(argv)
 
 

@@ -418,8 +418,11 @@ class MemoryNonceCounts:
     def __init__(self, max_tracked: int, nonce_lifetime: float) -> None:
         self.max_tracked = max(1, max_tracked)
         self.nonce_lifetime = nonce_lifetime
-        # nonce -> [issued_at seconds, highest nc accepted]; order = least recently used first
-        self._counts: OrderedDict[str, list] = OrderedDict()
+        # nonce -> (issued_at seconds, highest nc accepted); order = least recently used
+        # first.  Tuples of numbers, not lists: the garbage collector stops tracking them,
+        # so up to max_tracked entries (one per registration in the last few minutes) cost
+        # nothing at each full collection.
+        self._counts: OrderedDict[str, tuple[float, int]] = OrderedDict()
         # Issue time of the newest nonce ever evicted from _counts (see module docstring).
         self._evicted_watermark = float("-inf")
 
@@ -434,12 +437,12 @@ class MemoryNonceCounts:
             if issued_at <= self._evicted_watermark:
                 # Its count may have been evicted: force a fresh nonce instead of risking a replay.
                 return DigestResult.STALE
-            counts[nonce] = [issued_at, nc]
+            counts[nonce] = (issued_at, nc)
             self._evict(now)
             return DigestResult.OK
         if nc <= entry[1]:
             return DigestResult.REPLAY
-        entry[1] = nc
+        counts[nonce] = (entry[0], nc)
         counts.move_to_end(nonce)
         return DigestResult.OK
 

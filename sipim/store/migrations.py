@@ -418,6 +418,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE users ADD COLUMN admin boolean NOT NULL DEFAULT false",
         ),
     ),
+    Migration(
+        version=7,
+        description="SQLite: registration audit without per-user indexes",
+        # In WAL mode every commit writes each page it changed whole.  An index keyed by
+        # user puts every attempt on another page (one per user), so the two per-user
+        # indexes made each audit row cost two 4 KiB page writes, ten times the row
+        # itself: at thousands of REGISTERs a second that was the store's largest cost,
+        # growing with the table.  Per-user audit queries (`sipim audit --user`) now
+        # walk audit_ts from the newest row and stop at --limit.  PostgreSQL logs rows,
+        # not pages, and keeps both indexes.
+        sqlite=(
+            "DROP INDEX IF EXISTS audit_username_ts",
+            "DROP INDEX IF EXISTS audit_aor_user_ts",
+        ),
+        postgresql=(),
+    ),
 )
 
 

@@ -212,3 +212,23 @@ async def test_sqlite_unwritable_location_raises_store_unavailable(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreUnavailable, match="a-file"):
         await open_store(str(blocker / "sub" / "sipim.db"))
+
+
+async def test_sqlite_audit_keeps_only_its_time_index_and_still_filters_by_user(tmp_path):
+    # Migration 7: per-user audit indexes cost two page writes per attempt in WAL mode;
+    # user filters walk the time index instead and must find the same rows.
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    store = await open_store(url)
+    try:
+        records = [sample_audit(float(ts), user="bob" if ts % 3 else "alice",
+                                username=None if ts % 5 == 0 else ("carol" if ts % 7 == 0 else "bob"))
+                   for ts in range(200)]
+        await store.write_batch(audit=records)
+        expected = [r for r in records if r.username == "bob" or r.aor.startswith("sip:bob@")][::-1]
+        assert await store.query_audit(username="bob", limit=1000) == expected
+        assert await store.query_audit(username="bob", since=150.0, limit=5) == [r for r in expected if r.ts >= 150][:5]
+    finally:
+        await store.close()
+    with sqlite3.connect(sqlite_path_from_url(url)) as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(audit)")}
+    assert indexes == {"audit_ts"}
