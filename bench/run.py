@@ -750,7 +750,9 @@ def find_capacity(bench: Benchmark, args: argparse.Namespace, deadline: float) -
 
     if args.rates:
         for rate in args.rates:
-            if not time_left() or not attempt(rate).passed:
+            if not time_left():
+                break
+            if not attempt(rate).passed and not args.keep_going:
                 break
         return steps
 
@@ -859,6 +861,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=170.0,
                         help="seconds for the rate searches, shared by the targets (default 170)")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (sipp csv, logs)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="with --rates: run every listed step even after a failed one (a steady "
+                             "run, e.g. --rates 6000,6000,6000,6000 --retries 0, or recovery after an "
+                             "overloaded step)")
     parser.add_argument("--workers", default="auto", metavar="N|auto",
                         help="sipim target: worker processes (`sipim serve --workers`; default auto, "
                              "one per CPU, as Kamailio runs several worker children)")
