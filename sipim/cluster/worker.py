@@ -56,8 +56,7 @@ from sipim.provisioning.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
-from sipim.store.models import (CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP, Binding, StoredMessage, user_key,
-                                xcap_key)
+from sipim.store.models import Binding, StoredMessage
 from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source, flow_owner, set_flow_owner
 
 from .bus import Bus
@@ -74,27 +73,6 @@ CHANGES, MAILBOX, CATCH_UP = "N", "M", "U"
 RATE_HIT, DOCUMENT = "H", "D"
 DELIVER, DELIVERED = "V", "W"
 
-
-def _user(user, *_):
-    return CHANGE_USER, user_key(user.username, user.domain)
-
-
-# Store methods that publish to the change feed -> the (kind, key) they published, from
-# their arguments and result (None: nothing changed).  After one of them returns, the
-# other workers are told the change at once (they would read it from the feed later).
-PUBLISHING = {
-    "add_user": lambda result, user: _user(user),
-    "update_user": lambda result, user: _user(user) if result else None,
-    "remove_user": lambda result, username, domain: (CHANGE_USER, user_key(username, domain)) if result else None,
-    "publish_change": lambda result, kind, key: (kind, key),
-    "add_device": lambda result, device: (CHANGE_DEVICE, device.auth_username),
-    "update_device": lambda result, device: (CHANGE_DEVICE, device.auth_username) if result else None,
-    "revoke_device": lambda result, device_id, now: (CHANGE_DEVICE, result.auth_username) if result else None,
-    "put_xcap_document": lambda result, document, etag: (
-        (CHANGE_XCAP, xcap_key(document.auid, document.owner, document.filename)) if result else None),
-    "delete_xcap_document": lambda result, auid, owner, filename, etag: (
-        (CHANGE_XCAP, xcap_key(auid, owner, filename)) if result else None),
-}
 
 _BINDING_FIELDS = tuple(field.name for field in dataclasses.fields(Binding))
 _binding_row = attrgetter(*_BINDING_FIELDS)
@@ -420,32 +398,15 @@ class ClusterWorker:
                 pager.on_registered_elsewhere(binding)
 
         location.on_replicated_put = replicated_put
-        self._nudge_after_publishing(server.store)
+        # A user, device or XCAP document this worker changed: the others hear of it at
+        # once, not only when they next read the change feed.
+        server.store.add_change_listener(lambda kind, key: self._tell((CHANGES, kind, key)))
 
     def _tell(self, message: tuple) -> None:
         # Sent now, before the request that made the change is answered: the client's
         # next request, at whichever worker, finds it applied.
         self.bus.broadcast(message)
         self.bus.flush()
-
-    def _nudge_after_publishing(self, store) -> None:
-        for name, published in PUBLISHING.items():
-            method = getattr(store, name, None)
-            if method is None:
-                continue
-
-            async def publishing(*args, _method=method, _published=published, **kwargs):
-                result = await _method(*args, **kwargs)
-                try:
-                    change = _published(result, *args, **kwargs)
-                except Exception:  # a signature this table does not know: the feed still works
-                    log.exception("cannot tell the other workers of %s", _method.__name__)
-                    change = None
-                if change is not None:
-                    self._tell((CHANGES, *change))
-                return result
-
-            setattr(store, name, publishing)
 
     def start(self) -> None:
         self.bus.start()

@@ -8,12 +8,18 @@ All methods are coroutines. Two engines implement it: ``sqlite`` (embedded defau
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User
 from .models import DeviceCredential, ProvisioningCode
 from .models import XcapDocument
+
+log = logging.getLogger(__name__)
+
+# Told (kind, key) of a change this store object published, once its transaction committed.
+ChangeListener = Callable[[str, str], None]
 
 DEFAULT_AUDIT_LIMIT = 1000
 DEFAULT_HISTORY_LIMIT = 50
@@ -36,6 +42,26 @@ class Store(abc.ABC):
 
     async def __aenter__(self) -> Store:
         return self
+
+    # ---- committed changes -----------------------------------------------------
+    # Every mutation that publishes to the change feed (users, devices, XCAP documents,
+    # publish_change) also tells this store object's listeners, after its transaction
+    # committed and before the method returns: worker processes of one server pass the
+    # change on to each other at once (sipim/cluster), where other processes only learn
+    # it when they next read the feed.
+
+    _change_listeners: tuple[ChangeListener, ...] = ()
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        self._change_listeners = (*self._change_listeners, listener)
+
+    def _committed(self, changes: Iterable[tuple[str, str]]) -> None:
+        for kind, key in changes:
+            for listener in self._change_listeners:
+                try:
+                    listener(kind, key)
+                except Exception:  # the change is committed and in the feed all the same
+                    log.exception("change listener %r failed on %s %s", listener, kind, key)
 
     async def __aexit__(
         self,

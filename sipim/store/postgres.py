@@ -285,6 +285,9 @@ class PostgresStore(Store):
         self.schema = schema
         self._pool: asyncpg.Pool | None = pool
         self._changes_lock = _lock_key("changes", schema)
+        # connection -> the changes its open transaction published (_publish); told to
+        # the change listeners when the _connection() block that made them ends cleanly.
+        self._published: dict[asyncpg.Connection, list[tuple[str, str]]] = {}
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.url.describe()}, schema {self.schema!r}>"
@@ -296,9 +299,14 @@ class PostgresStore(Store):
         pool = self._pool
         if pool is None:
             raise StoreUnavailable(f"{self.url.describe()}: store is closed")
+        published: list[tuple[str, str]] = []
         try:
             async with pool.acquire() as conn:
-                yield conn
+                self._published[conn] = published
+                try:
+                    yield conn
+                finally:
+                    del self._published[conn]
         except StoreError:
             raise
         except _UNAVAILABLE_ERRORS as exc:
@@ -306,16 +314,22 @@ class PostgresStore(Store):
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # InterfaceError: a value asyncpg cannot encode for its column (a bad row).
             raise StoreError(f"{self.url.describe()}: {exc}") from exc
+        # Every _publish runs last in its transaction, inside this block: a clean end
+        # means it committed (a failed commit raised above).
+        if published:
+            self._committed(published)
 
     async def _publish(self, conn: asyncpg.Connection, kind: str, key: str) -> int:
         # Serialise publishers until commit: a sequence hands out ids in call order but
         # transactions may commit out of order, and a reader polling "id > last" would
         # then skip the late committer for good. Under the lock, id order = commit order.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", self._changes_lock)
-        return await conn.fetchval(
+        change_id = await conn.fetchval(
             "INSERT INTO changes (kind, key, ts) VALUES ($1, $2, $3) RETURNING id",
             kind, key, time.time(),
         )  # fmt: skip
+        self._published[conn].append((kind, key))
+        return change_id
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -284,6 +284,19 @@ _MARK_DELIVERED_KEPT = _ManyRows(_MARK_DELIVERED_STATEMENT.format(for_late=1))
 _NOT_FOR_LATE_DEVICES = _ManyRows("UPDATE messages SET for_late_devices = 0 WHERE id IN (VALUES (?))")
 
 
+def _call_and_collect(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> tuple[T, list[tuple[str, str]]]:
+    """``fn(conn)`` and the changes its committed transactions published (on the store's thread)."""
+    if not isinstance(conn, _Connection):
+        return fn(conn), []
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.published = []
+        raise
+    published, conn.published = conn.published, []
+    return result, published
+
+
 class _Transaction:
     """``with _Transaction(conn):`` -> BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error.
 
@@ -309,15 +322,28 @@ class _Transaction:
         self._rollback()
 
     def _rollback(self) -> None:
+        if isinstance(self.conn, _Connection):
+            self.conn.published.clear()  # rolled back: nothing to tell
         # Some errors (SQLITE_FULL, SQLITE_IOERR...) already rolled back automatically.
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers what its open transaction published (_publish), for
+    the store's change listeners once the transaction committed (SQLiteStore._run)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.published: list[tuple[str, str]] = []
 
 
 def _publish(conn: sqlite3.Connection, kind: str, key: str) -> int:
     cursor = conn.execute(
         "INSERT INTO changes (kind, key, ts) VALUES (?, ?, ?)", (kind, key, time.time())
     )
+    if isinstance(conn, _Connection):
+        conn.published.append((kind, key))
     return int(cursor.lastrowid or 0)
 
 
@@ -345,11 +371,14 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"SQLite store {self.path} is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, conn)
+            result, published = await loop.run_in_executor(self._executor, _call_and_collect, fn, conn)
         except sqlite3.OperationalError as exc:
             raise _translate_operational(self.path, exc) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite {self.path}: {exc}") from exc
+        if published:
+            self._committed(published)
+        return result
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -1099,7 +1128,7 @@ def _connect(path: str) -> sqlite3.Connection:
     if path != MEMORY:
         _prepare_file(path)
     # isolation_level=None: no implicit transactions; we issue BEGIN/COMMIT ourselves.
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, factory=_Connection)
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

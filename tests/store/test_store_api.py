@@ -241,3 +241,27 @@ async def test_users_by_phone_finds_every_holder_of_a_number_in_the_domain(store
     assert [u.username for u in await store.users_by_phone("+14155550101", "example.test")] == ["alice"]
     assert [u.username for u in await store.users_by_phone("+14155550199", "example.test")] == ["bob", "carol"]
     assert await store.users_by_phone("+14155550100", "example.test") == []
+
+
+async def test_change_listeners_hear_each_committed_change_and_nothing_else(store: Store):
+    heard: list[tuple[str, str]] = []
+    store.add_change_listener(lambda kind, key: heard.append((kind, key)))
+    alice = sample_user()
+    await store.add_user(alice)
+    assert heard == [(CHANGE_USER, user_key(alice.username, alice.domain))]
+    with pytest.raises(UserExists):
+        await store.add_user(alice)                        # rolled back: nothing told
+    assert not await store.update_user(sample_user("nobody"))   # nothing changed
+    assert len(heard) == 1
+    await store.publish_change("contacts", "alice@example.com")
+    assert heard[-1] == ("contacts", "alice@example.com")
+    assert [(c.kind, c.key) for c in await store.changes_since(0)] == heard   # the feed says the same
+
+
+async def test_a_failing_change_listener_does_not_fail_the_change(store: Store):
+    def broken(kind: str, key: str) -> None:
+        raise RuntimeError("listener bug")
+
+    store.add_change_listener(broken)
+    await store.add_user(sample_user())
+    assert await store.get_user("alice", DOMAIN) == sample_user()
