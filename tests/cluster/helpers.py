@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tests.support.sipua import TestUA, registered_device
+from tests.support.waiting import wait_for  # noqa: F401 - the cluster tests take it from here
 
 
 def worker_pids(process) -> list[int]:
@@ -36,16 +36,6 @@ def worker_pid(process, index: int) -> int | None:
         except OSError:
             continue
     return None
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def device(server, user, transport="udp", instance=None) -> TestUA:

@@ -181,7 +181,7 @@ def test_a_killed_worker_is_started_again_and_service_continues(tmp_path):
         # by its next process (half of these go there).
         assert options_answered(server.ports["udp"], 20, timeout=20) == 20
         after = wait_for(lambda: (pids := worker_pids(server)) and len(pids) == 2 and before[1] not in pids
-                         and pids, what="the worker to be started again")
+                         and pids, timeout=20, what="the worker to be started again")
         assert before[0] in after
         bob = device(server, "bob", "udp")
         bob_tls = device(server, "bob", "tls")
@@ -434,7 +434,7 @@ def test_messages_reach_devices_while_their_home_worker_is_down(tmp_path):
         victim = worker_pid(server, 1 if survivor == "w0" else 0)
         reachable = [name for name in users if worker_of(registrations(server, name)[0]) == survivor]
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in worker_pids(server), what="the worker to be reaped")
+        wait_for(lambda: victim not in worker_pids(server), timeout=20, what="the worker to be reaped")
         # It is started again 1 s later: messages sent now find some devices' home down.
         statuses = [alice.message(name, f"home down {name}").status for name in reachable]
         assert statuses == [200] * len(reachable)

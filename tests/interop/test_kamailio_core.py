@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 from tests.support.sipua import TestUA
+from tests.support.waiting import wait_for
 
 from .clients import User, run_sipp_scenario
 from .conftest import require_binary
@@ -48,16 +49,6 @@ def core(tmp_path_factory) -> CoreDeployment:
 def audit(core: CoreDeployment, user: str) -> list[dict]:
     node = next(iter(core.nodes.values()))
     return json.loads(node.cli("audit", "--user", user, "--json").stdout)
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 def devices(core: CoreDeployment, user: str) -> list[dict]:

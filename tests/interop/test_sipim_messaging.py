@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import SipimProcess
+from tests.support.waiting import wait_for
 
 from .clients import Baresip, Target, User, free_port
 
@@ -48,15 +48,6 @@ def sipp(server: SipimProcess, scenario: str, injection: str, workdir: Path, *ex
          "-key", "expires", "300", "-nostdin", "-nd", "-m", "1", "-trace_msg", "-message_file",
          str(workdir / "messages.log"), *extra],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sipp_sender_to_sipp_receiver_through_sipim(sipp_binary, sipim, tmp_path):
