@@ -376,8 +376,7 @@ class ClusterWorker:
         limiters = self._limiters
         bus.on(RATE_HIT, lambda peer, name, key, now: limiters[name].apply(key, now) if name in limiters else None)
         pager = server.pager
-        mailboxes = ReplicatedMailboxes(bus, pager._mailboxes)
-        pager._mailboxes = mailboxes
+        mailboxes = pager.mailboxes = ReplicatedMailboxes(bus, pager.mailboxes)
         bus.on(MAILBOX, lambda peer, aor, until: mailboxes.apply(aor, until))
 
         # Every delivery to a device, live or catching up, goes out from one worker, the
@@ -479,7 +478,7 @@ class ClusterWorker:
         down (stored, 202): catch up those owed something now, not at their next REGISTER."""
         server = self._server
         now = server.wall.now()
-        for aor, until in list(server.pager._mailboxes.items()):
+        for aor, until in list(server.pager.mailboxes.items()):
             if until > now:
                 for binding in server.location.bindings(aor, now):
                     if self._homes[hash((binding.aor, device_key(binding))) % self.count] is None:

@@ -26,7 +26,7 @@ import asyncio
 import email.utils
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Protocol
 
 from datetime import datetime, timezone
@@ -122,7 +122,9 @@ class PagerService:
         # (sender, call_id, cseq) and (sender, imdn id) -> status already answered
         self._recent: OrderedDict[tuple, int] = OrderedDict()
         # Recipients owed stored messages by devices that register later -> until when.
-        self._mailboxes: dict[str, float] = {}
+        # Worker processes of one server put a mapping here that also tells the other
+        # workers (sipim/cluster ReplicatedMailboxes), before start().
+        self.mailboxes: MutableMapping[str, float] = {}
         # (message id, device key) being delivered right now
         self._in_flight: set[tuple[str, str]] = set()
         self._catching_up: set[str] = set()
@@ -144,7 +146,7 @@ class PagerService:
         self._refresh_devices = getattr(gateway, "refresh", None)
 
     async def start(self) -> None:
-        self._mailboxes.update(await self._store.recipients_owed_messages(self._now()))
+        self.mailboxes.update(await self._store.recipients_owed_messages(self._now()))
 
     # -- receiving -----------------------------------------------------------------
     async def handle(self, request: Request, identity: AssertedIdentity, source: Source) -> Response:
@@ -202,7 +204,7 @@ class PagerService:
                 # Resent after the node that stored it stopped: make sure it goes out.
                 self._spawn(self._deliver_stored_duplicate(identity.aor, imdn_id, request))
             return make_response(request, 200, "OK")  # the store already had it: delivered once
-        self._mailboxes[recipient] = max(self._mailboxes.get(recipient, 0.0), message.expires_at)
+        self.mailboxes[recipient] = max(self.mailboxes.get(recipient, 0.0), message.expires_at)
 
         self._copy_to_other_devices(message, identity, source)
         delivered = await self._deliver_live(message, identity)
@@ -329,7 +331,7 @@ class PagerService:
         original = await self._store.find_duplicate(sender, imdn_id, request.call_id, request.cseq.seq)
         if original is None or original.state != "pending":
             return
-        self._mailboxes[original.recipient] = max(self._mailboxes.get(original.recipient, 0.0), original.expires_at)
+        self.mailboxes[original.recipient] = max(self.mailboxes.get(original.recipient, 0.0), original.expires_at)
         for binding in self._targets(original):
             self._start_catch_up(binding)
 
@@ -453,11 +455,11 @@ class PagerService:
             # Another node may have stored what it is owed: the store knows.
             self._start_catch_up(binding)
             return
-        owed_until = self._mailboxes.get(binding.aor)
+        owed_until = self.mailboxes.get(binding.aor)
         if owed_until is None:
             return
         if owed_until <= self._now():
-            del self._mailboxes[binding.aor]
+            del self.mailboxes[binding.aor]
             return
         self._start_catch_up(binding)
 
@@ -465,7 +467,7 @@ class PagerService:
         """Another node recorded this registration (change feed).  That node catches
         the device up; this one looks too when it stored messages for the user itself,
         which closes the race of a message stored here while the device registered there."""
-        owed_until = self._mailboxes.get(binding.aor)
+        owed_until = self.mailboxes.get(binding.aor)
         if owed_until is not None and owed_until > self._now():
             self._start_catch_up(binding)
 
@@ -528,7 +530,7 @@ class PagerService:
             created_at=now, expires_at=now + self._config.deferred_lifetime, state="pending")
         if not await self._writer.message(report, []):
             return
-        self._mailboxes[report.recipient] = max(self._mailboxes.get(report.recipient, 0.0), report.expires_at)
+        self.mailboxes[report.recipient] = max(self.mailboxes.get(report.recipient, 0.0), report.expires_at)
         if await self._deliver_live(report, None):
             self._writer.taken_at_once(report.id)
 
