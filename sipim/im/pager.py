@@ -247,6 +247,13 @@ class PagerService:
             raise Refusal(413, "Request Entity Too Large")
         if not content_type:
             raise Refusal(400, "MESSAGE without Content-Type")
+        encodings = [value.strip().lower() for header in request.headers.get_all("Content-Encoding")
+                     for value in header.split(",") if value.strip()]
+        if any(encoding != "identity" for encoding in encodings):
+            # RFC 3261 §8.2.3: a body coding the UAS does not apply is refused with 415 and
+            # Accept-Encoding.  The server reads bodies (CPIM, IMDN) and hands them to
+            # devices later, so it takes them as they are.
+            raise Refusal(415, "Unsupported Content-Encoding", [("Accept-Encoding", "identity")])
         if config.im_refuse_other_types and content_type not in config.im_content_types:
             raise Refusal(415, "Unsupported Media Type", [("Accept", ", ".join(config.im_content_types))])
 

@@ -191,6 +191,22 @@ def test_rfc3428_content_type_policy_refuses_unknown_types_when_configured(make_
         alice.close()
 
 
+def test_rfc3261_8_2_3_encoded_body_is_refused_with_accept_encoding(make_server):
+    # A stored message is handed to devices later without its Content-Encoding header
+    # otherwise; the server refuses codings rather than deliver a body devices misread.
+    server = make_server()
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice = device(server, "alice")
+    try:
+        refused = alice.message("bob", b"\x1f\x8b compressed", extra_headers=[("Content-Encoding", "gzip")])
+        assert refused.status == 415
+        assert refused.headers.get("Accept-Encoding") == "identity"
+        assert alice.message("bob", "plain", extra_headers=[("Content-Encoding", "identity")]).status == 202
+    finally:
+        alice.close()
+
+
 def cpim_message(sender: str, recipient: str, text: str, requests: str) -> tuple[bytes, str]:
     from datetime import datetime, timezone
 
