@@ -28,6 +28,9 @@ log = logging.getLogger("sipim.transport")
 # Large socket buffers keep bursts from being dropped by the kernel (DESIGN: hot path).
 SOCKET_BUFFER_SIZES = (8 << 20, 4 << 20, 2 << 20, 1 << 20)
 
+# Peer addresses whose Source is kept (the table is emptied when full).
+_SOURCES_KEPT = 65_536
+
 STUN_MAGIC_COOKIE = 0x2112A442
 STUN_BINDING_REQUEST = 0x0001
 STUN_BINDING_SUCCESS = 0x0101
@@ -104,6 +107,7 @@ class UDPEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
         self.family: int = socket.AF_INET
+        self._sources: dict[Any, Source] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -112,7 +116,14 @@ class UDPEndpoint(asyncio.DatagramProtocol):
         self.family = socket.AF_INET6 if len(sockname) == 4 else socket.AF_INET
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        remote = host_port(addr)
+        # One Source per peer address, made once: it is immutable, and a busy peer (an
+        # SBC, a load generator) sends thousands of datagrams a second from one address.
+        source = self._sources.get(addr)
+        if source is None:
+            if len(self._sources) >= _SOURCES_KEPT:
+                self._sources.clear()
+            source = self._sources[addr] = Source("udp", host_port(addr), self.local, None)
+        remote = source.remote
         try:
             if not data.strip(b"\r\n"):
                 return  # CRLF "keep-alive" on UDP: not defined there, ignored
@@ -120,7 +131,6 @@ class UDPEndpoint(asyncio.DatagramProtocol):
                 # RFC 5626 §4.4.2 keep-alive: answering tells the UA its flow still works.
                 self.sendto(stun_binding_response(data, remote), remote)
                 return
-            source = Source("udp", remote, self.local, None)
             try:
                 message = parse_message(data, self._parser_limits)
             except SIPParseError as error:
