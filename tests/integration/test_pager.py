@@ -191,17 +191,54 @@ def test_rfc3428_content_type_policy_refuses_unknown_types_when_configured(make_
         alice.close()
 
 
-def test_rfc3261_8_2_3_encoded_body_is_refused_with_accept_encoding(make_server):
-    # A stored message is handed to devices later without its Content-Encoding header
-    # otherwise; the server refuses codings rather than deliver a body devices misread.
+def test_rfc3261_20_12_coded_bodies_are_stored_and_delivered_decoded(make_server):
+    # liblinphone deflates its IMDNs.  The server reads bodies and delivers them later in
+    # requests of its own, so it undoes the coding on receipt: the stored message and
+    # every delivery carry the plain body and no Content-Encoding.
+    import gzip
+    import zlib
+
     server = make_server()
     for name in ("alice", "bob"):
         server.add_user(name, f"{name}-secret")
     alice = device(server, "alice")
     try:
-        refused = alice.message("bob", b"\x1f\x8b compressed", extra_headers=[("Content-Encoding", "gzip")])
-        assert refused.status == 415
-        assert refused.headers.get("Accept-Encoding") == "identity"
+        raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        codings = {
+            "gzip": gzip.compress(b"gzip text"),
+            "deflate": zlib.compress(b"zlib text"),
+            "Deflate": raw_deflate.compress(b"raw deflate text") + raw_deflate.flush(),
+        }
+        for coding, body in codings.items():
+            assert alice.message("bob", body, extra_headers=[("Content-Encoding", coding)]).status == 202
+        bob = device(server, "bob")
+        try:
+            for text in (b"gzip text", b"zlib text", b"raw deflate text"):
+                delivered = bob.wait_request("MESSAGE", body=text)
+                assert delivered.headers.get("Content-Encoding") is None
+        finally:
+            bob.close()
+        history = json.loads(server.cli("history", "bob", "--json").stdout)
+        assert {entry["body"] for entry in history} >= {"gzip text", "zlib text", "raw deflate text"}
+    finally:
+        alice.close()
+
+
+def test_rfc3261_8_2_3_coded_bodies_the_server_cannot_take_are_refused(make_server):
+    import zlib
+
+    server = make_server(config_text="im_max_message_size = 4096\n")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice = device(server, "alice")
+    try:
+        unknown = alice.message("bob", b"\x00\x01", extra_headers=[("Content-Encoding", "br")])
+        assert unknown.status == 415
+        assert unknown.headers.get_all("Accept-Encoding") == ["identity", "gzip", "deflate"]
+        # 1 MB of zeros deflates to 1 KB: decoding stops at the size limit.
+        bomb = alice.message("bob", zlib.compress(b"\0" * 1_000_000), extra_headers=[("Content-Encoding", "deflate")])
+        assert bomb.status == 413
+        assert alice.message("bob", b"not deflated", extra_headers=[("Content-Encoding", "deflate")]).status == 400
         assert alice.message("bob", "plain", extra_headers=[("Content-Encoding", "identity")]).status == 202
     finally:
         alice.close()

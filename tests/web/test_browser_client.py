@@ -167,8 +167,8 @@ def test_browser_user_chats_with_linphone_over_tls(people, web_server, tmp_path)
     """liblinphone (linphonec 5.1, Debian) reads the browser's CPIM; its text/plain
     reaches the browser.  (linphonec's own 200 to the MESSAGE is lost here: it sends
     responses over a new TLS connection to 127.0.0.1 and its mbedTLS cannot match IP
-    subjectAltNames; its IMDNs are deflated and the server forwards them without
-    their Content-Encoding, so no tick is asserted with this client.)"""
+    subjectAltNames.  Its IMDNs are deflated; the server inflates them on receipt
+    (tests/integration/test_pager.py), but no tick is asserted with this client.)"""
     require_binary("linphonec", "linphone-cli")
     with Linphone("127.0.0.1", web_server.ports["tls"], "tls", "carol", PASSWORDS["carol"], DOMAIN,
                   ca_file=web_server.ca_file, workdir=tmp_path / "linphone") as carol:
