@@ -212,9 +212,6 @@ class PagerService:
                 response.headers.add(name, value)
             return response
 
-        if self._privacy is not None and not self._privacy.message_allowed(recipient, identity.aor):
-            return self._blocked(request, recipient)
-
         cpim = None
         if media_type == "message/cpim":
             try:
@@ -230,6 +227,9 @@ class PagerService:
             if key in self._recent:
                 # A retransmitted or re-sent message is delivered once.
                 return make_response(request, self._recent[key], "OK" if self._recent[key] == 200 else "Accepted")
+
+        if self._privacy is not None and not self._privacy.message_allowed(recipient, identity.aor):
+            return self._blocked(request, recipient, identity, source, cpim, keys, notification)
 
         now = self._now()
         message = StoredMessage(
@@ -270,16 +270,32 @@ class PagerService:
         self._remember(keys, status)
         return make_response(request, status, "OK" if delivered else "Accepted")
 
-    def _blocked(self, request: Request, recipient: str) -> Response:
+    def _blocked(self, request: Request, recipient: str, identity: AssertedIdentity, source: Source,
+                 cpim: CPIMMessage | None, keys: list[tuple], notification: bool) -> Response:
         """The recipient's privacy rules block the sender (RFC 4745 rules, sipim/xdm/policy.py):
-        nothing is delivered, nothing is stored.  By default the sender gets what a
-        message that was taken gets -- 200 when the recipient has a device online, else
-        202 -- so a block is not revealed; ``im_blocked_answer = "403"`` says it."""
+        nothing reaches the recipient, nothing is stored for them.  ``im_blocked_answer =
+        "403"`` says so.  By default ("silent") the sender sees what an accepted message
+        gives them: 200 when the recipient has a device online, else 202; the copy on
+        their own other devices; and, for a 202, the "stored" processing notification
+        when they asked for one (RFC 5438 §8.1) -- so a block is not revealed."""
         if self._config.im_blocked_answer == "403":
             return make_response(request, 403, "Forbidden")
-        if self._gateway.devices(recipient):
-            return make_response(request, 200, "OK")
-        return make_response(request, 202, "Accepted")
+        delivered = bool(self._gateway.devices(recipient))
+        if not notification:
+            now = self._now()
+            # What the sender's side of an accepted message is built from; never stored.
+            message = StoredMessage(
+                id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=None,
+                call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=message_id(cpim) if cpim else None,
+                content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
+                disposition_notification=None, created_at=now, expires_at=now + self._expires(request),
+                state="pending")
+            self._copy_to_other_devices(message, identity, source)
+            if not delivered and cpim is not None:
+                self._spawn(self._notify(cpim, message, PROCESSING, "stored"))
+        status = 200 if delivered else 202
+        self._remember(keys, status)
+        return make_response(request, status, "OK" if delivered else "Accepted")
 
     def _check_size_and_type(self, request: Request, source: Source, content_type: str) -> None:
         """``content_type``: the media type, lower case, without parameters."""

@@ -16,6 +16,7 @@ import pytest
 import requests
 from requests.auth import HTTPDigestAuth
 
+from tests.support.im import cpim_message, wait_imdn
 from tests.support.sipua import TestUA
 
 RL = "urn:ietf:params:xml:ns:resource-lists"
@@ -236,6 +237,40 @@ def test_a_blocked_senders_message_never_reaches_the_recipients_devices_or_store
         bob_http.request("PUT", "/api/v1/privacy", json={})
         for agent in (alice, bob, carol):
             agent.close()
+
+
+def test_a_silent_block_looks_to_the_sender_like_an_accepted_message(xdm):
+    # What alice sees of a message to offline dave, blocked or not: 202, the copy on her
+    # other device, the "stored" processing notification she asked for (RFC 5438 §8.1).
+    # (dave and erin have never registered: no binding of theirs outlives an earlier test.)
+    dave_http = Client(xdm, "dave")
+    assert dave_http.request("PUT", "/api/v1/privacy", json={"blocked_users": ["alice"]}).status_code == 200
+
+    def connect(user):
+        agent = TestUA("tls", "127.0.0.1", xdm.ports["tls"], user, f"{user}-secret", ca_file=xdm.ca_file,
+                       instance=str(uuid.uuid4())).connect()
+        assert agent.register().status == 200
+        return agent
+
+    phone, laptop = connect("alice"), connect("alice")
+    try:
+        seen = {}
+        for recipient in ("dave", "erin"):  # erin does not block alice
+            body, imdn_id = cpim_message("alice", recipient, f"hello {recipient}", "positive-delivery, processing")
+            assert phone.message(recipient, body, content_type="message/cpim").status == 202
+            copy = laptop.wait_request("MESSAGE", body=body)
+            _, report = wait_imdn(phone, imdn_id)
+            seen[recipient] = (copy.from_.uri.user, report.kind, report.status)
+        assert seen["dave"] == seen["erin"] == ("alice", "processing", "stored")
+        dave = connect("dave")
+        try:
+            assert [r.body for r in dave.drain(timeout=1.0) if b"hello dave" in r.body] == []
+        finally:
+            dave.close()
+    finally:
+        dave_http.request("PUT", "/api/v1/privacy", json={})
+        phone.close()
+        laptop.close()
 
 
 def test_openapi_document_is_served_without_credentials(xdm):
