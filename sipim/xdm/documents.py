@@ -67,21 +67,30 @@ def _display_name(element: ET.Element) -> str | None:
 
 
 def list_contacts(document: bytes | None) -> list[Contact]:
-    """Every <entry> of the lists, in document order; nested lists as "outer/inner"."""
+    """Every <entry> of the lists, in document order; nested lists as "outer/inner"; a
+    list without a name (RFC 4826 makes it optional) is called "list<position>"."""
+    return [contact for contact, _ in _contact_places(document)]
+
+
+def _contact_places(document: bytes | None) -> list[tuple[Contact, str]]:
+    """Every contact with the node-selector steps of its list (RFC 4825 §6.3): by name,
+    or by position among its sibling lists when it has none."""
     if document is None:
         return []
-    contacts: list[Contact] = []
+    places: list[tuple[Contact, str]] = []
 
-    def walk(parent: ET.Element, path: str) -> None:
+    def walk(parent: ET.Element, path: str, steps: str) -> None:
         for index, child in enumerate(parent.findall(_q("list")), 1):
-            name = child.get("name") or f"list{index}"
-            full = f"{path}/{name}" if path else name
+            name = child.get("name")
+            full = f"{path}/{name or f'list{index}'}" if path else (name or f"list{index}")
+            step = f"list[@name={_att(name)}]" if name else f"list[{index}]"
+            list_steps = f"{steps}/{step}" if steps else step
             for entry in child.findall(_q("entry")):
-                contacts.append(Contact(entry.get("uri", ""), _display_name(entry), full))
-            walk(child, full)
+                places.append((Contact(entry.get("uri", ""), _display_name(entry), full), list_steps))
+            walk(child, full, list_steps)
 
-    walk(parse_root(document), "")
-    return contacts
+    walk(parse_root(document), "", "")
+    return places
 
 
 def _empty_lists() -> bytes:
@@ -137,11 +146,12 @@ def remove_contact(document: bytes | None, uri: str, list_name: str | None = Non
     """The document without that contact (in one list, or in every list); None if absent."""
     if document is None:
         return None
-    lists = sorted({c.list for c in list_contacts(document) if c.uri == uri and list_name in (None, c.list)})
+    # (Deleting entries moves no list: positional steps of unnamed lists stay right.)
+    lists = sorted({steps for contact, steps in _contact_places(document)
+                    if contact.uri == uri and list_name in (None, contact.list)})
     doc = document
-    for name in lists:
-        doc = delete_node(doc, f"resource-lists/{_list_steps(name)}/entry[@uri={_att(uri)}]",
-                          default_namespace=RL_NS)
+    for steps in lists:
+        doc = delete_node(doc, f"resource-lists/{steps}/entry[@uri={_att(uri)}]", default_namespace=RL_NS)
     return doc if lists else None
 
 

@@ -123,3 +123,20 @@ def test_rfc4825_12_capabilities_list_every_usage_and_namespace():
     assert get_node(caps, "xcap-caps/auids/auid[1]", default_namespace="urn:ietf:params:xml:ns:xcap-caps") == \
         b'<auid xmlns="urn:ietf:params:xml:ns:xcap-caps">xcap-caps</auid>'
 
+
+
+def test_contacts_of_lists_without_a_name_can_be_removed():
+    # RFC 4826 §3.4 makes a list's name optional; such lists are shown as "list<position>"
+    # and addressed by position (RFC 4825 §6.3), here inside a named list and beside one.
+    document = lists('<list><entry uri="sip:ann@x.test"/><entry uri="sip:bob@x.test"/></list>'
+                     '<list name="work"><entry uri="sip:bob@x.test"/>'
+                     '<list><entry uri="sip:bob@x.test"/></list></list>')
+    assert [(c.uri, c.list) for c in list_contacts(document)] == [
+        ("sip:ann@x.test", "list1"), ("sip:bob@x.test", "list1"),
+        ("sip:bob@x.test", "work"), ("sip:bob@x.test", "work/list1")]
+    only_nested = remove_contact(document, "sip:bob@x.test", "work/list1")
+    assert [(c.uri, c.list) for c in list_contacts(only_nested)] == [
+        ("sip:ann@x.test", "list1"), ("sip:bob@x.test", "list1"), ("sip:bob@x.test", "work")]
+    assert [(c.uri, c.list) for c in list_contacts(remove_contact(document, "sip:bob@x.test"))] == [
+        ("sip:ann@x.test", "list1")]
+    LISTS.validate(remove_contact(document, "sip:bob@x.test"))
