@@ -222,11 +222,12 @@ class SipimServer:
         if stale_flows:
             self.clock.call_later(config.flow_timer, lambda: self._drop_flows(stale_flows))
 
+        ca_pem = self.tls_files.ca_cert.read_text() if self.tls_files is not None else None
         self.provisioning = ProvisioningService(
             config, store=self.store, users=self.users, lockout=self.lockout, audit=self.writer.audit,
             secret=secret, now=self.wall.now,
             gateway=make_gateway(config), make_limiter=cluster.rate_limiter if cluster else None,
-            ca_pem=self.tls_files.ca_cert.read_text() if self.tls_files is not None else None)
+            ca_pem=ca_pem)
         public_address = PublicAddress(
             host=config.provisioning_public_host, https_port=config.provisioning_public_https_port,
             tls_port=lambda: config.provisioning_public_tls_port or next(
@@ -253,7 +254,7 @@ class SipimServer:
                                     users=self.users, lockout=self.lockout, now=self.wall.now,
                                     audit=self.writer.audit),
                 provisioning=self.provisioning, public_address=public_address,
-                web_client_dir=config.web_client_dir),
+                web_client_dir=config.web_client_dir, ca_pem=ca_pem),
         )
         if config.external_core:
             self.gateway = ExternalCoreGateway(config, location=self.location, transactions=self.transactions,

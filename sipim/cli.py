@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sipim import __version__
 from sipim.config import Config, ConfigError, default_domain
+from sipim.transport.base import format_host_port
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -552,6 +553,9 @@ def print_banner(server, config: Config) -> None:
     if server.tls_files is not None:
         lines.append(f"  TLS: private CA {server.tls_files.ca_cert} (clients must trust it)")
         lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")
+        https = next(((host, port) for transport, host, port in server.listening() if transport == "wss"), None)
+        if https is not None:
+            lines.append(f"       download: https://{format_host_port(*https)}/ca.pem")
     if config.allow_insecure:
         lines.append("  --allow-insecure: REGISTER accepted over plain transports")
     if config.external_core:

@@ -24,9 +24,29 @@ def _bad(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
 
+CA_PATH = "/ca.pem"
+
+
+def add_ca_route(app: web.Application, ca_pem: str) -> None:
+    """``GET /ca.pem``: the certificate of the private CA sipim made for itself (public;
+    its key never leaves the data directory).  Browsers and other devices install it to
+    trust the server; whoever fetches it over a connection they cannot verify yet should
+    compare its SHA-256 fingerprint, printed when the server starts, before trusting it."""
+    body = ca_pem.encode("ascii")
+
+    async def ca(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/x-pem-file", headers={
+            "Content-Disposition": 'attachment; filename="sipim-ca.pem"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        })
+
+    app.router.add_get(CA_PATH, ca)
+
+
 def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
                  provisioning=None, public_address=None, xdm=None,
-                 web_client_dir: Path | None = None) -> Callable[[], web.Application]:
+                 web_client_dir: Path | None = None, ca_pem: str | None = None) -> Callable[[], web.Application]:
     async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
         """A page of the authenticated user's own history, newest first.
 
@@ -75,6 +95,8 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
             add_xdm_routes(app, service=xdm, auth=auth)
         add_openapi_route(app)
         add_web_client_routes(app, domain=domain, static_dir=web_client_dir or STATIC_DIR)
+        if ca_pem is not None:  # not with the operator's own certificate (--tls-cert)
+            add_ca_route(app, ca_pem)
         return app
 
     return factory

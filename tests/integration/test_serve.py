@@ -8,7 +8,9 @@ import time
 import uuid
 
 import pytest
+import requests
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.server import SipimProcess
 from tests.support.sipua import TestUA
@@ -55,6 +57,26 @@ def test_private_ca_is_created_once_and_reused(make_server, tmp_path):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
+def test_the_private_ca_certificate_is_downloadable_and_matches_the_printed_fingerprint(make_server):
+    import hashlib
+
+    from cryptography import x509
+
+    server = make_server()
+    session = requests.Session()
+    session.trust_env = False
+    # Fetched as a new device would, before it trusts anything; the fingerprint is the check.
+    response = session.get(f"https://127.0.0.1:{server.ports['wss']}/ca.pem", verify=False, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/x-pem-file"
+    assert response.content == server.ca_file.read_bytes()
+    der = x509.load_pem_x509_certificate(response.content).public_bytes(serialization.Encoding.DER)
+    fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    banner = "".join(server.output)
+    assert f"CA SHA-256 fingerprint {fingerprint}" in banner
+    assert f"download: https://127.0.0.1:{server.ports['wss']}/ca.pem" in banner
+    assert b"PRIVATE KEY" not in response.content
+
+
 def test_operator_certificate_is_used(make_server, tmp_path):
     ca = trustme.CA()
     cert = ca.issue_cert("sip.operator.example")
@@ -68,6 +90,12 @@ def test_operator_certificate_is_used(make_server, tmp_path):
         with context.wrap_socket(raw, server_hostname="sip.operator.example"):
             pass
     assert not (server.data_dir / "tls" / "ca.pem").exists()
+    # No private CA, nothing to download (the operator's CA is the operator's business).
+    session = requests.Session()
+    session.trust_env = False
+    # (The operator's certificate names sip.operator.example, not 127.0.0.1.)
+    response = session.get(f"https://127.0.0.1:{server.ports['wss']}/ca.pem", verify=False, timeout=10)
+    assert response.status_code == 404
 
 
 def test_rfc3261_10_3_stale_bindings_expire(make_server):
