@@ -251,6 +251,38 @@ def test_one_time_code_sign_in_from_the_outbox(browser, web_server):
         ivan.close()
 
 
+def test_zero_typing_sign_in_where_the_mobile_network_vouches_for_the_number(browser, tmp_path):
+    """One click on a phone on its operator's network: the network adds the number header
+    (simulated here by the browser profile), the server trusts it from that network only."""
+    from tests.support.server import SipimProcess
+
+    server = SipimProcess(tmp_path / "network", listen=("wss:127.0.0.1:0",),
+                          config_text='provisioning_trusted_networks = ["127.0.0.0/8"]\n').start()
+    try:
+        server.add_user("nina", "nina-secret", "--phone", "+4915112345602")
+        # Without the header (Wi-Fi, not the operator's network): the server says a code is needed.
+        laptop = BrowserUser(browser, server).open()
+        try:
+            laptop.page.get_by_test_id("network-signin").click()
+            expect(laptop.page.get_by_test_id("signin-error")).to_contain_text("a code is needed")
+            expect(laptop.page.get_by_test_id("signin")).to_be_visible()
+        finally:
+            laptop.close()
+        phone = BrowserUser(browser, server)
+        phone.context.set_extra_http_headers({"X-MSISDN": "+4915112345602"})
+        try:
+            phone.open().page.get_by_test_id("network-signin").click()
+            phone.wait_registered()
+            expect(phone.page.get_by_test_id("me")).to_contain_text(aor("nina"))
+            assert [d["instance"].strip("<>") for d in live_devices(server, "nina")] == \
+                [f"urn:uuid:{phone.instance()}"]
+            assert phone.errors == []
+        finally:
+            phone.close()
+    finally:
+        server.stop()
+
+
 def test_password_alone_registers_when_the_server_has_no_provisioning(browser, web_server):
     """A sipim without the provisioning endpoints (simulated: /provisioning answers 404):
     the page registers with JsSIP's own MD5 digest and signs its API calls itself."""
