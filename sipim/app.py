@@ -233,7 +233,7 @@ class SipimServer:
             tls_port=lambda: config.provisioning_public_tls_port or next(
                 (port for transport, _, port in self.listening() if transport == "tls"), None))
         self.xdm = XdmService(config, store=self.store, get_user=self.users.get, audit=self.writer.audit,
-                              now=self.wall.now)
+                              now=self.wall.now, make_limiter=cluster.rate_limiter if cluster else None)
         await self.xdm.start()
 
         limits = ParserLimits(max_message_size=config.max_message_size, max_headers=config.max_headers,
@@ -268,7 +268,7 @@ class SipimServer:
 
         self.pager = PagerService(config, store=self.store, writer=self.writer, gateway=self.gateway,
                                   temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now,
-                                  privacy=self.xdm.privacy)
+                                  privacy=self.xdm.privacy, lookup_wait=self.xdm.lookup_wait)
         await self.pager.start()
         self.proxy.role = self.pager
         self.registrar.on_registered.append(self.pager.on_registered)

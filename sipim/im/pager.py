@@ -155,6 +155,7 @@ class PagerService:
         user_exists: Callable[[str], Awaitable[bool]],
         now: Callable[[], float],
         privacy: PrivacyPolicy | None = None,
+        lookup_wait: Callable[[str], int | None] | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -164,6 +165,9 @@ class PagerService:
         self._user_exists = user_exists
         self._now = now
         self._privacy = privacy
+        # Counts a phone-number lookup for a sender: None, or the seconds to wait (the
+        # directory's per-user limit, XdmService.lookup_wait).
+        self._lookup_wait = lookup_wait
         self._local_domains = config.local_domains()
         # (sender, call_id, cseq) and (sender, imdn id) -> status already answered
         self._recent: OrderedDict[tuple, int] = OrderedDict()
@@ -350,6 +354,13 @@ class PagerService:
             e164 = normalise_e164(number)
         except InvalidNumber:
             raise Refusal(404, "Not a valid phone number") from None
+        if self._lookup_wait is not None:
+            # 404 or not tells whether a number is a user's: the same per-user bound as the
+            # directory's HTTPS lookups, or MESSAGEs to numbers would harvest it instead.
+            # (403, not 503: a proxy in front would turn a 503 into a 500, RFC 3261 §16.7.)
+            wait = self._lookup_wait(sender)
+            if wait is not None:
+                raise Refusal(403, "Too many phone-number lookups", [("Retry-After", str(wait))])
         users = await self._store.users_by_phone(e164, self._config.domain)
         if self._privacy is not None:
             # A user who hides their number from the sender does not have it, for them.

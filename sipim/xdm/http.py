@@ -303,8 +303,9 @@ def add_xdm_routes(app: web.Application, *, service: XdmService, auth) -> None:
     # ---------------------------------------------------------------- directory
     async def lookup(request: web.Request, identity: HttpIdentity) -> web.Response:
         number = request.query.get("number", "")
-        if not service.lookup_allowed(identity.aor):
-            return _json_error(429, "too many lookups; try again in a minute", **{"Retry-After": "60"})
+        wait = service.lookup_wait(identity.aor)
+        if wait is not None:
+            return _json_error(429, f"too many lookups; try again in {wait} s", **{"Retry-After": str(wait)})
         try:
             found = await service.lookup(number, identity.aor)
         except InvalidNumber as error:

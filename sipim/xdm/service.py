@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sipim.config import Config
+from sipim.provisioning.ratelimit import RateLimiter
 from sipim.store.base import Store
 from sipim.store.models import AuditRecord, User, XcapDocument
 from sipim.xdm.directory import InvalidNumber, normalise_e164
@@ -121,14 +121,18 @@ class PrivacyRules:
 
 class XdmService:
     def __init__(self, config: Config, *, store: Store, get_user: Callable[[str], Awaitable[User | None]],
-                 audit: Callable[[AuditRecord], None], now: Callable[[], float] = time.time) -> None:
+                 audit: Callable[[AuditRecord], None], now: Callable[[], float] = time.time,
+                 make_limiter: Callable[[str, int, float], RateLimiter] | None = None) -> None:
         self.config = config
         self.store = store
         self.get_user = get_user
         self.audit = audit
         self.now = now
         self.privacy = PrivacyRules(now)
-        self._lookups: dict[str, deque[float]] = {}
+        # Number lookups per user and minute, over HTTPS and through number-addressed
+        # MESSAGEs alike (worker processes pass a limiter that counts over all of them).
+        make = make_limiter or (lambda name, limit, window: RateLimiter(limit, window))
+        self._lookups = make("directory-lookups", config.directory_lookups_per_minute, 60.0)
         # Told of every document written here, (auid, owner, filename, content or None):
         # worker processes pass it to each other (sipim/cluster), who `take_change` it.
         self.change_listeners: list[Callable[[str, str, str, bytes | None], None]] = []
@@ -212,18 +216,10 @@ class XdmService:
             self.privacy.set(owner, content)
 
     # -- directory -------------------------------------------------------------------------
-    def lookup_allowed(self, requester: str) -> bool:
-        """A bound on lookups per user and minute: the directory is not for harvesting."""
-        window = self._lookups.setdefault(requester, deque())
-        now = self.now()
-        while window and window[0] <= now - 60:
-            window.popleft()
-        if len(window) >= self.config.directory_lookups_per_minute:
-            return False
-        window.append(now)
-        if len(self._lookups) > 100_000:
-            self._lookups.pop(next(iter(self._lookups)))
-        return True
+    def lookup_wait(self, requester: str) -> int | None:
+        """Count a number lookup by ``requester``: None when allowed, else the seconds to
+        wait.  A bound per user and minute: the directory is not for harvesting."""
+        return self._lookups.hit(requester, self.now())
 
     async def lookup(self, number: str, requester: str) -> list[str]:
         """The User IDs a number leads ``requester`` to: users who hide their number

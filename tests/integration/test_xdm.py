@@ -273,6 +273,31 @@ def test_a_silent_block_looks_to_the_sender_like_an_accepted_message(xdm):
         laptop.close()
 
 
+def test_number_lookups_share_one_bound_over_https_and_messages_to_numbers(make_server):
+    # A 404 to a MESSAGE for tel:+N tells whether N is a user's number as well as the
+    # lookup API does: both count against directory_lookups_per_minute.
+    server = make_server(config_text="directory_lookups_per_minute = 3\n", domain="example.test")
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    server.add_user("carol", "carol-secret", "--phone", "+14155550103")
+    alice_http = Client(server, "alice")
+    alice = TestUA("tls", "127.0.0.1", server.ports["tls"], "alice", "alice-secret", ca_file=server.ca_file,
+                   instance=str(uuid.uuid4())).connect()
+    try:
+        assert alice_http.get("/api/v1/lookup", params={"number": "+14155550103"}).status_code == 200
+        assert alice_http.get("/api/v1/lookup", params={"number": "+14155550100"}).status_code == 404
+        assert alice.message("carol", "by number", uri="tel:+14155550103").status == 202
+        refused = alice.message("carol", "harvesting?", uri="tel:+14155550104")
+        assert refused.status == 403 and 1 <= int(refused.headers.get("Retry-After")) <= 60
+        limited = alice_http.get("/api/v1/lookup", params={"number": "+14155550103"})
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+        # Per user: bob still looks up; alice still writes to User IDs.
+        assert Client(server, "bob").get("/api/v1/lookup", params={"number": "+14155550103"}).status_code == 200
+        assert alice.message("carol", "by User ID").status == 202
+    finally:
+        alice.close()
+
+
 def test_openapi_document_is_served_without_credentials(xdm):
     session = requests.Session()
     session.trust_env = False
