@@ -23,6 +23,7 @@ P-Asserted-Identity, never what the sending client wrote, and the body
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import logging
 import zlib
@@ -122,6 +123,19 @@ def _inflate(data: bytes, max_size: int) -> bytes:
         if decompressor.eof:
             return decoded
     raise Refusal(400, "Body does not decode as its Content-Encoding says")
+
+
+def unwrapped(message: StoredMessage) -> StoredMessage | None:
+    """A CPIM message as its content alone (RFC 3862 §3: the content's own type and
+    body), for a device that refuses message/cpim; None when it is not CPIM (or not
+    readable as such)."""
+    if message.content_type.split(";", 1)[0].strip().lower() != "message/cpim":
+        return None
+    try:
+        cpim = parse_cpim(message.body)
+    except CPIMError:
+        return None
+    return dataclasses.replace(message, content_type=cpim.content_type or "text/plain", body=cpim.body)
 
 
 def new_message_id(now: float) -> str:
@@ -443,7 +457,18 @@ class PagerService:
             self._in_flight.discard(key)
             on_result(status)
 
-        self._gateway.send(binding, self.build_delivery(message, binding, stored=stored), done)
+        def first_answer(status: int) -> None:
+            if status == 415:
+                # A device that takes no message/cpim (baresip answers 415, Accept:
+                # text/plain) gets what the envelope carries, once: the sender is in the
+                # asserted From all the same; only the IMDN requests are lost to it.
+                plain = unwrapped(message)
+                if plain is not None:
+                    self._gateway.send(binding, self.build_delivery(plain, binding, stored=stored), done)
+                    return
+            done(status)
+
+        self._gateway.send(binding, self.build_delivery(message, binding, stored=stored), first_answer)
 
     def _targets(self, message: StoredMessage) -> list[Binding]:
         devices = self._gateway.devices(message.recipient)

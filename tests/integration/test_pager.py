@@ -245,6 +245,32 @@ def test_rfc3261_8_2_3_coded_bodies_the_server_cannot_take_are_refused(make_serv
         alice.close()
 
 
+def test_rfc3862_a_device_that_refuses_cpim_gets_the_content_alone(make_server):
+    # baresip answers 415 (Accept: text/plain) to message/cpim: the server tries that
+    # device once more with the encapsulated content, and the sender hears 200.
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = make_server()
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    alice, bob = device(server, "alice"), device(server, "bob")
+    bob.auto_answer = 0
+    try:
+        body, _ = cpim_message("alice", "bob", "plain inside", "positive-delivery")
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(alice.message, "bob", body, content_type="message/cpim")
+            first = bob.wait_request("MESSAGE", body=body)
+            bob.answer(first, 415, "Unsupported Media Type")
+            second = bob.wait_request("MESSAGE", body=b"plain inside")
+            assert second.headers.get("Content-Type") == "text/plain"
+            assert second.from_.uri.user == "alice"
+            bob.answer(second, 200)
+            assert sent.result(timeout=10).status == 200
+    finally:
+        alice.close()
+        bob.close()
+
+
 def test_rfc5438_a_delivery_notification_from_the_recipient_reaches_the_sender(server, devices):
     from datetime import datetime, timezone
 

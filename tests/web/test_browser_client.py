@@ -15,6 +15,7 @@ from tests.interop.conftest import require_binary
 from tests.interop.linphone import Linphone
 from tests.support.provision import outbox, wait_for_code
 from tests.support.sipua import TestUA
+from tests.support.waiting import wait_for
 
 from .conftest import PASSWORDS, PHONES
 from .webclient import BrowserUser
@@ -188,7 +189,8 @@ def test_browser_user_chats_with_linphone_over_tls(people, web_server, tmp_path)
 
 @pytest.mark.interop
 def test_baresip_messages_reach_the_browser(people, web_server, tmp_path):
-    """baresip 1.0 sends text/plain (and refuses CPIM with 415: Accept: text/plain)."""
+    """baresip 1.0 sends text/plain and refuses CPIM with 415 (Accept: text/plain): what the
+    browser sends it (CPIM) reaches it as the content alone."""
     require_binary("baresip", "baresip-core")
     target = Target("127.0.0.1", web_server.ports["tls"], "tls", DOMAIN, web_server.ca_file)
     heidi = people("heidi")
@@ -202,6 +204,14 @@ def test_baresip_messages_reach_the_browser(people, web_server, tmp_path):
         # baresip prints its SIP trace as it goes: wait for the 200 to show up there.
         carol.wait_for_output(r"^SIP/2\.0 200 OK(?:\r?\n(?!\r?\n).*)*\r?\nCSeq: \d+ MESSAGE", timeout=10)
         assert 200 in carol.responses_to("MESSAGE")
+
+        to_baresip = unique("hello from the browser")
+        heidi.send(to_baresip)
+        carol.wait_for_message(to_baresip, timeout=15)  # first as CPIM, which baresip refuses
+        wait_for(lambda: [m for m in carol.received_messages()
+                          if (m.content_type or "").startswith("text/plain") and m.body.strip() == to_baresip],
+                 timeout=15, what="the CPIM content alone at baresip")
+        assert any(m.outgoing and m.start_line.startswith("SIP/2.0 415") for m in carol.traced_messages())
 
 
 def test_pairing_link_gives_a_second_browser_its_own_device(people, browser, web_server):
