@@ -15,6 +15,13 @@ def device(server, user, transport="tls", instance=None) -> TestUA:
     return registered_device(server, user, transport, instance)
 
 
+def alice_and_bob(server):
+    """A server of its own (make_server) with users alice and bob."""
+    for name in ("alice", "bob"):
+        server.add_user(name, f"{name}-secret")
+    return server
+
+
 @pytest.fixture
 def devices(server):
     with device_pool(server, "tls") as open_device:
@@ -162,9 +169,7 @@ async def test_history_over_https_with_digest_is_the_users_own(server, devices):
 
 
 def test_a_stored_message_survives_kill_9_and_is_delivered_after_restart(make_server, tmp_path):
-    server = make_server(data_dir=tmp_path / "crash")
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server(data_dir=tmp_path / "crash"))
     alice = device(server, "alice")
     text = f"survives a crash {uuid.uuid4()}"
     assert alice.message("bob", text).status == 202
@@ -179,9 +184,7 @@ def test_a_stored_message_survives_kill_9_and_is_delivered_after_restart(make_se
 
 
 def test_rfc3428_content_type_policy_refuses_unknown_types_when_configured(make_server, tmp_path):
-    server = make_server(config_text="im_refuse_other_types = true\n")
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server(config_text="im_refuse_other_types = true\n"))
     alice = device(server, "alice")
     try:
         refused = alice.message("bob", b"\x00\x01", content_type="application/octet-stream")
@@ -199,9 +202,7 @@ def test_rfc3261_20_12_coded_bodies_are_stored_and_delivered_decoded(make_server
     import gzip
     import zlib
 
-    server = make_server()
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server())
     alice = device(server, "alice")
     try:
         raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -228,9 +229,7 @@ def test_rfc3261_20_12_coded_bodies_are_stored_and_delivered_decoded(make_server
 def test_rfc3261_8_2_3_coded_bodies_the_server_cannot_take_are_refused(make_server):
     import zlib
 
-    server = make_server(config_text="im_max_message_size = 4096\n")
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server(config_text="im_max_message_size = 4096\n"))
     alice = device(server, "alice")
     try:
         unknown = alice.message("bob", b"\x00\x01", extra_headers=[("Content-Encoding", "br")])
@@ -250,9 +249,7 @@ def test_rfc3862_a_device_that_refuses_cpim_gets_the_content_alone(make_server):
     # device once more with the encapsulated content, and the sender hears 200.
     from concurrent.futures import ThreadPoolExecutor
 
-    server = make_server()
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server())
     alice, bob = device(server, "alice"), device(server, "bob")
     bob.auto_answer = 0
     try:
@@ -302,9 +299,7 @@ def test_rfc5438_8_1_server_reports_stored_when_the_sender_asked_for_processing(
 
 
 def test_rfc5438_expired_stored_message_gives_the_sender_a_failed_report(make_server):
-    server = make_server(config_text="deferred_lifetime = 2\nim_expiry_sweep_interval = 0.5\n")
-    for name in ("alice", "bob"):
-        server.add_user(name, f"{name}-secret")
+    server = alice_and_bob(make_server(config_text="deferred_lifetime = 2\nim_expiry_sweep_interval = 0.5\n"))
     alice = device(server, "alice")
     try:
         body, imdn_id = cpim_message("alice", "bob", "nobody reads this", "positive-delivery, negative-delivery")
