@@ -57,6 +57,7 @@ def test_private_ca_is_created_once_and_reused(make_server, tmp_path):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # on purpose: first contact
 def test_the_private_ca_certificate_is_downloadable_and_matches_the_printed_fingerprint(make_server):
     import hashlib
 
@@ -77,6 +78,7 @@ def test_the_private_ca_certificate_is_downloadable_and_matches_the_printed_fing
     assert b"PRIVATE KEY" not in response.content
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_operator_certificate_is_used(make_server, tmp_path):
     ca = trustme.CA()
     cert = ca.issue_cert("sip.operator.example")
