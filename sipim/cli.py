@@ -555,7 +555,10 @@ def print_banner(server, config: Config) -> None:
         lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")
         https = next(((host, port) for transport, host, port in server.listening() if transport == "wss"), None)
         if https is not None:
-            lines.append(f"       download: https://{format_host_port(*https)}/ca.pem")
+            host, port = https
+            if host in ("0.0.0.0", "::"):  # every address: name the server as devices do
+                host = config.provisioning_public_host or config.domain
+            lines.append(f"       download: https://{format_host_port(host, port)}/ca.pem")
     if config.allow_insecure:
         lines.append("  --allow-insecure: REGISTER accepted over plain transports")
     if config.external_core:

@@ -33,6 +33,8 @@ def test_default_listeners_are_tls_5061_and_wss_8443_only(tmp_path):
         assert server.listening == [("tls", 5061), ("wss", 8443)]
         banner = "".join(server.output)
         assert "CA SHA-256 fingerprint" in banner and str(server.ca_file) in banner
+        # Bound to every address: the download link names the server, not 0.0.0.0.
+        assert ":8443/ca.pem" in banner and "https://0.0.0.0" not in banner
         assert "plain transport" not in server.log()
     finally:
         server.stop()
