@@ -551,6 +551,8 @@ def print_banner(server, config: Config) -> None:
     if getattr(server, "workers", 1) > 1:
         lines.append(f"  {server.workers} worker processes share these ports and the data directory")
     if server.tls_files is not None:
+        from sipim.web.app import CA_PATH
+
         lines.append(f"  TLS: private CA {server.tls_files.ca_cert} (clients must trust it)")
         lines.append(f"       CA SHA-256 fingerprint {server.tls_files.ca_fingerprint_sha256}")
         https = next(((host, port) for transport, host, port in server.listening() if transport == "wss"), None)
@@ -558,7 +560,7 @@ def print_banner(server, config: Config) -> None:
             host, port = https
             if host in ("0.0.0.0", "::"):  # every address: name the server as devices do
                 host = config.provisioning_public_host or config.domain
-            lines.append(f"       download: https://{format_host_port(host, port)}/ca.pem")
+            lines.append(f"       download: https://{format_host_port(host, port)}{CA_PATH}")
     if config.allow_insecure:
         lines.append("  --allow-insecure: REGISTER accepted over plain transports")
     if config.external_core:

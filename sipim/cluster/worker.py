@@ -238,12 +238,7 @@ class ReplicatedRateLimiter(RateLimiter):
         return wait
 
     def apply(self, key: str, now: float) -> None:
-        hits = self._hits.get(key)
-        if hits is None:
-            if len(self._hits) >= self._max_keys:
-                self._forget(now)
-            hits = self._hits[key] = collections.deque()
-        hits.append(now)
+        self._hits_of(key, now).append(now)
 
 
 class ReplicatedMailboxes(dict):
@@ -468,10 +463,14 @@ class ClusterWorker:
         """`PagerService.home_elsewhere`: the home worker of a device, None when it is this
         one -- or when the home is not running (being started again): devices are not left
         waiting for it (its new process catches up the devices it is home to)."""
-        home = self._homes[hash((binding.aor, device_key(binding))) % self.count]
+        home = self._homes[self._home_index(binding)]
         if home is not None and self.workers.pid(home.index) == 0:
             return None
         return home
+
+    def _home_index(self, binding: Binding) -> int:
+        # A hash of the device, so its home does not move while it re-registers elsewhere.
+        return hash((binding.aor, device_key(binding))) % self.count
 
     def catch_up_after_restart(self) -> None:
         """In a worker started again: its devices may have been sent messages while it was
@@ -481,7 +480,7 @@ class ClusterWorker:
         for aor, until in list(server.pager.mailboxes.items()):
             if until > now:
                 for binding in server.location.bindings(aor, now):
-                    if self._homes[hash((binding.aor, device_key(binding))) % self.count] is None:
+                    if self._home_index(binding) == self.index:
                         server.pager.catch_up_device(binding)
 
     def deliver_at(self, home: int, message: StoredMessage, binding: Binding, stored: bool, on_result) -> None:

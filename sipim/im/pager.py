@@ -246,9 +246,6 @@ class PagerService:
                 # A retransmitted or re-sent message is delivered once.
                 return make_response(request, self._recent[key], "OK" if self._recent[key] == 200 else "Accepted")
 
-        if self._privacy is not None and not self._privacy.message_allowed(recipient, identity.aor):
-            return self._blocked(request, recipient, identity, source, cpim, keys, notification)
-
         now = self._now()
         message = StoredMessage(
             id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=instance,
@@ -257,6 +254,9 @@ class PagerService:
             disposition_notification=(", ".join(sorted(requested_notifications(cpim))) or None) if cpim else None,
             created_at=now,
             expires_at=now + self._expires(request), state="pending")
+        if self._privacy is not None and not self._privacy.message_allowed(recipient, identity.aor):
+            return self._blocked(request, message, identity, source, cpim, keys, notification)
+
         history = [
             HistoryEntry(owner=identity.aor, peer=recipient, direction="out", message_id=message.id,
                          imdn_message_id=imdn_id, content_type=message.content_type, body=message.body, ts=now),
@@ -288,7 +288,7 @@ class PagerService:
         self._remember(keys, status)
         return make_response(request, status, "OK" if delivered else "Accepted")
 
-    def _blocked(self, request: Request, recipient: str, identity: AssertedIdentity, source: Source,
+    def _blocked(self, request: Request, message: StoredMessage, identity: AssertedIdentity, source: Source,
                  cpim: CPIMMessage | None, keys: list[tuple], notification: bool) -> Response:
         """The recipient's privacy rules block the sender (RFC 4745 rules, sipim/xdm/policy.py):
         nothing reaches the recipient, nothing is stored for them.  ``im_blocked_answer =
@@ -298,16 +298,9 @@ class PagerService:
         when they asked for one (RFC 5438 §8.1) -- so a block is not revealed."""
         if self._config.im_blocked_answer == "403":
             return make_response(request, 403, "Forbidden")
-        delivered = bool(self._gateway.devices(recipient))
+        delivered = bool(self._gateway.devices(message.recipient))
         if not notification:
-            now = self._now()
-            # What the sender's side of an accepted message is built from; never stored.
-            message = StoredMessage(
-                id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=None,
-                call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=message_id(cpim) if cpim else None,
-                content_type=request.headers.get("Content-Type") or "text/plain", body=request.body,
-                disposition_notification=None, created_at=now, expires_at=now + self._expires(request),
-                state="pending")
+            # ``message`` is never stored: the sender's side of an accepted one is made from it.
             self._copy_to_other_devices(message, identity, source)
             if not delivered and cpim is not None:
                 self._spawn(self._notify(cpim, message, PROCESSING, "stored"))

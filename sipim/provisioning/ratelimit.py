@@ -21,11 +21,7 @@ class RateLimiter:
 
     def hit(self, key: str, now: float) -> int | None:
         """Count a hit; None when allowed, else the whole seconds to wait."""
-        hits = self._hits.get(key)
-        if hits is None:
-            if len(self._hits) >= self._max_keys:
-                self._forget(now)
-            hits = self._hits[key] = deque()
+        hits = self._hits_of(key, now)
         while hits and hits[0] <= now - self.window:
             hits.popleft()
         if len(hits) >= self.limit:
@@ -33,9 +29,24 @@ class RateLimiter:
         hits.append(now)
         return None
 
+    def _hits_of(self, key: str, now: float) -> deque[float]:
+        """The hits of ``key`` (a new, empty record when it has none; room is made first)."""
+        hits = self._hits.get(key)
+        if hits is None:
+            if len(self._hits) >= self._max_keys:
+                self._forget(now)
+            hits = self._hits[key] = deque()
+        return hits
+
     def _forget(self, now: float) -> None:
         stale = [key for key, hits in self._hits.items() if not hits or hits[-1] <= now - self.window]
         if not stale:
             stale = sorted(self._hits, key=lambda key: self._hits[key][-1])[: max(1, len(self._hits) // 10)]
         for key in stale:
             del self._hits[key]
+
+
+def local_limiter(name: str, limit: int, window: float) -> RateLimiter:
+    """The ``make_limiter`` of one process: ``name`` only matters to worker processes,
+    which count a limit together (sipim/cluster ReplicatedRateLimiter)."""
+    return RateLimiter(limit, window)

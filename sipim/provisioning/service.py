@@ -29,7 +29,7 @@ from sipim.provisioning.codes import OTP, PAIRING, Verdict
 from sipim.provisioning.credentials import (BadDeviceRequest, IssuedDevice, new_device, normalise_instance,
                                             normalise_name, reissue)
 from sipim.provisioning.document import Endpoints, build_device_config
-from sipim.provisioning.ratelimit import RateLimiter
+from sipim.provisioning.ratelimit import RateLimiter, local_limiter
 from sipim.provisioning.sms import SmsError, SmsGateway, SmsMessage
 from sipim.sip.digest import ha1
 from sipim.store.base import Store
@@ -99,7 +99,7 @@ class ProvisioningService:
         self.ca_pem = ca_pem
         self._domain = config.domain
         # Worker processes (sipim/cluster) count the limits together: make_limiter(name, ...).
-        limiter = make_limiter or (lambda name, limit, window: RateLimiter(limit, window))
+        limiter = make_limiter or local_limiter
         self._per_number = limiter("otp-number", config.otp_rate_per_number, config.otp_rate_window)
         self._per_source = limiter("otp-source", config.otp_rate_per_source, config.otp_rate_window)
         self._attempts = limiter("attempts", config.provisioning_attempts_per_source, config.otp_rate_window)

@@ -224,7 +224,6 @@ _RECORD_DELIVERY = (
 )
 
 
-
 class _ManyRows:
     """An ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` run for a batch of rows, many
     rows per statement.
@@ -243,7 +242,6 @@ class _ManyRows:
         head, _, rest = sql.partition("VALUES (")
         placeholders, _, tail = rest.partition(")")
         row = f"({placeholders})"
-        self.sql = sql
         self._statements = {size: f"{head}VALUES {', '.join([row] * size)}{tail}" for size in self.SIZES}
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -261,9 +259,9 @@ _INSERT_MESSAGES = _ManyRows(_INSERT_MESSAGE)
 _INSERT_HISTORIES = _ManyRows(_INSERT_HISTORY)
 
 
-# The batch forms of the three statements above, many rows per statement (_ManyRows).
-# "WHERE true": an INSERT ... SELECT with an upsert clause needs a WHERE (SQLite's
-# parser would otherwise read ON CONFLICT as a join constraint).
+# write_batch's form of _RECORD_DELIVERY, many rows per statement: (message id, device
+# key, time) rows.  "WHERE true": an INSERT ... SELECT with an upsert clause needs a
+# WHERE (SQLite's parser would otherwise read ON CONFLICT as a join constraint).
 _RECORD_DELIVERIES = _ManyRows(
     "INSERT INTO message_deliveries "
     "(message_id, device_key, node_id, claimed_at, delivered_at) "
@@ -563,7 +561,7 @@ class SQLiteStore(Store):
                     _INSERT_HISTORIES.run(
                         conn, [_history_row(h) for h in history if h.message_id not in duplicates])
                 if deliveries:
-                    _RECORD_DELIVERIES.run(conn, [(mid, key, ts) for mid, key, ts in deliveries])
+                    _RECORD_DELIVERIES.run(conn, deliveries)
                     _MARK_DELIVERED_TAKEN.run(conn, [(mid,) for mid in delivered_ids if mid in taken])
                     _MARK_DELIVERED_KEPT.run(conn, [(mid,) for mid in delivered_ids if mid not in taken])
                 if taken:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sipim.config import Config
-from sipim.provisioning.ratelimit import RateLimiter
+from sipim.provisioning.ratelimit import RateLimiter, local_limiter
 from sipim.store.base import Store
 from sipim.store.models import AuditRecord, User, XcapDocument
 from sipim.xdm.directory import InvalidNumber, normalise_e164
@@ -131,7 +131,7 @@ class XdmService:
         self.privacy = PrivacyRules(now)
         # Number lookups per user and minute, over HTTPS and through number-addressed
         # MESSAGEs alike (worker processes pass a limiter that counts over all of them).
-        make = make_limiter or (lambda name, limit, window: RateLimiter(limit, window))
+        make = make_limiter or local_limiter
         self._lookups = make("directory-lookups", config.directory_lookups_per_minute, 60.0)
         # Told of every document written here, (auid, owner, filename, content or None):
         # worker processes pass it to each other (sipim/cluster), who `take_change` it.
