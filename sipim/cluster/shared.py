@@ -134,11 +134,8 @@ class AffinityTable:
     def owner(self, key: int, now: float) -> int | None:
         """None: this worker takes the request (the table now says so).  Otherwise the
         index of the worker that took it within the window and is still running."""
-        base = (key % self._buckets) * 4
-        tag = (key >> 24) & 0xFFFFFFFF
+        slots, tag, now_ticks = self._bucket(key, now)
         words = self._words
-        now_ticks = int(now * _TICKS) & _MASK24
-        slots = (base, base + 1, base + 2, base + 3)
         for slot in slots:
             value = words[slot]
             if value >> 32 == tag and value:
@@ -154,7 +151,7 @@ class AffinityTable:
                 words[slot] = (tag << 32) | (now_ticks << 8) | self.index  # take its place
                 return None
         # Not there: take an empty slot, else the oldest of the bucket.
-        victim = base
+        victim = slots[0]
         victim_age = -1
         for slot in slots:
             value = words[slot]
@@ -167,12 +164,15 @@ class AffinityTable:
         words[victim] = (tag << 32) | (now_ticks << 8) | self.index
         return None
 
+    def _bucket(self, key: int, now: float) -> tuple[range, int, int]:
+        """The slots of ``key``'s bucket, its tag, and ``now`` in slot ticks."""
+        base = (key % self._buckets) * self.WAYS
+        return range(base, base + self.WAYS), (key >> 24) & 0xFFFFFFFF, int(now * _TICKS) & _MASK24
+
     def peek(self, key: int, now: float) -> int | None:
         """The worker recorded for ``key`` within the window, without taking it (tests, logs)."""
-        base = (key % self._buckets) * 4
-        tag = (key >> 24) & 0xFFFFFFFF
-        now_ticks = int(now * _TICKS) & _MASK24
-        for slot in (base, base + 1, base + 2, base + 3):
+        slots, tag, now_ticks = self._bucket(key, now)
+        for slot in slots:
             value = self._words[slot]
             if value and value >> 32 == tag:
                 if (now_ticks - ((value >> 8) & _MASK24)) & _MASK24 <= self._window_ticks:
