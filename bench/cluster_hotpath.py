@@ -93,7 +93,7 @@ async def run(calls: int, cluster: bool) -> float:
                 sent.clear()
                 t0 = time.thread_time()
                 for data in first:
-                    server._on_message(parse_message(data), source)
+                    server.router.receive(parse_message(data), source)
                 busy += time.thread_time() - t0
                 challenges = [parse_challenge(parse_message(m).headers.get("WWW-Authenticate")) for m in sent]
                 second = [hotpath.register_bytes(user, 2, call_id, 5070, build_authorization(
@@ -102,7 +102,7 @@ async def run(calls: int, cluster: bool) -> float:
                 sent.clear()
                 t0 = time.thread_time()
                 for data in second:
-                    server._on_message(parse_message(data), source)
+                    server.router.receive(parse_message(data), source)
                 while len(sent) < len(second):  # the 200s wait for the store commit
                     await asyncio.sleep(0.002)
                 await asyncio.sleep(0)  # the peer reads what this batch replicated

@@ -25,7 +25,7 @@ with a challenge) then the same REGISTER with an MD5 Authorization computed
 from that challenge (answered 200).  Requests are built and parsed to
 ``bytes`` *outside* the timed region except for ``parse_message``, which
 belongs to the server's cost; the timed region is ``parse_message`` +
-``server._on_message`` (+ waiting for the 200s, whose store commit completes
+``server.router.receive`` (+ waiting for the 200s, whose store commit completes
 on the event loop).  Time is ``time.thread_time()`` of the main thread, so
 the store's writer thread and idle waiting are not counted: the figure is
 main-thread CPU per request, an upper bound on one core's throughput.
@@ -202,7 +202,7 @@ class Bench:
         valgrind, lets timers E and F fire) are left out: they are byte-identical."""
         sent = self.sent
         sent.clear()
-        on_message = self.server._on_message
+        on_message = self.server.router.receive
         seen: dict[bytes, object] = {}
 
         def collect() -> int:

@@ -367,7 +367,7 @@ def _edit_user(args: argparse.Namespace, config: Config, username: str) -> int:
 
 
 def cmd_device(args: argparse.Namespace, config: Config) -> int:
-    from sipim.app import CHANGE_BINDING_REMOVED
+    from sipim.store.changes import CHANGE_BINDING_REMOVED
 
     username = split_user(args.name, config.domain)
     aor = f"sip:{username}@{config.domain}"

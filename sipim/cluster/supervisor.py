@@ -285,7 +285,6 @@ def _worker_process(supervisor: Supervisor, index: int, ready_fd: int, *, restar
 
     from .worker import ClusterWorker
 
-    ClusterWorker.name_process(index)
     config = supervisor.config
     base_node = config.node_id
     config.node_id = f"{base_node}.w{index}"

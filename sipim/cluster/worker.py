@@ -55,9 +55,9 @@ from sipim.im.pager import device_key
 from sipim.provisioning.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
-from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
+from sipim.sip.transaction import MAGIC_COOKIE
 from sipim.store.models import Binding, StoredMessage
-from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source, flow_owner, set_flow_owner
+from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, FlowIds, Source, flow_owner
 
 from .bus import Bus
 from .shared import SharedMemory
@@ -268,8 +268,8 @@ class ReplicatedMailboxes(dict):
             super().__setitem__(aor, until)
 
 
-class DeviceHome:
-    """Another worker, as the home of a device (`PagerService.home_elsewhere`)."""
+class WorkerHome:
+    """Another worker, as the home of a device (the pager's `DeviceHomes`)."""
 
     __slots__ = ("_worker", "index")
 
@@ -303,7 +303,8 @@ class ClusterWorker:
         self._location: ReplicatedLocation | None = None
         self._lockout: ClusterLockout | None = None
         self._limiters: dict[str, ReplicatedRateLimiter] = {}
-        self._homes = [None if peer == index else DeviceHome(self, peer) for peer in range(count)]
+        self._mailboxes: ReplicatedMailboxes | None = None
+        self._homes = [None if peer == index else WorkerHome(self, peer) for peer in range(count)]
         # Deliveries handed to another worker (the device's home): token -> (on_result, timer).
         self._deliveries: dict[int, tuple] = {}
         self._delivery_tokens = itertools.count(1)
@@ -313,11 +314,25 @@ class ClusterWorker:
         self.forwarded_requests = 0
         self.forwarded_responses = 0
 
-    @staticmethod
-    def name_process(index: int) -> None:
-        """First thing in a new worker process: its flow ids and branches name it."""
-        set_flow_owner(index)
-        set_branch_owner(f"w{index}.")
+    # -- what names this worker in what it makes -----------------------------------------
+    @property
+    def branch_owner(self) -> str:
+        """In the branches of requests this worker sends: responses find their way back."""
+        return f"w{self.index}."
+
+    def flow_ids(self) -> FlowIds:
+        """Flow ids of this worker's connections: every worker can tell who holds one."""
+        return FlowIds(owner=f"w{self.index}.")
+
+    @property
+    def runs_once_jobs(self) -> bool:
+        """Jobs that run once per data directory, not once per worker (expiry of bindings and
+        messages, pruning): the first worker's."""
+        return self.index == 0
+
+    def prepare(self, config) -> object:
+        """The supervisor has prepared the data directory already."""
+        return self.tls_files
 
     # -- parts for SipimServer.start ------------------------------------------------------
     def location(self) -> ReplicatedLocation:
@@ -335,6 +350,11 @@ class ClusterWorker:
     def nonce_counts(self):
         return self.shared.nonce_counts(self._config.nonce_lifetime, self.index, 64 * self._config.t1)
 
+    def mailboxes(self) -> ReplicatedMailboxes:
+        """The pager's recipients owed stored messages, told to every worker."""
+        self._mailboxes = ReplicatedMailboxes(self.bus, {})
+        return self._mailboxes
+
     def stale_flows(self, flow_ids: set[str]) -> set[str]:
         """Of the flows the loaded bindings name, those whose connections died with an
         earlier process of this worker (or of a process with no worker index, or an index
@@ -349,7 +369,6 @@ class ClusterWorker:
     def attach(self, server) -> None:
         """Hook into a server whose parts are built (before its transports start)."""
         self._server = server
-        server.transports.remote_flows = self
         bus = self.bus
         location = self._location
         bus.on(PUT, lambda peer, row: location.apply_put(row, peer))
@@ -362,7 +381,7 @@ class ClusterWorker:
         lockout = self._lockout
         bus.on(AUTH_FAILED, lambda peer, user, ip, now: lockout.apply_failure(user, ip, now))
         bus.on(AUTH_OK, lambda peer, user, ip: lockout.apply_success(user, ip))
-        bus.on(CHANGES, lambda peer, kind, key: server.take_change(kind, key))
+        bus.on(CHANGES, lambda peer, kind, key: server.changes.take(kind, key))
         xdm = server.xdm
         xdm.change_listeners.append(
             lambda auid, owner, filename, content: self._tell((DOCUMENT, auid, owner, filename, content)))
@@ -371,14 +390,13 @@ class ClusterWorker:
         limiters = self._limiters
         bus.on(RATE_HIT, lambda peer, name, key, now: limiters[name].apply(key, now) if name in limiters else None)
         pager = server.pager
-        mailboxes = pager.mailboxes = ReplicatedMailboxes(bus, pager.mailboxes)
+        mailboxes = self._mailboxes
         bus.on(MAILBOX, lambda peer, aor, until: mailboxes.apply(aor, until))
 
         # Every delivery to a device, live or catching up, goes out from one worker, the
         # device's home (a hash of the device, so it does not move while the device
         # re-registers elsewhere): its pager sees them all in flight, as one process
-        # does, and sends each device its stored messages once and in order.
-        pager.home_elsewhere = self.home_of
+        # does, and sends each device its stored messages once and in order (`home_of`).
         bus.on(DELIVER, self._on_deliver)
         bus.on(DELIVERED, self._on_delivered)
         bus.on(CATCH_UP, lambda peer, row: pager.catch_up_device(Binding(*row)))
@@ -456,11 +474,11 @@ class ClusterWorker:
     def _on_forwarded_request(self, peer: int, data: bytes, remote: tuple, local: tuple) -> None:
         request = parse_message(data)
         if isinstance(request, Request):
-            self._server.receive_forwarded(request, Source("udp", tuple(remote), tuple(local), None))
+            self._server.router.receive_request(request, Source("udp", tuple(remote), tuple(local), None))
 
     # -- deliveries through the device's home -------------------------------------------------
-    def home_of(self, binding: Binding) -> DeviceHome | None:
-        """`PagerService.home_elsewhere`: the home worker of a device, None when it is this
+    def home_of(self, binding: Binding) -> WorkerHome | None:
+        """The pager's `DeviceHomes`: the home worker of a device, None when it is this
         one -- or when the home is not running (being started again): devices are not left
         waiting for it (its new process catches up the devices it is home to)."""
         home = self._homes[self._home_index(binding)]

@@ -79,6 +79,12 @@ class LocationService:
             del self._by_aor[aor]
         return old
 
+    def forget(self, aor: str, key: str) -> Binding | None:
+        """Remove a binding every process of the server removes by itself (a change read
+        from the feed); a worker's table (sipim/cluster) does not tell the others.  In a
+        single process the same as `remove`."""
+        return self.remove(aor, key)
+
     def remove_all(self, aor: str) -> list[Binding]:
         return [b for key in list(self._by_aor.get(aor, {})) if (b := self.remove(aor, key)) is not None]
 

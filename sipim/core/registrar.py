@@ -20,7 +20,9 @@ from dataclasses import dataclass, replace
 from sipim.config import Config
 from sipim.core.auth import Authenticator, AuthOutcome
 from sipim.core.gruu import TempGruuCodec, public_gruu
+from sipim.core.identity import AssertedIdentity
 from sipim.core.location import LocationService
+from sipim.core.router import Answer
 from sipim.core.writer import StoreWriter
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import NameAddr, SipURI, parse_name_addr
@@ -89,7 +91,7 @@ class Registrar:
         self._date_value = ""
 
     # ------------------------------------------------------------------
-    def handle(self, request: Request, source: Source) -> Response | Awaitable[Response]:
+    def handle(self, request: Request, source: Source, identity: AssertedIdentity | None = None) -> Answer:
         """Answer a REGISTER: a Response at once (refusals, challenges), or an
         awaitable that resolves once the changed bindings are committed."""
         now = self._now()

@@ -3,14 +3,14 @@
 The core (Kamailio, deploy/kamailio/kamailio.cfg) has authenticated the
 sender, checked From against the credentials and inserted P-Asserted-Identity
 (RFC 3325 §9.1).  sipim does no digest here; it takes the identity from that
-header -- only from peers in the trust domain, which app.py checked -- and
-hands the request to the same role the embedded core feeds.
+header -- only from peers in the trust domain, which the router checked -- and
+the request goes to the same roles the embedded core feeds.
 """
 
 from __future__ import annotations
 
 from sipim.config import Config
-from sipim.core.proxy import AssertedIdentity, NoRole, RequestRole
+from sipim.core.identity import Admission, AssertedIdentity
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI, parse_name_addr
@@ -49,13 +49,12 @@ def device_source(request: Request, core: Source) -> Source:
 
 
 class ExternalCoreProxy:
-    def __init__(self, config: Config, role: RequestRole | None = None) -> None:
-        self._config = config
-        self.role: RequestRole = role or NoRole()
+    """`IdentityGate` (sipim/core/router.py) of a node behind an external core."""
 
-    async def handle(self, request: Request, source: Source) -> Response:
-        if request.method == "CANCEL":
-            return make_response(request, 481, "Call/Transaction Does Not Exist")  # RFC 3261 §9.2
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def admit(self, request: Request, source: Source) -> Admission | Response:
         identity = asserted_identity(request, self._config)
         if identity is None:
             return make_response(request, 403, "No P-Asserted-Identity from the core")
@@ -64,4 +63,4 @@ class ExternalCoreProxy:
                 from_uri.host.lower() not in self._config.local_domains():
             # The core checks this too; a role must never act for someone else.
             return make_response(request, 403, "From does not match the asserted identity")
-        return await self.role.handle(request, identity, device_source(request, source))
+        return Admission(identity, device_source(request, source))

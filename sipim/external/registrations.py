@@ -38,6 +38,7 @@ from sipim.core.registrar import (QUERIED, REFRESHED, REFUSED, REGISTERED, REMOV
                                   answer_once_committed)
 from sipim.core.writer import StoreWriter
 from sipim.core.auth import AUTH_FAILED
+from sipim.core.identity import AssertedIdentity
 from sipim.sip.errors import SIPParseError
 from sipim.sip.headers import parse_params, unquote
 from sipim.sip.message import Request, Response, make_response
@@ -48,7 +49,6 @@ from sipim.transport.base import Source
 
 REPORT_HEADER = "Sipim-Registration"
 USER_AGENT_HEADER = "Sipim-User-Agent"
-CHANGE_BINDING = "binding"  # change feed: key = AOR whose bindings changed
 
 # result= of a refused attempt -> (audit result, audit reason)
 REPORTED_FAILURES = {
@@ -92,7 +92,8 @@ class ThirdPartyRegistrar:
         self._local_domains = config.local_domains()
         self.on_registered: list[Callable[[Binding], None]] = []
 
-    def handle(self, request: Request, source: Source) -> Response | asyncio.Future[Response]:
+    def handle(self, request: Request, source: Source,
+               identity: AssertedIdentity | None = None) -> Response | asyncio.Future[Response]:
         now = self._now()
         to_uri = request.to.uri
         if not isinstance(to_uri, SipURI) or not to_uri.user or to_uri.host.lower() not in self._local_domains:

@@ -17,7 +17,7 @@ from typing import Protocol
 from sipim.config import Config
 from sipim.core.location import LocationService
 from sipim.sip.message import Request, Response
-from sipim.sip.transaction import TransactionLayer, new_branch
+from sipim.sip.transaction import TransactionLayer
 from sipim.sip.uri import URI, parse_name_addr
 from sipim.store.models import Binding
 from sipim.transport.base import Target
@@ -111,7 +111,7 @@ class CoreGateway:
                 prefix = _via_prefix(target.transport, host, port)
                 if port:  # listening already: the address stays
                     self._via_prefixes[target.transport] = prefix
-        return f"{prefix}{new_branch()};rport"
+        return f"{prefix}{self._transactions.new_branch()};rport"
 
     def _listening_address(self, transport: str) -> tuple[str, int]:
         for name, host, port in self._transports.listening():

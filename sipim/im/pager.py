@@ -47,7 +47,7 @@ from sipim.imdn import (
     requested_notifications,
 )
 from sipim.core.gruu import TempGruuCodec
-from sipim.core.proxy import AssertedIdentity
+from sipim.core.identity import AssertedIdentity
 from sipim.core.writer import StoreWriter
 from sipim.im.devices import DeviceGateway
 from sipim.sip.message import Request, Response, make_response
@@ -60,7 +60,6 @@ from sipim.xdm.directory import InvalidNumber, normalise_e164, number_of
 
 log = logging.getLogger(__name__)
 
-ALLOW = "MESSAGE, OPTIONS"
 _RECENT_LIMIT = 50_000
 
 
@@ -157,6 +156,28 @@ def content_type_of(request: Request) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+class DeviceHome(Protocol):
+    """Another worker process's pager, as the home of a device (sipim/cluster)."""
+
+    def send(self, message: StoredMessage, binding: Binding, stored: bool,
+             on_result: Callable[[int], None]) -> None: ...
+
+    def catch_up(self, binding: Binding) -> None: ...
+
+
+class DeviceHomes(Protocol):
+    """Which process delivers to a device: None when it is this one."""
+
+    def home_of(self, binding: Binding) -> DeviceHome | None: ...
+
+
+class EveryDeviceHere:
+    """`DeviceHomes` of a server that is one process."""
+
+    def home_of(self, binding: Binding) -> DeviceHome | None:
+        return None
+
+
 class PagerService:
     def __init__(
         self,
@@ -170,6 +191,8 @@ class PagerService:
         now: Callable[[], float],
         privacy: PrivacyPolicy | None = None,
         lookup_wait: Callable[[str], int | None] | None = None,
+        mailboxes: MutableMapping[str, float] | None = None,
+        homes: DeviceHomes | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -186,9 +209,9 @@ class PagerService:
         # (sender, call_id, cseq) and (sender, imdn id) -> status already answered
         self._recent: OrderedDict[tuple, int] = OrderedDict()
         # Recipients owed stored messages by devices that register later -> until when.
-        # Worker processes of one server put a mapping here that also tells the other
-        # workers (sipim/cluster ReplicatedMailboxes), before start().
-        self.mailboxes: MutableMapping[str, float] = {}
+        # Worker processes of one server pass a mapping that also tells the other
+        # workers (sipim/cluster ReplicatedMailboxes).
+        self.mailboxes: MutableMapping[str, float] = {} if mailboxes is None else mailboxes
         # (message id, device key) being delivered right now
         self._in_flight: set[tuple[str, str]] = set()
         self._catching_up: set[str] = set()
@@ -202,9 +225,9 @@ class PagerService:
         # Worker processes of one server (sipim/cluster) need no claims: every delivery
         # to a device, live or catching up, goes out from one process -- the device's
         # "home" -- whose _in_flight and _catching_up see them all, as with one process.
-        # ``home_elsewhere(binding)`` gives the home's stand-in (``send`` and
-        # ``catch_up``) when it is another worker, None when it is this one.
-        self.home_elsewhere: Callable[[Binding], object] | None = None
+        # ``homes.home_of(binding)`` gives the home's stand-in when it is another
+        # worker, None when it is this one (always, for one process).
+        self._homes: DeviceHomes = homes or EveryDeviceHere()
         # A gateway whose device list lives in the shared store refreshes it before
         # a live delivery (a device may have registered through another node a moment ago).
         self._refresh_devices = getattr(gateway, "refresh", None)
@@ -213,11 +236,9 @@ class PagerService:
         self.mailboxes.update(await self._store.recipients_owed_messages(self._now()))
 
     # -- receiving -----------------------------------------------------------------
-    async def handle(self, request: Request, identity: AssertedIdentity, source: Source) -> Response:
-        if request.method != "MESSAGE":
-            response = make_response(request, 405, "Method Not Allowed")
-            response.headers.add("Allow", ALLOW)
-            return response
+    async def handle(self, request: Request, source: Source, identity: AssertedIdentity | None) -> Response:
+        """A MESSAGE (the router's route for it is identified: ``identity`` is set)."""
+        assert identity is not None
         content_type = request.headers.get("Content-Type") or ""
         media_type = content_type.split(";", 1)[0].strip().lower()
         try:
@@ -438,11 +459,10 @@ class PagerService:
     def _send_to(self, message: StoredMessage, binding: Binding, stored: bool,
                  on_result: Callable[[int], None]) -> None:
         """Send ``message`` to one device; ``on_result`` gets its final status once."""
-        if self.home_elsewhere is not None:
-            home = self.home_elsewhere(binding)
-            if home is not None:
-                home.send(message, binding, stored, on_result)
-                return
+        home = self._homes.home_of(binding)
+        if home is not None:
+            home.send(message, binding, stored, on_result)
+            return
         key = (message.id, device_key(binding))
         self._in_flight.add(key)
 
@@ -532,7 +552,7 @@ class PagerService:
                 continue
             self._gateway.send(binding, self.build_delivery(message, binding, stored=False), lambda status: None)
 
-    # The home side of ``home_elsewhere`` (sipim/cluster calls these on the device's home).
+    # The home side of ``DeviceHomes`` (sipim/cluster calls these on the device's home).
     def deliver_to_device(self, message: StoredMessage, binding: Binding, stored: bool,
                           on_result: Callable[[int], None]) -> None:
         self._send_to(message, binding, stored, on_result)
@@ -564,11 +584,10 @@ class PagerService:
             self._start_catch_up(binding)
 
     def _start_catch_up(self, binding: Binding) -> None:
-        if self.home_elsewhere is not None:
-            home = self.home_elsewhere(binding)
-            if home is not None:
-                home.catch_up(binding)
-                return
+        home = self._homes.home_of(binding)
+        if home is not None:
+            home.catch_up(binding)
+            return
         key = f"{binding.aor} {device_key(binding)}"
         if key in self._catching_up:
             return

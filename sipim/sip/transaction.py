@@ -53,25 +53,17 @@ __all__ = [
     "State",
     "TransactionLayer",
     "new_branch",
-    "set_branch_owner",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 
 
-# Put after the cookie of every branch this process makes: a worker of sipim/cluster
-# names itself there ("w1."), so a response reaching another worker finds its way back.
-_branch_owner = ""
+def new_branch(owner: str = "") -> str:
+    """A fresh RFC 3261 branch (§8.1.1.7: cookie + a value unique in space and time).
 
-
-def set_branch_owner(tag: str) -> None:
-    global _branch_owner
-    _branch_owner = tag
-
-
-def new_branch() -> str:
-    """A fresh RFC 3261 branch (§8.1.1.7: cookie + a value unique in space and time)."""
-    return MAGIC_COOKIE + _branch_owner + random_hex(12)
+    ``owner`` goes after the cookie: a worker of sipim/cluster names itself there
+    ("w1."), so a response reaching another worker finds its way back."""
+    return MAGIC_COOKIE + owner + random_hex(12)
 
 
 class Target(Protocol):
@@ -643,7 +635,7 @@ class TransactionLayer:
     `target.reliable`.
     """
 
-    __slots__ = ("clock", "timers", "send", "t1", "t2", "t4", "invite_trying_delay",
+    __slots__ = ("clock", "timers", "send", "branch_owner", "t1", "t2", "t4", "invite_trying_delay",
                  "invite_proceeding_timeout", "on_ack", "on_server_failure",
                  "_servers", "_clients")
 
@@ -659,8 +651,11 @@ class TransactionLayer:
         invite_proceeding_timeout: float | None = 185.0,
         on_ack: Callable[[Request, Any], None] | None = None,
         on_server_failure: Callable[[ServerTransaction], None] | None = None,
+        branch_owner: str = "",
     ) -> None:
         self.clock = clock
+        # Named in every branch this layer makes (`new_branch`).
+        self.branch_owner = branch_owner
         self.timers = TimerQueues(clock)
         self.send = send
         self.t1 = t1
@@ -672,6 +667,10 @@ class TransactionLayer:
         self.on_server_failure = on_server_failure
         self._servers: dict[tuple, ServerTransaction] = {}
         self._clients: dict[tuple, ClientTransaction] = {}
+
+    def new_branch(self) -> str:
+        """A branch for a request this node sends (RFC 3261 §8.1.1.7), naming its owner."""
+        return new_branch(self.branch_owner)
 
     # -- server side --------------------------------------------------------
 

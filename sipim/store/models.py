@@ -8,6 +8,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from .changes import CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP  # re-exported: the store publishes these
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -194,8 +196,6 @@ class BatchResult:
 EMPTY_BATCH_RESULT = BatchResult()
 
 
-# Change kinds the store itself publishes. Others are free-form strings chosen by callers.
-CHANGE_USER = "user"
 """Published by add_user/update_user/remove_user with key ``username@domain``."""
 
 
@@ -225,7 +225,6 @@ def aor_user_part(aor: str) -> str:
 
 # ---- per-device credentials and provisioning codes ------------------------------------
 
-CHANGE_DEVICE = "device"
 """Published by add_device/update_device/revoke_device with the device's auth username:
 a running server drops its cached HA1 values and token of that device."""
 
@@ -282,7 +281,6 @@ class ProvisioningCode:
 
 # ---- XCAP documents (RFC 4825) -------------------------------------------------------------
 
-CHANGE_XCAP = "xcap"
 """Published by put/delete_xcap_document with key ``"AUID OWNER FILENAME"``: every node
 drops what it derived from that document (e.g. the privacy rules it enforces)."""
 

@@ -20,6 +20,7 @@ __all__ = [
     "STREAM_TRANSPORTS",
     "WEBSOCKET_TRANSPORTS",
     "Flow",
+    "FlowIds",
     "Source",
     "Target",
     "ListenSpec",
@@ -34,26 +35,24 @@ SECURE_TRANSPORTS = frozenset({"tls", "wss"})
 STREAM_TRANSPORTS = frozenset({"tcp", "tls"})
 WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
-# Flow ids must never be confused with those of a previous run of the process (the
-# location service may still hold them after a restart), so they carry a random
-# per-process prefix in front of a counter.  In a worker process (sipim/cluster) they
-# start with "w<index>." too: every worker can tell which process holds a connection.
-_FLOW_ID_PREFIX = secrets.token_hex(4)
-_FLOW_OWNER = ""
-_flow_counter = itertools.count(1)
+class FlowIds:
+    """Issues the flow ids of one transport manager.
 
+    Flow ids must never be confused with those of a previous run of the process (the
+    location service may still hold them after a restart), so they carry a random
+    part in front of a counter.  In a worker process (sipim/cluster) they start with
+    "w<index>." (``owner``): every worker can tell which process holds a connection.
+    """
 
-def _next_flow_id(transport: str) -> str:
-    return f"{_FLOW_OWNER}{transport}-{_FLOW_ID_PREFIX}-{next(_flow_counter)}"
+    __slots__ = ("_owner", "_random", "_counter")
 
+    def __init__(self, owner: str = "") -> None:
+        self._owner = owner
+        self._random = secrets.token_hex(4)
+        self._counter = itertools.count(1)
 
-def set_flow_owner(index: int) -> None:
-    """Called once in a freshly forked worker: its flow ids name it, and get a random
-    part of their own (a forked process would otherwise repeat its parent's)."""
-    global _FLOW_ID_PREFIX, _FLOW_OWNER, _flow_counter
-    _FLOW_ID_PREFIX = secrets.token_hex(4)
-    _FLOW_OWNER = f"w{index}."
-    _flow_counter = itertools.count(1)
+    def new(self, transport: str) -> str:
+        return f"{self._owner}{transport}-{self._random}-{next(self._counter)}"
 
 
 def flow_owner(flow_id: str) -> int | None:
@@ -82,8 +81,8 @@ class Flow(abc.ABC):
     making the server hold unbounded memory.
     """
 
-    def __init__(self, transport: str, remote: tuple[str, int], local: tuple[str, int]) -> None:
-        self._id = _next_flow_id(transport)
+    def __init__(self, transport: str, remote: tuple[str, int], local: tuple[str, int], flow_id: str) -> None:
+        self._id = flow_id
         self._transport_name = transport
         self.remote = remote
         self.local = local

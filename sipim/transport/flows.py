@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from typing import Callable, Iterator
 
-from .base import Flow
+from .base import Flow, FlowIds
 
 __all__ = ["FlowTable"]
 
@@ -20,8 +20,10 @@ log = logging.getLogger("sipim.transport")
 
 
 class FlowTable:
-    def __init__(self, on_flow_closed: Callable[[Flow], None], max_connections_per_ip: int) -> None:
+    def __init__(self, on_flow_closed: Callable[[Flow], None], max_connections_per_ip: int,
+                 ids: FlowIds | None = None) -> None:
         self._on_flow_closed = on_flow_closed
+        self._ids = ids or FlowIds()
         self.max_connections_per_ip = max_connections_per_ip
         self._by_id: dict[str, Flow] = {}
         # (transport, host, port) -> flow; several flows may share a key (a peer that
@@ -29,6 +31,10 @@ class FlowTable:
         self._by_address: dict[tuple[str, str, int], list[Flow]] = {}
         self._inbound_per_ip: Counter[str] = Counter()
         self._inbound_ids: set[str] = set()
+
+    def new_id(self, transport: str) -> str:
+        """An id for a flow about to be opened or accepted."""
+        return self._ids.new(transport)
 
     def admit(self, ip: str) -> bool:
         """May one more inbound connection from `ip` be accepted?"""

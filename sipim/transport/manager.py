@@ -20,7 +20,7 @@ from aiohttp import web
 from sipim.sip.errors import SIPParseError
 from sipim.sip.parser import ParserLimits
 
-from .base import Flow, ListenSpec, Source, Target, WEBSOCKET_TRANSPORTS, host_port
+from .base import Flow, FlowIds, ListenSpec, Source, Target, WEBSOCKET_TRANSPORTS, host_port
 from .dispatch import Dispatcher
 from .flows import FlowTable
 from .stream import StreamConnection, StreamSettings
@@ -68,6 +68,7 @@ class TransportManager:
         socket_buffer_sizes: tuple[int, ...] = SOCKET_BUFFER_SIZES,
         prebound: list[socket.socket] | None = None,
         remote_flows: RemoteFlows | None = None,
+        flow_ids: FlowIds | None = None,
     ) -> None:
         self._listens = [spec if isinstance(spec, ListenSpec) else ListenSpec.parse(spec) for spec in listens]
         needs_tls = [str(s) for s in self._listens if s.transport in ("tls", "wss")]
@@ -77,7 +78,7 @@ class TransportManager:
         self._client_ssl_context = client_ssl_context
         self._parser_limits = parser_limits if parser_limits is not None else ParserLimits()
         self._dispatcher = Dispatcher(on_message, on_parse_error, on_flow_closed)
-        self._flows = FlowTable(self._dispatcher.flow_closed, max_connections_per_ip)
+        self._flows = FlowTable(self._dispatcher.flow_closed, max_connections_per_ip, flow_ids)
         self._stream_settings = StreamSettings(self._dispatcher, self._flows, self._parser_limits,
                                                idle_timeout, max_send_buffer)
         self._ws_settings = WebSocketSettings(
@@ -95,7 +96,7 @@ class TransportManager:
             raise ValueError("prebound: one socket per listener")
         self._prebound = prebound
         self._sockets: list[socket.socket] | None = None  # bound by bind()
-        self.remote_flows = remote_flows
+        self._remote_flows = remote_flows
 
         self._listening: list[tuple[str, str, int]] = []
         self._udp_endpoints: list[UDPEndpoint] = []
@@ -217,8 +218,8 @@ class TransportManager:
         """The open flow with this id, or None once it has closed.  In a worker process
         a flow another worker holds comes as a stand-in that sends through it."""
         flow = self._flows.get(flow_id)
-        if flow is None and self.remote_flows is not None:
-            return self.remote_flows.get(flow_id)
+        if flow is None and self._remote_flows is not None:
+            return self._remote_flows.get(flow_id)
         return flow
 
     @property
@@ -235,8 +236,8 @@ class TransportManager:
         """
         if target.flow_id is not None:
             flow = self._flows.get(target.flow_id)
-            if flow is None and self.remote_flows is not None:
-                flow = self.remote_flows.get(target.flow_id)  # held by another worker
+            if flow is None and self._remote_flows is not None:
+                flow = self._remote_flows.get(target.flow_id)  # held by another worker
             if flow is not None:
                 flow.send(data)  # RFC 5626 §5.3, RFC 5923: the same connection
                 return True

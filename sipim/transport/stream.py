@@ -50,7 +50,7 @@ class StreamConnection(asyncio.Protocol, Flow):
                  requested: tuple[str, int] | None = None) -> None:
         # remote/local are known once connected; until then an outbound flow shows the
         # address it is being opened to.
-        Flow.__init__(self, transport_name, requested or ("", 0), ("", 0))
+        Flow.__init__(self, transport_name, requested or ("", 0), ("", 0), settings.flows.new_id(transport_name))
         self._settings = settings
         self._inbound = inbound
         self._requested = requested

@@ -56,8 +56,8 @@ class WebSocketFlow(Flow):
     """One SIP WebSocket connection.  `send` queues; a writer task sends in order."""
 
     def __init__(self, transport_name: str, remote: tuple[str, int], local: tuple[str, int],
-                 ws: web.WebSocketResponse, max_send_buffer: int) -> None:
-        super().__init__(transport_name, remote, local)
+                 flow_id: str, ws: web.WebSocketResponse, max_send_buffer: int) -> None:
+        super().__init__(transport_name, remote, local, flow_id)
         self._ws = ws
         self._max_send_buffer = max_send_buffer
         self._queue: collections.deque[bytes] = collections.deque()
@@ -163,7 +163,8 @@ async def _serve_sip_websocket(request: web.Request, transport_name: str,
     ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), max_msg_size=settings.max_message_size,
                                compress=False, autoping=True)
     await ws.prepare(request)
-    flow = WebSocketFlow(transport_name, remote, local, ws, settings.max_send_buffer)
+    flow = WebSocketFlow(transport_name, remote, local, flows.new_id(transport_name), ws,
+                         settings.max_send_buffer)
     source = Source(transport_name, remote, local, flow)
     flows.add(flow, inbound=True)
     writer = asyncio.ensure_future(flow.run_writer())

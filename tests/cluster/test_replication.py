@@ -51,16 +51,20 @@ def test_branch_and_flow_ids_name_their_worker():
     assert base.flow_owner("tls-abcd-5") is None
 
 
-def test_a_worker_process_names_itself_in_new_branches_and_flow_ids(monkeypatch):
-    monkeypatch.setattr(transaction, "_branch_owner", "")
-    monkeypatch.setattr(base, "_FLOW_OWNER", "")
-    monkeypatch.setattr(base, "_FLOW_ID_PREFIX", base._FLOW_ID_PREFIX)
-    monkeypatch.setattr(base, "_flow_counter", base._flow_counter)
+def test_a_worker_process_names_itself_in_new_branches_and_flow_ids():
     from sipim.cluster.worker import ClusterWorker
+    from sipim.sip.clock import FakeClock
 
-    ClusterWorker.name_process(3)
-    assert branch_owner(transaction.new_branch()) == 3
-    assert base.flow_owner(base._next_flow_id("tls")) == 3
+    worker = ClusterWorker.__new__(ClusterWorker)  # only its index matters here
+    worker.index = 3
+    layer = transaction.TransactionLayer(FakeClock(), lambda message, target: None,
+                                         branch_owner=worker.branch_owner)
+    assert branch_owner(layer.new_branch()) == 3
+    ids = worker.flow_ids()
+    assert base.flow_owner(ids.new("tls")) == 3
+    # A single process names no owner, and no two issuers repeat each other's ids.
+    assert base.flow_owner(base.FlowIds().new("tls")) is None
+    assert base.FlowIds().new("tls") != base.FlowIds().new("tls")
 
 
 async def test_puts_and_removes_reach_the_other_worker_once():

@@ -1,4 +1,4 @@
-"""Young collections on a clock (sipim/app.py, Config.gc_young_interval/gc_middle_interval)."""
+"""Young collections on a clock (sipim/app/housekeeping.py, Config.gc_young_interval/gc_middle_interval)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-import sipim.app as app
+from sipim.app import housekeeping
 from sipim.config import Config, ConfigError
 
 
 async def test_young_and_middle_collections_run_on_a_clock(monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr(app.gc, "collect", lambda generation=2: calls.append(generation))
-    server = app.SipimServer(Config(domain="example.test", gc_young_interval=0.001, gc_middle_interval=0.003))
-    task = asyncio.get_running_loop().create_task(server._collect_young())
+    monkeypatch.setattr(housekeeping.gc, "collect", lambda generation=2: calls.append(generation))
+    jobs = housekeeping.Housekeeping(Config(domain="example.test", gc_young_interval=0.001, gc_middle_interval=0.003))
+    task = asyncio.get_running_loop().create_task(jobs._collect_young())
     try:
         while len(calls) < 6:
             await asyncio.sleep(0.001)

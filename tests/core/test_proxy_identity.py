@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from sipim.config import Config
 from sipim.core.auth import Authenticator, UserCache
+from sipim.core.identity import Admission
 from sipim.core.lockout import Lockout
 from sipim.core.proxy import CoreProxy
 from sipim.sip.clock import FakeClock
 from sipim.sip.digest import DigestServer, build_authorization, ha1, parse_challenge
-from sipim.sip.message import Request
+from sipim.sip.message import Request, Response
 from sipim.store.models import User
 from sipim.transport.base import Source
 
 DOMAIN = "example.test"
-
-
-class CapturingRole:
-    def __init__(self):
-        self.seen = []
-
-    async def handle(self, request, identity, source):
-        from sipim.sip.message import make_response
-
-        self.seen.append((request, identity))
-        return make_response(request, 200, "OK")
 
 
 def message(from_user="alice", extra=()):
@@ -45,67 +35,59 @@ async def make_proxy(sqlite_store):
     digest = DigestServer(DOMAIN, b"s" * 32, clock)
     auth = Authenticator(realm=DOMAIN, digest=digest, users=UserCache(sqlite_store, DOMAIN),
                          lockout=Lockout(threshold=10, window=300, duration=900), now=clock.now)
-    config = Config(domain=DOMAIN)
-    role = CapturingRole()
-    return CoreProxy(config, authenticator=auth, role=role), role
+    return CoreProxy(Config(domain=DOMAIN), authenticator=auth)
 
 
 SOURCE = Source("tls", ("192.0.2.1", 5061), ("127.0.0.1", 5061))
 
 
+async def admit(proxy, request):
+    result = proxy.admit(request, SOURCE)
+    return result if isinstance(result, (Admission, Response)) else await result
+
+
 async def authorized(proxy, request_factory):
-    first = await proxy.handle(request_factory(()), SOURCE)
-    assert first.status == 407
+    first = await admit(proxy, request_factory(()))
+    assert isinstance(first, Response) and first.status == 407
     challenge = parse_challenge(first.headers.get_all("Proxy-Authenticate")[0])
     credentials = build_authorization(challenge, "MESSAGE", f"sip:bob@{DOMAIN}", "alice",
                                       ha1("alice", DOMAIN, "pw", challenge.algorithm))
-    return await proxy.handle(request_factory((("Proxy-Authorization", credentials),)), SOURCE)
+    request = request_factory((("Proxy-Authorization", credentials),))
+    return request, await admit(proxy, request)
 
 
 async def test_rfc3325_9_1_core_asserts_identity_and_strips_client_assertions(sqlite_store):
-    proxy, role = await make_proxy(sqlite_store)
+    proxy = await make_proxy(sqlite_store)
     spoof = (("P-Asserted-Identity", "<sip:ceo@example.test>"), ("P-Preferred-Identity", "<sip:ceo@example.test>"))
-    response = await authorized(proxy, lambda auth: message(extra=spoof + auth))
-    assert response.status == 200
-    [(request, identity)] = role.seen
-    assert identity.aor == f"sip:alice@{DOMAIN}"
+    request, admission = await authorized(proxy, lambda auth: message(extra=spoof + auth))
+    assert isinstance(admission, Admission)
+    assert admission.identity.aor == f"sip:alice@{DOMAIN}" and admission.source == SOURCE
     assert request.headers.get_all("P-Asserted-Identity") == [f'"Alice \\"A\\"" <sip:alice@{DOMAIN}>']
     assert "P-Preferred-Identity" not in request.headers
     assert "Proxy-Authorization" not in request.headers
 
 
 async def test_from_must_match_the_authenticated_user(sqlite_store):
-    proxy, role = await make_proxy(sqlite_store)
-    response = await authorized(proxy, lambda auth: message(from_user="bob", extra=auth))
-    assert response.status == 403 and "From" in response.reason
-    assert role.seen == []
+    proxy = await make_proxy(sqlite_store)
+    _, refusal = await authorized(proxy, lambda auth: message(from_user="bob", extra=auth))
+    assert isinstance(refusal, Response) and refusal.status == 403 and "From" in refusal.reason
 
 
-async def test_unauthenticated_request_never_reaches_the_role(sqlite_store):
-    proxy, role = await make_proxy(sqlite_store)
-    response = await proxy.handle(message(extra=(("P-Asserted-Identity", "<sip:alice@example.test>"),)), SOURCE)
-    assert response.status == 407
-    assert role.seen == []
+async def test_rfc3261_22_3_unauthenticated_request_is_challenged_whatever_it_claims(sqlite_store):
+    proxy = await make_proxy(sqlite_store)
+    result = await admit(proxy, message(extra=(("P-Asserted-Identity", "<sip:alice@example.test>"),)))
+    assert isinstance(result, Response) and result.status == 407
 
 
-async def test_answer_decides_challenges_without_a_coroutine(sqlite_store):
-    # RFC 3261 §22.3: the 407 needs no role and no store; CoreProxy.answer gives the
-    # Response itself, and an awaitable only for what the role must decide.
-    from sipim.sip.message import Response
-
-    proxy, role = await make_proxy(sqlite_store)
+async def test_challenges_are_decided_without_a_coroutine(sqlite_store):
+    # RFC 3261 §22.3: the 407 needs no store once the user's HA1 is cached; admit
+    # gives the Response itself, and an awaitable only for what needs the store.
+    proxy = await make_proxy(sqlite_store)
     await proxy._auth._users.preload()  # alice's HA1 in memory, as the server keeps it
-    first = proxy.answer(message(), SOURCE)
+    first = proxy.admit(message(), SOURCE)
     assert isinstance(first, Response) and first.status == 407
     challenge = parse_challenge(first.headers.get_all("Proxy-Authenticate")[0])
     credentials = build_authorization(challenge, "MESSAGE", f"sip:bob@{DOMAIN}", "alice",
                                       ha1("alice", DOMAIN, "pw", challenge.algorithm))
-    pending = proxy.answer(message(extra=(("Proxy-Authorization", credentials),)), SOURCE)
-    assert not isinstance(pending, Response)
-    assert (await pending).status == 200
-    assert [identity.aor for _, identity in role.seen] == [f"sip:alice@{DOMAIN}"]
-    cancel = Request("CANCEL", f"sip:bob@{DOMAIN}", [("Via", "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK1"),
-                                                     ("From", f"<sip:alice@{DOMAIN}>;tag=1"),
-                                                     ("To", f"<sip:bob@{DOMAIN}>"), ("Call-ID", "c1"),
-                                                     ("CSeq", "1 CANCEL")])
-    assert proxy.answer(cancel, SOURCE).status == 481
+    admission = proxy.admit(message(extra=(("Proxy-Authorization", credentials),)), SOURCE)
+    assert isinstance(admission, Admission) and admission.identity.username == "alice"

@@ -166,7 +166,7 @@ def test_rfc3261_8_2_6_2_response_copies_via_from_to_call_id_cseq_and_tags_to():
 
 def test_vias_start_with_the_stamped_top_via():
     # a server stamps received/rport into the top Via and remembers the parsed
-    # value (sipim.app.stamp_via); the full list must show the stamped one
+    # value (sipim.core.router.stamp_via); the full list must show the stamped one
     request = parse_message(INVITE)
     stamped = request.top_via.with_params(received="198.51.100.7", rport="5062")
     request.headers.replace_first("Via", str(stamped))
