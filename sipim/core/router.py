@@ -112,6 +112,8 @@ class Route:
 def stamp_via(request: Request, source: Source) -> None:
     """RFC 3261 §18.2.1 and RFC 3581 §4: note in the top Via where the request really came from."""
     via = request.top_via
+    if via is None:
+        return  # nothing to stamp; on a connection the response still finds its way
     ip, port = source.remote
     if via.has_rport:
         stamped = via.with_params(received=ip, rport=str(port))
@@ -204,7 +206,8 @@ class RequestRouter:
                 # (A retransmission over UDP goes to the process holding its transaction.)
                 self.receive_request(message, source)
         except SIPParseError as error:
-            self.parse_error(SIPParseError(error.reason, error.status, message), source, b"")
+            partial = message if isinstance(message, Request) else None
+            self.parse_error(SIPParseError(error.reason, error.status, partial), source, b"")
 
     def receive_request(self, request: Request, source: Source) -> None:
         """One request, this process's own: answered once, whatever the role does."""
@@ -290,6 +293,8 @@ class RequestRouter:
         if source.reliable and source.flow is not None:
             return Target(source.transport, source.remote[0], source.remote[1], source.flow.id)
         via = request.top_via
+        if via is None:  # RFC 3261 §18.2.2: nowhere to send a response over UDP
+            raise SIPParseError("Missing Via", 400, request)
         key = (source.transport, via.received or via.host, via.rport or via.port or 5060)
         target = self._udp_targets.get(key)
         if target is None:
