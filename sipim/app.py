@@ -45,7 +45,7 @@ from sipim.store.models import CHANGE_DEVICE
 from sipim.provisioning.http import PublicAddress
 from sipim.provisioning.service import ProvisioningService
 from sipim.provisioning.sms import make_gateway
-from sipim.transport.base import Source, Target
+from sipim.net import Source, Target
 from sipim.transport.clock import AsyncioClock
 from sipim.transport.manager import TransportManager
 from sipim.transport.tls import ensure_certificates, server_ssl_context

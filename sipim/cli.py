@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sipim import __version__
 from sipim.config import Config, ConfigError, default_domain
-from sipim.transport.base import format_host_port
+from sipim.net import format_host_port
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from sipim.config import Config
-from sipim.transport.base import host_port
+from sipim.net import host_port
 
 from .bus import make_mesh
 from .shared import SharedMemory

@@ -57,7 +57,8 @@ from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner
 from sipim.store.models import Binding, StoredMessage
-from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source, flow_owner, set_flow_owner
+from sipim.net import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source
+from sipim.transport.base import flow_owner, set_flow_owner
 
 from .bus import Bus
 from .shared import SharedMemory

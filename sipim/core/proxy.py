@@ -18,7 +18,7 @@ from sipim.core.auth import Authenticator, AuthOutcome
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.headers import quote
 from sipim.sip.uri import SipURI
-from sipim.transport.base import Source
+from sipim.net import Source
 
 # RFC 3325 §9.1 "P-Asserted-Identity"; §9.2 "P-Preferred-Identity" is a client's
 # wish, which the core settles by authentication instead.

@@ -25,7 +25,7 @@ from sipim.core.writer import StoreWriter
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import NameAddr, SipURI, parse_name_addr
 from sipim.store.models import AuditRecord, Binding
-from sipim.transport.base import Source
+from sipim.net import Source
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from sipim.sip.headers import parse_params, unquote
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI
 from sipim.store.models import AuditRecord, Binding
-from sipim.transport.base import Source
+from sipim.net import Source
 
 
 REPORT_HEADER = "Sipim-Registration"
