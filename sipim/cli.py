@@ -218,7 +218,7 @@ def split_user(name: str, domain: str) -> str:
 
 
 def normalise_phone(number: str) -> str:
-    from sipim.xdm.directory import InvalidNumber, normalise_e164
+    from sipim.phone import InvalidNumber, normalise_e164
 
     try:
         return normalise_e164(number)

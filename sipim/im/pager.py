@@ -56,7 +56,7 @@ from sipim.sip.uri import SipURI, TelURI
 from sipim.store.base import Store
 from sipim.store.models import Binding, HistoryEntry, StoredMessage
 from sipim.net import Source
-from sipim.xdm.directory import InvalidNumber, normalise_e164, number_of
+from sipim.phone import InvalidNumber, normalise_e164, number_of
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from sipim.sip.digest import ha1
 from sipim.store.base import Store
 from sipim.store.errors import DeviceExists, UserExists
 from sipim.store.models import AuditRecord, ProvisioningCode, User
-from sipim.xdm.directory import InvalidNumber, normalise_e164
+from sipim.phone import InvalidNumber, normalise_e164
 
 log = logging.getLogger(__name__)
 

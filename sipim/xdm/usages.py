@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 from sipim.sip.errors import SIPParseError
 from sipim.sip.uri import SipURI, TelURI, parse_uri
-from sipim.xdm.directory import number_of
+from sipim.phone import number_of
 from sipim.xdm.xcap import DEFAULT_NAMESPACES, XCAP_NS_NS, XCAPError, parse_root
 
 RL_NS = "urn:ietf:params:xml:ns:resource-lists"
