@@ -52,7 +52,7 @@ from operator import attrgetter
 from sipim.core.location import LocationService
 from sipim.core.lockout import Lockout
 from sipim.im.pager import device_key
-from sipim.provisioning.ratelimit import RateLimiter
+from sipim.core.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE, set_branch_owner

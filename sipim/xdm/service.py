@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sipim.config import Config
-from sipim.provisioning.ratelimit import RateLimiter, local_limiter
+from sipim.core.ratelimit import RateLimiter, local_limiter
 from sipim.store.base import Store
 from sipim.store.models import AuditRecord, User, XcapDocument
 from sipim.phone import InvalidNumber, normalise_e164
