@@ -514,7 +514,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     if workers > 1:
         from sipim.cluster.supervisor import serve_workers
 
-        return serve_workers(config, workers)
+        return serve_workers(config, workers, print_banner)
     try:
         import uvloop
 
