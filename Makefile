@@ -2,6 +2,8 @@
 #   make run    create .venv, install sipim, start `sipim serve $(ARGS)`
 #   make test   install the test tools (sipp, sipsak, baresip, Kamailio, PostgreSQL,
 #               Chromium when absent), install sipim with its test extra, run pytest $(PYTEST_ARGS)
+#   make lint   check the import contracts in pyproject.toml ([tool.importlinter]: the
+#               layers, the roles' independence, no cycles); test runs it first
 #   make web    build the browser client (npm ci + esbuild) into sipim/web/static/;
 #               run and test do it when the bundle is missing or older than web/
 #   make accel  compile the SIP message layer with mypyc (sipim/sip/_accel.py); run
@@ -21,7 +23,7 @@ PYTEST_ARGS ?=
 RUN_STAMP := $(VENV)/.sipim-installed
 TEST_STAMP := $(VENV)/.sipim-test-installed
 
-.PHONY: run test venv test-deps postgres clean-venv web accel accel-optional
+.PHONY: run test lint venv test-deps postgres clean-venv web accel accel-optional
 
 # The browser client bundle; index.html is written last by web/build.mjs.
 WEB_BUNDLE := sipim/web/static/index.html
@@ -31,7 +33,7 @@ run: $(RUN_STAMP) $(WEB_BUNDLE) accel-optional
 	exec $(VENV)/bin/sipim serve $(ARGS)
 
 # The pure-Python pass over tests/sip runs only for the whole suite (no PYTEST_ARGS).
-test: test-deps $(TEST_STAMP) postgres $(WEB_BUNDLE) accel
+test: test-deps $(TEST_STAMP) lint postgres $(WEB_BUNDLE) accel
 	@status=0; $(VENV)/bin/pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 	    echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; \
@@ -41,6 +43,10 @@ test: test-deps $(TEST_STAMP) postgres $(WEB_BUNDLE) accel
 	    SIPIM_PURE=1 $(VENV)/bin/pytest -q tests/sip || status=$$?; \
 	fi; \
 	exit $$status
+
+# lint-imports comes with the test extra; it exits non-zero when a contract is broken.
+lint: $(TEST_STAMP)
+	$(VENV)/bin/lint-imports --no-logo
 
 venv: $(VENV)/bin/python
 

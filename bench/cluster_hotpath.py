@@ -46,7 +46,7 @@ async def run(calls: int, cluster: bool) -> float:
     from sipim.cluster.sockets import bind_group
     from sipim.cluster.worker import ClusterLockout, ClusterWorker, ReplicatedLocation
     from sipim.config import Config
-    from sipim.transport.base import Source
+    from sipim.net import Source
 
     ha1s = {f"user{i}": ha1(f"user{i}", DOMAIN, f"pw{i}") for i in range(USERS)}
     with tempfile.TemporaryDirectory(prefix="sipim-cluster-hotpath-") as data_dir:

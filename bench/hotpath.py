@@ -186,7 +186,7 @@ class Bench:
         self.port = server.listening()[0][2]
 
     def source(self, port: int):
-        from sipim.transport.base import Source
+        from sipim.net import Source
         return Source("udp", ("127.0.0.1", port), ("127.0.0.1", self.port))
 
     def store_thread_time(self) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sipim import __version__
 from sipim.config import Config, ConfigError, default_domain
-from sipim.transport.base import format_host_port
+from sipim.net import format_host_port
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -218,7 +218,7 @@ def split_user(name: str, domain: str) -> str:
 
 
 def normalise_phone(number: str) -> str:
-    from sipim.xdm.directory import InvalidNumber, normalise_e164
+    from sipim.phone import InvalidNumber, normalise_e164
 
     try:
         return normalise_e164(number)
@@ -514,7 +514,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     if workers > 1:
         from sipim.cluster.supervisor import serve_workers
 
-        return serve_workers(config, workers)
+        return serve_workers(config, workers, print_banner)
     try:
         import uvloop
 

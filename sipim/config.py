@@ -14,13 +14,8 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sipim.transport.base import ListenSpec
-
-SECURE_TRANSPORTS = frozenset({"tls", "wss"})
-ALL_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+from sipim.net import SECURE_TRANSPORTS, ListenSpec
 
 DEFAULT_LISTEN = ("tls:0.0.0.0:5061", "wss:0.0.0.0:8443")
 
@@ -234,8 +229,6 @@ class Config:
         challenge and know only MD5 (sipp, JsSIP, SIP.js) need MD5 first; others
         get SHA-256 first (RFC 8760 §2.4).  WebSocket listeners default to MD5 first.
         """
-        from sipim.transport.base import ListenSpec  # late: keeps config import-light
-
         found = []
         for text in self.listen:
             address, _, options = text.partition("?")

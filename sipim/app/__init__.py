@@ -41,7 +41,7 @@ from sipim.sip.parser import ParserLimits
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
 from sipim.store.changes import CHANGE_BINDING
-from sipim.transport.base import Flow, Source, Target
+from sipim.net import Flow, Source, Target
 from sipim.transport.clock import AsyncioClock
 from sipim.transport.manager import TransportManager
 from sipim.transport.tls import server_ssl_context

@@ -22,7 +22,7 @@ from sipim.sip.clock import TimeSource
 from sipim.store import Store
 from sipim.store.changes import (CHANGE_BINDING, CHANGE_BINDING_REMOVED, CHANGE_DEVICE, CHANGE_USER,
                                  CHANGE_XCAP)
-from sipim.transport.base import Flow
+from sipim.net import Flow
 from sipim.xdm.service import XdmService
 
 log = logging.getLogger("sipim")

@@ -19,10 +19,11 @@ from sipim.config import Config
 from sipim.core.location import LocationService
 from sipim.core.lockout import Lockout
 from sipim.im.pager import DeviceHome
-from sipim.provisioning.ratelimit import RateLimiter, local_limiter
+from sipim.core.ratelimit import RateLimiter, local_limiter
 from sipim.sip.message import Request, Response
 from sipim.store.models import Binding
-from sipim.transport.base import Flow, FlowIds, Source
+from sipim.net import Flow, Source
+from sipim.transport.base import FlowIds
 from sipim.transport.tls import TLSFiles
 
 from .data_dir import prepare_data_dir

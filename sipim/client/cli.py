@@ -301,7 +301,7 @@ async def cmd_setup(args: argparse.Namespace, store: ProfileStore, config: Clien
 
 
 def _phone(number: str) -> str:
-    from sipim.xdm.directory import InvalidNumber, normalise_e164
+    from sipim.phone import InvalidNumber, normalise_e164
 
     try:
         return normalise_e164(number)

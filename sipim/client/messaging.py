@@ -34,7 +34,7 @@ from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI, TelURI, parse_name_addr, parse_uri
 
-from sipim.xdm.directory import InvalidNumber, normalise_e164
+from sipim.phone import InvalidNumber, normalise_e164
 
 from .signalling import new_tag
 

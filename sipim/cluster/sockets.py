@@ -27,7 +27,7 @@ import logging
 import socket
 import struct
 
-from sipim.transport.base import ListenSpec, host_port
+from sipim.net import ListenSpec, host_port
 from sipim.transport.manager import bind_stream_socket
 from sipim.transport.udp import SOCKET_BUFFER_SIZES, open_udp_socket
 

@@ -27,10 +27,11 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipim.config import Config
-from sipim.transport.base import host_port
+from sipim.net import host_port
 
 from .bus import make_mesh
 from .shared import SharedMemory
@@ -58,7 +59,7 @@ class _Slot:
 
 @dataclass
 class Banner:
-    """What `sipim.cli.print_banner` reads from a server, for the supervisor."""
+    """What the banner (`announce` of `serve_workers`) reads from a server, for the supervisor."""
 
     listening_addresses: list[tuple[str, str, int]]
     tls_files: object
@@ -212,10 +213,9 @@ class Supervisor:
             self.reap()
 
 
-def serve_workers(config: Config, workers: int) -> int:
-    """``sipim serve`` with ``workers`` > 1 processes (the parent's part)."""
-    from sipim.cli import print_banner
-
+def serve_workers(config: Config, workers: int, announce: Callable[[Banner, Config], None]) -> int:
+    """``sipim serve`` with ``workers`` > 1 processes (the parent's part).  ``announce``
+    tells the operator what is served once every worker is up (the command's banner)."""
     supervisor = Supervisor(config, workers)
     supervisor.prepare()
     # Signals wait for sigtimedwait (the workers unblock them first thing).
@@ -225,7 +225,7 @@ def serve_workers(config: Config, workers: int) -> int:
             supervisor.stop_all()
             print("sipim: a worker process could not start (its error is above)", file=sys.stderr)
             return 1
-        print_banner(Banner(supervisor.listening(), supervisor.tls_files, workers), config)
+        announce(Banner(supervisor.listening(), supervisor.tls_files, workers), config)
         return supervisor.run()
     finally:
         if os.getpid() == supervisor.parent_pid:

@@ -52,12 +52,13 @@ from operator import attrgetter
 from sipim.core.location import LocationService
 from sipim.core.lockout import Lockout
 from sipim.im.pager import device_key
-from sipim.provisioning.ratelimit import RateLimiter
+from sipim.core.ratelimit import RateLimiter
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import MAGIC_COOKIE
 from sipim.store.models import Binding, StoredMessage
-from sipim.transport.base import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, FlowIds, Source, flow_owner
+from sipim.net import RELIABLE_TRANSPORTS, SECURE_TRANSPORTS, Source
+from sipim.transport.base import FlowIds, flow_owner
 
 from .bus import Bus
 from .shared import SharedMemory

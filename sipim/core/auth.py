@@ -18,7 +18,7 @@ from sipim.sip.digest import DigestCredentials, DigestError, DigestResult, Diges
 from sipim.sip.message import Request
 from sipim.store.base import Store
 from sipim.store.models import DeviceCredential, User
-from sipim.transport.base import Source
+from sipim.net import Source
 
 # Audit results (also used by the registrar).
 CHALLENGED = "challenged"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sipim.sip.headers import quote
 from sipim.sip.message import Request
-from sipim.transport.base import Source
+from sipim.net import Source
 
 # RFC 3325 §9.1 "P-Asserted-Identity"; §9.2 "P-Preferred-Identity" is a client's
 # wish, which the core settles by authentication instead.

@@ -15,7 +15,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+from sipim.sip.uri import SipURI
 from sipim.store.models import Binding
+
+
+def contact_key(uri: object) -> str:
+    """The binding key of a contact without +sip.instance: the URI under RFC 3261
+    §19.1.4 equality (host case-insensitive; user, ttl, method, maddr and transport
+    parameters compared, the others not)."""
+    if isinstance(uri, SipURI):
+        params = ";".join(f"{k}={v}" if v is not None else k for k, v in sorted(uri.params.items())
+                          if k in ("user", "ttl", "method", "maddr", "transport"))
+        return f"{uri.scheme}:{uri.user or ''}@{uri.host.lower()}:{uri.port or ''};{params}"
+    return str(uri)
 
 
 class LocationService:

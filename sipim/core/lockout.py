@@ -7,8 +7,9 @@ on one account.  A success clears the counters of that user and that source.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+
+from sipim.core.ratelimit import SlidingWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,12 +19,14 @@ class Lock:
 
 
 class Lockout:
+    """``threshold`` failures within ``window`` seconds lock the user, or the source,
+    out for ``duration`` seconds.  Memory stays bounded under a spray of made-up user
+    names: at most ``max_tracked`` counters (sipim/core/ratelimit.py SlidingWindow)."""
+
     def __init__(self, *, threshold: int, window: float, duration: float, max_tracked: int = 100_000) -> None:
         self._threshold = threshold
-        self._window = window
         self._duration = duration
-        self._max_tracked = max_tracked
-        self._failures: dict[str, deque[float]] = {}
+        self._failures = SlidingWindow(window, max_keys=max_tracked)
         self._locked_until: dict[str, float] = {}
 
     def check(self, user: str | None, source_ip: str, now: float) -> Lock | None:
@@ -41,18 +44,12 @@ class Lockout:
         """Count a failure; return the lock it caused, if any."""
         caused = None
         for subject in self._subjects(user, source_ip):
-            times = self._failures.get(subject)
-            if times is None:
-                if len(self._failures) >= self._max_tracked:
-                    self._forget_oldest(now)
-                times = self._failures[subject] = deque()
-            times.append(now)
-            while times and times[0] <= now - self._window:
-                times.popleft()
-            if len(times) >= self._threshold:
+            failures = self._failures.events(subject, now)
+            failures.append(now)
+            if len(failures) >= self._threshold:
                 until = now + self._duration
                 self._locked_until[subject] = until
-                del self._failures[subject]
+                self._failures.forget(subject)
                 caused = caused or Lock(subject, until)
         return caused
 
@@ -60,7 +57,7 @@ class Lockout:
         if not self._failures:
             return
         for subject in self._subjects(user, source_ip):
-            self._failures.pop(subject, None)
+            self._failures.forget(subject)
 
     def unlock(self, subject: str) -> bool:
         return self._locked_until.pop(subject, None) is not None
@@ -68,12 +65,3 @@ class Lockout:
     @staticmethod
     def _subjects(user: str | None, source_ip: str) -> tuple[str, ...]:
         return (f"user {user}", f"source {source_ip}") if user else (f"source {source_ip}",)
-
-    def _forget_oldest(self, now: float) -> None:
-        # Bounded memory under a spray of made-up user names: drop counters
-        # whose failures have all left the window, else the oldest tenth.
-        stale = [s for s, t in self._failures.items() if not t or t[-1] <= now - self._window]
-        if not stale:
-            stale = sorted(self._failures, key=lambda s: self._failures[s][-1])[: max(1, len(self._failures) // 10)]
-        for subject in stale:
-            del self._failures[subject]

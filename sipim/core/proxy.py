@@ -17,7 +17,7 @@ from sipim.core.auth import Authenticator, AuthOutcome
 from sipim.core.identity import Admission, AssertedIdentity, assert_identity
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI
-from sipim.transport.base import Source
+from sipim.net import Source
 
 
 class CoreProxy:

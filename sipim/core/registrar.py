@@ -21,13 +21,13 @@ from sipim.config import Config
 from sipim.core.auth import Authenticator, AuthOutcome
 from sipim.core.gruu import TempGruuCodec, public_gruu
 from sipim.core.identity import AssertedIdentity
-from sipim.core.location import LocationService
+from sipim.core.location import LocationService, contact_key
 from sipim.core.router import Answer
 from sipim.core.writer import StoreWriter
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import NameAddr, SipURI, parse_name_addr
 from sipim.store.models import AuditRecord, Binding
-from sipim.transport.base import Source
+from sipim.net import Source
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Registrar:
         if instance_id is not None:
             key = f"{instance_id};reg-id={reg_id}" if reg_id is not None else instance_id
         else:
-            key = _contact_key(uri)
+            key = contact_key(uri)
         return ContactRequest(name_addr, key, expires, instance_id, reg_id, q)
 
     def _ok(self, request: Request, aor: str, supported: set[str], outbound: bool, now: float) -> Response:
@@ -418,15 +418,6 @@ def _single_via(request: Request) -> bool:
     if len(request.headers.get_all("Via")) == 1:
         return True
     return len(request.vias) == 1
-
-
-def _contact_key(uri) -> str:
-    """A binding key for a contact without +sip.instance: the URI under §19.1.4 equality."""
-    if isinstance(uri, SipURI):
-        params = ";".join(f"{k}={v}" if v is not None else k for k, v in sorted(uri.params.items())
-                          if k in ("user", "ttl", "method", "maddr", "transport"))
-        return f"{uri.scheme}:{uri.user or ''}@{uri.host.lower()}:{uri.port or ''};{params}"
-    return str(uri)
 
 
 def _first_instance(request: Request) -> str | None:

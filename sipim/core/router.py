@@ -31,7 +31,7 @@ from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.tokens import random_hex
 from sipim.sip.transaction import ServerTransaction, TransactionLayer
-from sipim.transport.base import Source, Target
+from sipim.net import Source, Target
 
 from .identity import Admission, AssertedIdentity
 

@@ -13,14 +13,13 @@ from collections.abc import Callable
 
 from sipim.config import Config
 from sipim.core.location import LocationService
-from sipim.im.devices import CoreGateway
+from sipim.im.devices import CoreGateway, Flows
+from sipim.net import Target
 from sipim.sip.message import Request
 from sipim.sip.transaction import TransactionLayer
 from sipim.sip.uri import SipURI, parse_uri
 from sipim.store.base import Store
 from sipim.store.models import Binding
-from sipim.transport.base import Target
-from sipim.transport.manager import TransportManager
 
 
 def core_target(core_uri: str) -> Target:
@@ -33,7 +32,7 @@ def core_target(core_uri: str) -> Target:
 
 class ExternalCoreGateway(CoreGateway):
     def __init__(self, config: Config, *, location: LocationService, transactions: TransactionLayer,
-                 transports: TransportManager, now: Callable[[], float], store: Store) -> None:
+                 transports: Flows, now: Callable[[], float], store: Store) -> None:
         super().__init__(config, location=location, transactions=transactions, transports=transports, now=now)
         self._store = store
         self._core = core_target(config.core_uri)

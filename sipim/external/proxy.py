@@ -14,7 +14,7 @@ from sipim.core.identity import Admission, AssertedIdentity
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI, parse_name_addr
-from sipim.transport.base import Source
+from sipim.net import Source
 
 
 def asserted_identity(request: Request, config: Config) -> AssertedIdentity | None:

@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipim.config import Config
-from sipim.core.location import LocationService
-from sipim.core.registrar import (QUERIED, REFRESHED, REFUSED, REGISTERED, REMOVED, _contact_key,
-                                  answer_once_committed)
+from sipim.core.location import LocationService, contact_key
+from sipim.core.registrar import QUERIED, REFRESHED, REFUSED, REGISTERED, REMOVED, answer_once_committed
 from sipim.core.writer import StoreWriter
 from sipim.core.auth import AUTH_FAILED
 from sipim.core.identity import AssertedIdentity
@@ -44,7 +43,7 @@ from sipim.sip.headers import parse_params, unquote
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import SipURI
 from sipim.store.models import AuditRecord, Binding
-from sipim.transport.base import Source
+from sipim.net import Source
 
 
 REPORT_HEADER = "Sipim-Registration"
@@ -136,7 +135,7 @@ class ThirdPartyRegistrar:
                 if instance_id:
                     key = f"{instance_id};reg-id={reg_id}" if reg_id is not None else instance_id
                 else:
-                    key = _contact_key(contact.uri)
+                    key = contact_key(contact.uri)
                 instance = instance or instance_id
                 existing = self._location.get(aor, key)
                 if expires == 0:

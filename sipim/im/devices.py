@@ -16,12 +16,11 @@ from typing import Protocol
 
 from sipim.config import Config
 from sipim.core.location import LocationService
+from sipim.net import Flow, Target
 from sipim.sip.message import Request, Response
 from sipim.sip.transaction import TransactionLayer
 from sipim.sip.uri import URI, parse_name_addr
 from sipim.store.models import Binding
-from sipim.transport.base import Target
-from sipim.transport.manager import TransportManager
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,18 @@ class DeviceGateway(Protocol):
         (408 on timeout, 480 when the device cannot be reached)."""
 
 
+class Flows(Protocol):
+    """What a gateway needs of the transports (sipim.transport.manager.TransportManager
+    in a server): the open connection of a device, and the addresses listened on, for
+    the Via of what it sends.  The sending itself goes through the transaction layer."""
+
+    def get_flow(self, flow_id: str) -> Flow | None:
+        """The open flow with this id; None once it has closed (or was never known)."""
+
+    def listening(self) -> list[tuple[str, str, int]]:
+        """(transport, host, port) of each listener, with the ports actually bound."""
+
+
 def split_source(source: str) -> tuple[str, int]:
     host, _, port = source.rpartition(":")
     return host.strip("[]"), int(port)
@@ -56,7 +67,7 @@ def _via_prefix(transport: str, host: str, port: int) -> str:
 
 class CoreGateway:
     def __init__(self, config: Config, *, location: LocationService, transactions: TransactionLayer,
-                 transports: TransportManager, now: Callable[[], float]) -> None:
+                 transports: Flows, now: Callable[[], float]) -> None:
         self._config = config
         self._location = location
         self._transactions = transactions

@@ -55,8 +55,8 @@ from sipim.sip.tokens import random_hex
 from sipim.sip.uri import SipURI, TelURI
 from sipim.store.base import Store
 from sipim.store.models import Binding, HistoryEntry, StoredMessage
-from sipim.transport.base import Source
-from sipim.xdm.directory import InvalidNumber, normalise_e164, number_of
+from sipim.net import Source
+from sipim.phone import InvalidNumber, normalise_e164, number_of
 
 log = logging.getLogger(__name__)
 

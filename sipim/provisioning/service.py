@@ -29,13 +29,13 @@ from sipim.provisioning.codes import OTP, PAIRING, Verdict
 from sipim.provisioning.credentials import (BadDeviceRequest, IssuedDevice, new_device, normalise_instance,
                                             normalise_name, reissue)
 from sipim.provisioning.document import Endpoints, build_device_config
-from sipim.provisioning.ratelimit import RateLimiter, local_limiter
+from sipim.core.ratelimit import RateLimiter, local_limiter
 from sipim.provisioning.sms import SmsError, SmsGateway, SmsMessage
 from sipim.sip.digest import ha1
 from sipim.store.base import Store
 from sipim.store.errors import DeviceExists, UserExists
 from sipim.store.models import AuditRecord, ProvisioningCode, User
-from sipim.xdm.directory import InvalidNumber, normalise_e164
+from sipim.phone import InvalidNumber, normalise_e164
 
 log = logging.getLogger(__name__)
 

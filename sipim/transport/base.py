@@ -1,39 +1,25 @@
-"""Values shared by every transport: where a message came from, where one goes, what to listen on.
+"""The transports' connections: the `Flow` base class and the ids that name flows.
 
-The core sees the network only through these: a `Source` with each received message,
-a `Target` for each message it sends, and `Flow` objects for connection transports
-(RFC 5626 §3 "flow", RFC 5923 connection reuse).
+What the core sees of the network (Source, Target, ListenSpec, the transport names,
+the `Flow` protocol) is in sipim/net.py, below this I/O layer.  Here are the parts
+only the transports need: the base class of their connections (RFC 5626 §3 "flow",
+RFC 5923 connection reuse) and how their ids are made.
 """
 
 from __future__ import annotations
 
 import abc
-import ipaddress
 import itertools
 import secrets
-from dataclasses import dataclass
+
+from sipim.net import SECURE_TRANSPORTS, format_host_port
 
 __all__ = [
-    "TRANSPORTS",
-    "RELIABLE_TRANSPORTS",
-    "SECURE_TRANSPORTS",
-    "STREAM_TRANSPORTS",
-    "WEBSOCKET_TRANSPORTS",
     "Flow",
     "FlowIds",
-    "Source",
-    "Target",
-    "ListenSpec",
-    "host_port",
-    "format_host_port",
+    "flow_owner",
 ]
 
-TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
-# RFC 3261 §18 / RFC 7118 §5: everything but UDP is reliable (no retransmission timers).
-RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
-SECURE_TRANSPORTS = frozenset({"tls", "wss"})
-STREAM_TRANSPORTS = frozenset({"tcp", "tls"})
-WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
 class FlowIds:
     """Issues the flow ids of one transport manager.
@@ -64,17 +50,9 @@ def flow_owner(flow_id: str) -> int | None:
     return None
 
 
-def host_port(address: tuple) -> tuple[str, int]:
-    """(host, port) from a socket address; IPv6 addresses come as 4-tuples."""
-    return (str(address[0]), int(address[1]))
-
-
-def format_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class Flow(abc.ABC):
-    """One connection (TCP, TLS, WS or WSS) to a peer, as RFC 5626 §3 calls a flow.
+    """One connection (TCP, TLS, WS or WSS) to a peer, as RFC 5626 §3 calls a flow:
+    the base of the transports' connections, each a `sipim.net.Flow` to the code above.
 
     `send` never blocks: bytes are buffered by the connection; a peer that does not
     read (buffer above the configured cap) gets its connection closed instead of
@@ -119,88 +97,3 @@ class Flow(abc.ABC):
         state = "closed" if self.closed else "open"
         return (f"<{type(self).__name__} {self._id} {self._transport_name} "
                 f"{format_host_port(*self.remote)} {state}>")
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a received message came from.
-
-    `remote` is the exact peer address of the packet or connection: the core writes it
-    into Via `received`/`rport` (RFC 3261 §18.2.1, RFC 3581 §4) and into the audit log.
-    """
-
-    transport: str
-    remote: tuple[str, int]
-    local: tuple[str, int]
-    flow: Flow | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE_TRANSPORTS
-
-    @property
-    def secure(self) -> bool:
-        return self.transport in SECURE_TRANSPORTS
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where to send a message.
-
-    With `flow_id` set and the flow still open, the message goes over that connection
-    (RFC 5626 §5.3, RFC 5923); otherwise the transport uses `host`/`port`.
-    """
-
-    transport: str
-    host: str
-    port: int
-    flow_id: str | None = None
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport in RELIABLE_TRANSPORTS
-
-    @property
-    def secure(self) -> bool:
-        return self.transport in SECURE_TRANSPORTS
-
-
-@dataclass(frozen=True, slots=True)
-class ListenSpec:
-    """One listening address, written `PROTO:HOST:PORT` (`tcp:[::1]:5060` for IPv6)."""
-
-    transport: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> ListenSpec:
-        transport, sep, rest = text.strip().partition(":")
-        transport = transport.lower()
-        if not sep:
-            raise ValueError(f"listen address {text!r}: expected PROTO:HOST:PORT, e.g. udp:0.0.0.0:5060")
-        if transport not in TRANSPORTS:
-            raise ValueError(f"listen address {text!r}: unknown transport {transport!r} "
-                             f"(use one of {', '.join(TRANSPORTS)})")
-        if rest.startswith("["):
-            host, bracket, after = rest[1:].partition("]")
-            if not bracket or not after.startswith(":"):
-                raise ValueError(f"listen address {text!r}: an IPv6 address is written [addr]:port")
-            port_text = after[1:]
-            try:
-                ipaddress.IPv6Address(host)
-            except ValueError:
-                raise ValueError(f"listen address {text!r}: {host!r} is not an IPv6 address") from None
-        else:
-            host, sep, port_text = rest.rpartition(":")
-            if not sep or not host:
-                raise ValueError(f"listen address {text!r}: expected PROTO:HOST:PORT, e.g. {transport}:0.0.0.0:5060")
-            if ":" in host:
-                raise ValueError(f"listen address {text!r}: write IPv6 addresses in brackets, "
-                                 f"e.g. {transport}:[::1]:5060")
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ValueError(f"listen address {text!r}: port {port_text!r} is not a number from 0 to 65535")
-        return cls(transport, host, int(port_text))
-
-    def __str__(self) -> str:
-        return f"{self.transport}:{format_host_port(self.host, self.port)}"

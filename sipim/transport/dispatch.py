@@ -16,9 +16,10 @@ import inspect
 import logging
 from typing import Any, Callable
 
+from sipim.net import Source
 from sipim.sip.errors import SIPParseError
 
-from .base import Flow, Source
+from .base import Flow
 
 __all__ = ["Dispatcher"]
 

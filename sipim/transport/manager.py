@@ -17,10 +17,11 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from aiohttp import web
 
+from sipim.net import WEBSOCKET_TRANSPORTS, ListenSpec, Source, Target, host_port
 from sipim.sip.errors import SIPParseError
 from sipim.sip.parser import ParserLimits
 
-from .base import Flow, FlowIds, ListenSpec, Source, Target, WEBSOCKET_TRANSPORTS, host_port
+from .base import Flow, FlowIds
 from .dispatch import Dispatcher
 from .flows import FlowTable
 from .stream import StreamConnection, StreamSettings

@@ -14,10 +14,11 @@ import asyncio
 import logging
 from typing import Any
 
+from sipim.net import Source, host_port
 from sipim.sip.errors import SIPParseError
 from sipim.sip.parser import KeepAlive, StreamFramer
 
-from .base import Flow, Source, host_port
+from .base import Flow
 from .dispatch import Dispatcher
 from .flows import FlowTable
 

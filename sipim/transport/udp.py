@@ -15,10 +15,10 @@ import socket
 import struct
 from typing import Any
 
+from sipim.net import Source, host_port
 from sipim.sip.errors import SIPParseError
 from sipim.sip.parser import parse_message
 
-from .base import Source, host_port
 from .dispatch import Dispatcher
 
 __all__ = ["UDPEndpoint", "open_udp_socket", "stun_binding_response"]

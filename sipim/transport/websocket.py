@@ -21,10 +21,11 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
+from sipim.net import Source, host_port
 from sipim.sip.errors import SIPParseError
 from sipim.sip.parser import parse_message
 
-from .base import Flow, Source, host_port
+from .base import Flow
 from .dispatch import Dispatcher
 from .flows import FlowTable
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from sipim.sip.errors import SIPParseError
 from sipim.sip.uri import SipURI, TelURI, parse_uri
-from sipim.xdm.usages import CP_NS, IR_NS, IM_HANDLING_VALUES, _xml_datetime, validate_im_rules
+from sipim.xdm.usages import CP_NS, IR_NS, IM_HANDLING_VALUES, xml_datetime, validate_im_rules
 from sipim.xdm.xcap import parse_root
 
 
@@ -129,8 +129,8 @@ class _Rule:
                 self.identity = (self.identity or []) + [("all", matchers)]
             elif condition.tag == _q("validity"):
                 parts = [p for p in condition if isinstance(p.tag, str)]
-                self.validity = [(_xml_datetime(parts[i].text or "").timestamp(),
-                                  _xml_datetime(parts[i + 1].text or "").timestamp())
+                self.validity = [(xml_datetime(parts[i].text or "").timestamp(),
+                                  xml_datetime(parts[i + 1].text or "").timestamp())
                                  for i in range(0, len(parts) - 1, 2)]
             else:
                 # <sphere> (no sphere state is kept) and conditions from unknown

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sipim.config import Config
-from sipim.provisioning.ratelimit import RateLimiter, local_limiter
+from sipim.core.ratelimit import RateLimiter, local_limiter
 from sipim.store.base import Store
 from sipim.store.models import AuditRecord, User, XcapDocument
-from sipim.xdm.directory import InvalidNumber, normalise_e164
+from sipim.phone import InvalidNumber, normalise_e164
 from sipim.xdm.policy import ALLOW_ALL, Permissions, Policy, parse_policy
 from sipim.xdm.usages import IM_RULES, USAGES
 from sipim.xdm.xcap import XCAPError

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 from sipim.sip.errors import SIPParseError
 from sipim.sip.uri import SipURI, TelURI, parse_uri
-from sipim.xdm.directory import number_of
+from sipim.phone import number_of
 from sipim.xdm.xcap import DEFAULT_NAMESPACES, XCAP_NS_NS, XCAPError, parse_root
 
 RL_NS = "urn:ietf:params:xml:ns:resource-lists"
@@ -184,7 +184,7 @@ IM_HANDLING_VALUES = ("block", "allow")  # ordered: RFC 4745 §10.2 combines by 
 BOOLEAN_TRANSFORMATIONS = ("provide-profile", "provide-number")
 
 
-def _xml_datetime(text: str) -> datetime:
+def xml_datetime(text: str) -> datetime:
     value = text.strip()
     if value.endswith("Z"):
         value = value[:-1] + "+00:00"
@@ -253,7 +253,7 @@ def _validate_conditions(conditions: ET.Element) -> None:
                 raise _schema_error("<validity> holds <from>/<until> pairs (RFC 4745 §7.4)")
             for part in parts:
                 try:
-                    _xml_datetime(part.text or "")
+                    xml_datetime(part.text or "")
                 except ValueError:
                     raise _schema_error(f"<{_local(part.tag)}> is not an XML dateTime with a zone") from None
 

@@ -8,7 +8,7 @@ import socket
 import struct
 
 from sipim.cluster.sockets import bind_group, random_spread_program
-from sipim.transport.base import ListenSpec
+from sipim.net import ListenSpec
 
 
 def test_bpf_program_is_ld_random_mod_n_ret_a():

@@ -1,6 +1,7 @@
 """Brute-force lock-out: N failures in a window lock the user and the source."""
 
 from sipim.core.lockout import Lockout
+from sipim.core.ratelimit import SlidingWindow
 
 
 def make(threshold=3, window=300, duration=900):
@@ -46,3 +47,15 @@ def test_tracking_is_bounded_under_a_spray_of_names():
     for i in range(1000):
         lockout.record_failure(f"user{i}", f"10.0.{i // 256}.{i % 256}", i * 0.001)
     assert len(lockout._failures) <= 101
+
+
+def test_lockout_and_rate_limits_count_in_one_sliding_window():
+    """core/ratelimit.py SlidingWindow: events leave the window as time passes, and a
+    full table first drops every key whose events have all left the window."""
+    windows = SlidingWindow(60, max_keys=3)
+    for key, now in (("a", 0.0), ("b", 10.0), ("c", 50.0)):
+        windows.events(key, now).append(now)
+    assert list(windows.events("b", 60.0)) == [10.0]
+    assert list(windows.events("b", 70.0)) == []  # 10.0 left the window at 70
+    windows.events("d", 100.0).append(100.0)  # full: a and b are stale, c is not
+    assert [key for key in "abcd" if key in windows] == ["c", "d"]

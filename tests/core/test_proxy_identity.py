@@ -11,7 +11,7 @@ from sipim.sip.clock import FakeClock
 from sipim.sip.digest import DigestServer, build_authorization, ha1, parse_challenge
 from sipim.sip.message import Request, Response
 from sipim.store.models import User
-from sipim.transport.base import Source
+from sipim.net import Source
 
 DOMAIN = "example.test"
 

@@ -17,7 +17,7 @@ from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.parser import parse_message
 from sipim.sip.transaction import TransactionLayer
-from sipim.transport.base import Source
+from sipim.net import Source
 
 DOMAIN = "example.test"
 UDP = Source("udp", ("192.0.2.7", 40000), ("127.0.0.1", 5060))

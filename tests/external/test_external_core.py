@@ -11,7 +11,7 @@ from sipim.external.proxy import asserted_identity, device_source
 from sipim.external.registrations import read_report
 from sipim.external.trust import TrustedCores
 from sipim.sip.parser import parse_message
-from sipim.transport.base import Source
+from sipim.net import Source
 
 CORE = Source("tcp", ("10.0.0.5", 40000), ("10.0.0.9", 5080))
 

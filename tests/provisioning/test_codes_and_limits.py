@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from sipim.core.auth import token_hash
+from sipim.core.ratelimit import RateLimiter
 from sipim.provisioning import codes
 from sipim.provisioning.codes import Verdict, judge
 from sipim.provisioning.credentials import BadDeviceRequest, new_device, normalise_instance, normalise_name, reissue
 from sipim.provisioning.document import Endpoints, build_device_config
-from sipim.provisioning.ratelimit import RateLimiter
 from sipim.sip.digest import ha1
 from sipim.store.models import ProvisioningCode, User
 

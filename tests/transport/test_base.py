@@ -1,4 +1,4 @@
-"""Values of the transport layer: listen addresses, Source/Target, the asyncio clock."""
+"""Network values (sipim/net.py: listen addresses, Source/Target) and the asyncio clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sipim.transport.base import ListenSpec, Source, Target
+from sipim.net import ListenSpec, Source, Target
 from sipim.transport.clock import AsyncioClock
 
 

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from sipim.transport.base import Target
+from sipim.net import Target
 from sipim.transport.manager import TransportManager
 from sipim.transport.tls import client_ssl_context, server_ssl_context
 

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from sipim.transport.base import Target
+from sipim.net import Target
 from sipim.transport.manager import TransportManager
 
 from transport_helpers import next_item, ok_response, options_request

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sipim.transport.base import Target
+from sipim.net import Target
 from sipim.transport.manager import TransportManager
 from sipim.transport.tls import client_ssl_context, server_ssl_context
 

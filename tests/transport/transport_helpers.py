@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from sipim.transport.base import Flow, Source
+from sipim.net import Source
+from sipim.transport.base import Flow
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""The phone-number directory's pure parts: E.164 normalisation and which URIs name a number."""
+"""Phone numbers: E.164 normalisation and which URIs name a number."""
 
 import pytest
 
 from sipim.sip.uri import parse_uri
-from sipim.xdm.directory import InvalidNumber, normalise_e164, number_of
+from sipim.phone import InvalidNumber, normalise_e164, number_of
 
 
 @pytest.mark.parametrize("text", ["+14155550123", "+1 (415) 555-0123", "+1-415-555-0123", "+1.415.555.0123"])
