@@ -42,7 +42,7 @@ from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
 from sipim.store.models import CHANGE_USER, CHANGE_XCAP
 from sipim.store.models import CHANGE_DEVICE
-from sipim.provisioning.http import PublicAddress
+from sipim.web.provisioning import PublicAddress
 from sipim.provisioning.service import ProvisioningService
 from sipim.provisioning.sms import make_gateway
 from sipim.transport.base import Source, Target
