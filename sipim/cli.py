@@ -415,7 +415,7 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
     wanted = args.instance.strip()
 
     async def revoke(store):
-        from sipim.store.models import AuditRecord
+        from sipim.store.models import AuditRecord, WriteBatch
 
         now = time.time()
         revoked = []
@@ -432,7 +432,7 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
                              source="cli", transport="cli", result="device-revoked",
                              reason=f"device {d.device_id} revoked") for d in revoked]
         if matches or audit:
-            await store.write_batch(deletes=[(b.aor, b.binding_key) for b in matches], audit=audit)
+            await store.write_batch(WriteBatch(deletes=[(b.aor, b.binding_key) for b in matches], audit=audit))
             for b in matches:
                 await store.publish_change(CHANGE_BINDING_REMOVED, f"{b.aor} {b.binding_key}")
         return revoked, matches
