@@ -89,6 +89,13 @@ class Store(abc.ABC):
         """Users ordered by (domain, username), optionally of one domain."""
 
     @abc.abstractmethod
+    async def user_domains(self) -> dict[str, int]:
+        """The domains that have users, each with how many, in domain order.
+
+        ``sipim serve`` warns when none of them is the domain it serves: users added
+        under another domain cannot register."""
+
+    @abc.abstractmethod
     async def users_by_phone(self, phone: str, domain: str) -> list[User]:
         """The users of ``domain`` who have the E.164 number ``phone`` (ordered by name).
 

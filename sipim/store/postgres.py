@@ -386,6 +386,11 @@ class PostgresStore(Store):
                 )
         return [_user_from_record(r) for r in records]
 
+    async def user_domains(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            records = await conn.fetch("SELECT domain, COUNT(*) AS users FROM users GROUP BY domain ORDER BY domain")
+        return {r["domain"]: r["users"] for r in records}
+
     async def update_user(self, user: User) -> bool:
         async with self._connection() as conn, conn.transaction():
             status = await conn.execute(

@@ -443,6 +443,13 @@ class SQLiteStore(Store):
 
         return await self._run(work)
 
+    async def user_domains(self) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT domain, COUNT(*) FROM users GROUP BY domain ORDER BY domain").fetchall()
+            return {domain: count for domain, count in rows}
+
+        return await self._run(work)
+
     async def update_user(self, user: User) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             with _Transaction(conn):

@@ -40,6 +40,16 @@ async def test_list_users_orders_by_domain_then_username_and_filters_domain(stor
     assert await store.list_users("nowhere.example") == []
 
 
+async def test_user_domains_counts_the_users_of_each_domain(store: Store):
+    assert await store.user_domains() == {}
+    for username, domain in [("bob", "b.example"), ("carol", "a.example"), ("alice", "b.example")]:
+        await store.add_user(sample_user(username, domain))
+    domains = await store.user_domains()
+    assert domains == {"a.example": 1, "b.example": 2} and list(domains) == ["a.example", "b.example"]
+    await store.remove_user("carol", "a.example")
+    assert await store.user_domains() == {"b.example": 2}
+
+
 async def test_update_user_replaces_fields_and_reports_missing_user(store: Store):
     await store.add_user(sample_user())
     changed = sample_user(ha1_md5="a" * 32, ha1_sha256="b" * 64, display_name="Al", phones=(), disabled=True)
