@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sipim import __version__
 from sipim.config import Config, ConfigError
+from sipim.tomlconfig import read_toml
 from sipim.transport.base import format_host_port
 
 EXIT_USAGE = 2
@@ -202,7 +203,7 @@ def domain_origin(args: argparse.Namespace, data_dir: Path) -> str:
     ran with), else the default (this machine's name, or localhost)."""
     if args.domain:
         return DOMAIN_GIVEN
-    if getattr(args, "config", None) and "domain" in _toml_keys(args.config):
+    if getattr(args, "config", None) and "domain" in read_toml(args.config):
         return DOMAIN_CONFIG_FILE
     if remembered_domain(data_dir) is not None:
         return DOMAIN_REMEMBERED
@@ -228,19 +229,6 @@ def _count(text: str) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f'--workers {text!r}: give a number of processes or "auto"') from None
-
-
-def _toml_keys(path: Path) -> set[str]:
-    import tomllib
-
-    def walk(doc: dict) -> set[str]:
-        keys: set[str] = set()
-        for key, value in doc.items():
-            keys |= walk(value) if isinstance(value, dict) else {key}
-        return keys
-
-    with open(path, "rb") as handle:
-        return walk(tomllib.load(handle))
 
 
 # -- helpers ---------------------------------------------------------------------------------
