@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from sipim import __version__
-from sipim.config import Config, ConfigError, default_domain
+from sipim.config import Config, ConfigError
 from sipim.net import format_host_port
+from sipim.tomlconfig import read_toml
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -154,13 +155,11 @@ def load_config(args: argparse.Namespace) -> Config:
         config.data_dir = args.data_dir
     if args.database:
         config.database = args.database
-    if args.domain:
+    origin = domain_origin(args, config.data_dir)
+    if origin == DOMAIN_GIVEN:
         config.domain = args.domain
-    elif not getattr(args, "config", None) or "domain" not in _toml_keys(args.config):
-        # Administration commands use the domain the server last ran with.
-        remembered = config.data_dir / "domain"
-        if remembered.exists():
-            config.domain = remembered.read_text().strip() or default_domain()
+    elif origin == DOMAIN_REMEMBERED:
+        config.domain = remembered_domain(config.data_dir) or config.domain
     if getattr(args, "listen", None):
         config.listen = tuple(args.listen)
     if getattr(args, "allow_insecure", None):
@@ -183,24 +182,53 @@ def load_config(args: argparse.Namespace) -> Config:
     return config
 
 
+# Where the SIP domain of a command comes from (domain_origin).
+DOMAIN_GIVEN = "--domain"
+DOMAIN_CONFIG_FILE = "config file"
+DOMAIN_REMEMBERED = "data directory"
+DOMAIN_DEFAULT = "default"
+
+
+def remembered_domain(data_dir: Path) -> str | None:
+    """The domain `sipim serve` last ran with in this data directory (app.prepare_data_dir writes it)."""
+    try:
+        return (data_dir / "domain").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def domain_origin(args: argparse.Namespace, data_dir: Path) -> str:
+    """Which source the command's domain comes from, first found: --domain, the --config
+    file, the data directory (administration commands use the domain the server last
+    ran with), else the default (this machine's name, or localhost)."""
+    if args.domain:
+        return DOMAIN_GIVEN
+    if getattr(args, "config", None) and "domain" in read_toml(args.config):
+        return DOMAIN_CONFIG_FILE
+    if remembered_domain(data_dir) is not None:
+        return DOMAIN_REMEMBERED
+    return DOMAIN_DEFAULT
+
+
+def explain_domain(args: argparse.Namespace, config: Config) -> str:
+    """Why the command works in ``config.domain``, for the operator who gave no --domain."""
+    origin = domain_origin(args, config.data_dir)
+    if origin == DOMAIN_GIVEN:
+        return f"domain {config.domain} (--domain)"
+    if origin == DOMAIN_CONFIG_FILE:
+        return f"domain {config.domain} (from the config file {args.config})"
+    if origin == DOMAIN_REMEMBERED:
+        return f"domain {config.domain} (from the data directory, where `sipim serve` last ran)"
+    machine = "" if config.domain == "localhost" else "this machine's name; "
+    return (f"domain {config.domain} ({machine}no --domain given and no server has run in this data "
+            f"directory; use --domain D to add users of domain D)")
+
+
 def _count(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise ConfigError(f'--workers {text!r}: give a number of processes or "auto"') from None
-
-
-def _toml_keys(path: Path) -> set[str]:
-    import tomllib
-
-    def walk(doc: dict) -> set[str]:
-        keys: set[str] = set()
-        for key, value in doc.items():
-            keys |= walk(value) if isinstance(value, dict) else {key}
-        return keys
-
-    with open(path, "rb") as handle:
-        return walk(tomllib.load(handle))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -296,6 +324,8 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
         except UserExists:
             raise CommandError(f"user sip:{username}@{domain} already exists") from None
         print(f"added sip:{username}@{domain}")
+        if not args.domain:
+            print(explain_domain(args, config))
         if not args.password:
             print(f"password: {password}")
         return 0
@@ -415,7 +445,7 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
     wanted = args.instance.strip()
 
     async def revoke(store):
-        from sipim.store.models import AuditRecord
+        from sipim.store.models import AuditRecord, WriteBatch
 
         now = time.time()
         revoked = []
@@ -432,7 +462,7 @@ def cmd_device(args: argparse.Namespace, config: Config) -> int:
                              source="cli", transport="cli", result="device-revoked",
                              reason=f"device {d.device_id} revoked") for d in revoked]
         if matches or audit:
-            await store.write_batch(deletes=[(b.aor, b.binding_key) for b in matches], audit=audit)
+            await store.write_batch(WriteBatch(deletes=[(b.aor, b.binding_key) for b in matches], audit=audit))
             for b in matches:
                 await store.publish_change(CHANGE_BINDING_REMOVED, f"{b.aor} {b.binding_key}")
         return revoked, matches
@@ -510,6 +540,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from sipim.app import SipimServer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warn_if_no_user_in_domain(config)
     workers = config.worker_count()
     if workers > 1:
         from sipim.cluster.supervisor import serve_workers
@@ -536,6 +567,35 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def users_elsewhere(config: Config, user_domains: dict[str, int]) -> list[str] | None:
+    """The warning (its lines) to give when users exist but none in the served domain or
+    its aliases: they were added under another domain and cannot register.  None if not."""
+    if not user_domains or any(domain.lower() in config.local_domains() for domain in user_domains):
+        return None
+    found = ", ".join(f"{domain} ({count} user{'s' if count > 1 else ''})" for domain, count in user_domains.items())
+    return [f"no user of domain {config.domain}; this store has users only in {found},",
+            f"who cannot register while this server serves {config.domain}. Either serve their domain",
+            f"(sipim serve --domain {next(iter(user_domains))}) or add users of {config.domain}",
+            f"(sipim user add NAME --domain {config.domain} --data-dir {config.data_dir})."]
+
+
+def warn_if_no_user_in_domain(config: Config) -> None:
+    """Before serving: users_elsewhere()'s warning, in the log and on the console."""
+    from sipim.store import StoreError, is_postgres_url
+    from sipim.store.sqlite import sqlite_path_from_url
+
+    try:
+        if not is_postgres_url(config.database_url) and not Path(sqlite_path_from_url(config.database_url)).exists():
+            return  # a first start: no store yet, so no users (serving creates it)
+        user_domains = asyncio.run(with_store(config, lambda store: store.user_domains()))
+    except StoreError:
+        return  # the server's own start reports what is wrong with the store
+    warning = users_elsewhere(config, user_domains)
+    if warning is not None:
+        logging.getLogger("sipim").warning("%s", " ".join(warning))
+        print("WARNING: " + "\n         ".join(warning), flush=True)
 
 
 def print_banner(server, config: Config) -> None:

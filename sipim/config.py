@@ -3,7 +3,8 @@
 The CLI flags, the TOML config file (``--config``) and the environment feed one
 ``Config``; nothing else in the code base hard-codes a limit.  Keys in the TOML
 file are the field names below; they may be grouped in tables (``[registrar]``,
-``[auth]``...) purely for readability -- table names are not part of the key.
+``[auth]``...) purely for readability -- table names are not part of the key
+(sipim/tomlconfig.py reads them, for the client's settings as well).
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipim.net import SECURE_TRANSPORTS, ListenSpec
+from sipim.tomlconfig import ConfigError, TomlSettings
 
 DEFAULT_LISTEN = ("tls:0.0.0.0:5061", "wss:0.0.0.0:8443")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message is meant for the operator."""
 
 
 def default_domain() -> str:
@@ -40,7 +37,7 @@ class Listener:
 
 
 @dataclass
-class Config:
+class Config(TomlSettings):
     # -- where and what ---------------------------------------------------
     data_dir: Path = field(default_factory=default_data_dir)
     database: str | None = None  # None: SQLite file <data_dir>/sipim.db
@@ -335,110 +332,9 @@ class Config:
 
     def apply(self, values: dict[str, object], origin: str) -> None:
         """Set fields from a flat mapping, converting to each field's type."""
-        by_name = {f.name: f for f in dataclasses.fields(self)}
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            if name not in by_name:
-                raise ConfigError(f"{origin}: unknown setting {key!r}")
-            if name == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
-                value = 0  # one worker per CPU
-            current = getattr(self, name)
-            try:
-                setattr(self, name, _convert(value, current, by_name[name]))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{origin}: bad value for {key!r}: {exc}") from None
-
-    def load_toml(self, path: Path) -> None:
-        try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        self.apply(_flatten(document), str(path))
+        super().apply({key: 0 if _is_auto_workers(key, value) else value  # 0: one worker per CPU
+                       for key, value in values.items()}, origin)
 
 
-def _flatten(document: dict) -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in document.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value))
-        else:
-            flat[key] = value
-    return flat
-
-
-def _convert(value: object, current: object, spec: dataclasses.Field) -> object:
-    type_name = str(spec.type)
-    if "Path" in type_name:
-        return None if value is None else Path(str(value))
-    if "tuple" in type_name:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise TypeError("expected a list")
-        return tuple(str(v) for v in value)
-    if isinstance(current, bool) or type_name == "bool":
-        if isinstance(value, bool):
-            return value
-        raise TypeError("expected true or false")
-    if type_name == "int":
-        if isinstance(value, bool):
-            raise TypeError("expected an integer")
-        return int(value)  # type: ignore[arg-type]
-    if type_name == "float":
-        return float(value)  # type: ignore[arg-type]
-    if value is None:
-        return None
-    return str(value)
-
-
-@dataclass
-class ClientConfig:
-    """Limits and timers of the Python client (``sipim client``, ``sipim.client``).
-
-    Separate from ``Config`` because a device never runs the server; the same TOML
-    rules apply (``sipim client --config FILE``, tables only group keys).
-    """
-
-    # REGISTER expiry asked for (RFC 3261 §10.2.1); the registrar may shorten it.
-    client_register_expires: int = 600
-    # Refresh a registration this many seconds before it runs out, but not before
-    # half its lifetime (a short grant would otherwise be refreshed at once).
-    client_refresh_margin: int = 60
-    # RFC 5626 §4.4.1: with no Flow-Timer from the registrar, ping every 95..120 s.
-    client_keepalive_interval: float = 120.0
-    # RFC 5626 §4.4.1: no pong within 10 s after a ping -> the flow has failed.
-    client_keepalive_timeout: float = 10.0
-    # RFC 5626 §4.5: flow recovery waits base * 2^failures (capped), randomised.
-    client_recovery_base_all_failed: float = 30.0
-    client_recovery_base_ok: float = 90.0
-    client_recovery_max: float = 1800.0
-    # RFC 3261 §17 T1 (Timer F = 64*T1 ends a request nobody answers).
-    client_t1: float = 0.5
-    # TCP/TLS connect and HTTP request limits.
-    client_connect_timeout: float = 10.0
-    client_http_timeout: float = 30.0
-    client_max_message_size: int = 65536
-
-    def apply(self, values: dict[str, object], origin: str) -> None:
-        by_name = {f.name: f for f in dataclasses.fields(self)}
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            if name not in by_name:
-                raise ConfigError(f"{origin}: unknown client setting {key!r}")
-            try:
-                setattr(self, name, _convert(value, getattr(self, name), by_name[name]))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{origin}: bad value for {key!r}: {exc}") from None
-
-    def load_toml(self, path: Path) -> None:
-        try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        self.apply(_flatten(document), str(path))
+def _is_auto_workers(key: str, value: object) -> bool:
+    return key.replace("-", "_") == "workers" and isinstance(value, str) and value.strip().lower() == "auto"

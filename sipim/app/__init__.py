@@ -31,7 +31,7 @@ from sipim.external.registrations import ThirdPartyRegistrar
 from sipim.external.trust import TrustedCores
 from sipim.im.devices import CoreGateway
 from sipim.im.pager import PagerService
-from sipim.provisioning.http import PublicAddress
+from sipim.web.provisioning import PublicAddress
 from sipim.provisioning.service import ProvisioningService
 from sipim.provisioning.sms import make_gateway
 from sipim.sip.clock import WallTime

@@ -15,6 +15,7 @@ Protocol logic is sans-IO (``challenges``, ``signalling``, ``messaging``, ``prof
 
 from .agent import SendResult, UserAgent
 from .api import ApiClient, ProvisioningClient
+from .config import ClientConfig
 from .errors import CertificateUntrusted, ClientError, FlowFailed, RequestFailed, RequestTimeout, ServerUnreachable
 from .messaging import DispositionReport, IncomingMessage
 from .profile import DeviceConfig, ProfileError, ProfileStore
@@ -22,6 +23,7 @@ from .profile import DeviceConfig, ProfileError, ProfileStore
 __all__ = [
     "ApiClient",
     "CertificateUntrusted",
+    "ClientConfig",
     "ClientError",
     "DeviceConfig",
     "DispositionReport",

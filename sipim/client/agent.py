@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sipim.config import ClientConfig
+from sipim.client.config import ClientConfig
 from sipim.sip.message import Request, Response
 from sipim.imdn import DELIVERY, DISPLAY
 

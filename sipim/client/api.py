@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from sipim.config import ClientConfig
+from sipim.client.config import ClientConfig
 
 from .challenges import AuthenticationFailed, Credentials, answer_challenge
 from .flow import describe_os_error

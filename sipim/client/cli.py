@@ -28,7 +28,7 @@ from typing import Any
 
 from yarl import URL
 
-from sipim.config import ClientConfig, ConfigError
+from sipim.client.config import ClientConfig, ConfigError
 from sipim.cpim import CPIMError, parse_cpim
 
 from .agent import UserAgent

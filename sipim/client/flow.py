@@ -16,7 +16,7 @@ import os
 import ssl
 from collections.abc import Callable
 
-from sipim.config import ClientConfig
+from sipim.client.config import ClientConfig
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import KeepAlive as PingFromServer

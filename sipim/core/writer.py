@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from sipim.store.base import Store
-from sipim.store.models import AuditRecord, Binding, HistoryEntry, StoredMessage
+from sipim.store.models import AuditRecord, Binding, HistoryEntry, StoredMessage, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +139,15 @@ class StoreWriter:
         history_status, self._history_status = self._history_status, []
         batch_committed, self._batch_committed = self._batch_committed, None
         waiters = [batch_committed] if batch_committed is not None else []
-        upserts = [b for b in bindings.values() if b is not None]
-        deletes = [key for key, b in bindings.items() if b is None]
+        batch = WriteBatch(upserts=[b for b in bindings.values() if b is not None],
+                           deletes=[key for key, b in bindings.items() if b is None],
+                           audit=audit, messages=messages, history=history, deliveries=deliveries,
+                           taken_at_once=taken, history_status=history_status)
         try:
-            result = await self._store.write_batch(upserts=upserts, deletes=deletes, audit=audit,
-                                                   messages=messages, history=history, deliveries=deliveries,
-                                                   taken_at_once=taken, history_status=history_status)
+            result = await self._store.write_batch(batch)
         except Exception as exc:  # the store is down: fail the waiters, keep serving
             log.error("store write of %d bindings, %d messages, %d audit records failed: %s",
-                      len(upserts) + len(deletes), len(messages), len(audit), exc)
+                      len(batch.upserts) + len(batch.deletes), len(messages), len(audit), exc)
             for waiter in (*waiters, *message_waiters.values()):
                 if not waiter.done():
                     waiter.set_exception(exc)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User
+from .models import AuditRecord, BatchResult, Binding, Change, HistoryEntry, StoredMessage, User, WriteBatch
 from .models import DeviceCredential, ProvisioningCode
 from .models import XcapDocument
 
@@ -89,6 +89,13 @@ class Store(abc.ABC):
         """Users ordered by (domain, username), optionally of one domain."""
 
     @abc.abstractmethod
+    async def user_domains(self) -> dict[str, int]:
+        """The domains that have users, each with how many, in domain order.
+
+        ``sipim serve`` warns when none of them is the domain it serves: users added
+        under another domain cannot register."""
+
+    @abc.abstractmethod
     async def users_by_phone(self, phone: str, domain: str) -> list[User]:
         """The users of ``domain`` who have the E.164 number ``phone`` (ordered by name).
 
@@ -120,23 +127,12 @@ class Store(abc.ABC):
         """Delete bindings whose ``expires_at <= now``; returns how many."""
 
     @abc.abstractmethod
-    async def write_batch(
-        self,
-        upserts: Sequence[Binding] = (),
-        deletes: Sequence[tuple[str, str]] = (),
-        audit: Sequence[AuditRecord] = (),
-        messages: Sequence[StoredMessage] = (),
-        history: Sequence[HistoryEntry] = (),
-        deliveries: Sequence[tuple[str, str, float]] = (),
-        taken_at_once: Sequence[str] = (),
-        history_status: Sequence[tuple[str, str]] = (),
-    ) -> BatchResult:
-        """Apply a group commit in ONE transaction: all of it or none of it.
+    async def write_batch(self, batch: WriteBatch) -> BatchResult:
+        """Apply a group commit (:class:`~sipim.store.models.WriteBatch`) in ONE
+        transaction: all of it or none of it.
 
-        ``upserts`` insert or replace bindings by (aor, binding_key); ``deletes`` are
-        (aor, binding_key) pairs (absent ones are ignored); ``audit`` rows are appended.
-        The batch describes final states: the same key must not be both upserted and
-        deleted (ValueError); if a key is upserted twice, the last one wins.
+        The batch describes final states: the same binding key must not be both
+        upserted and deleted (ValueError); if a key is upserted twice, the last one wins.
 
         ``messages`` are stored for delivery (a MESSAGE is answered 202 only once its
         batch committed, RFC 3428 §7). A message equal to one already stored -- same
@@ -150,14 +146,9 @@ class Store(abc.ABC):
         A failing row (e.g. a constraint violation other than a duplicate message)
         raises StoreError and nothing is written. Callers that only write bindings and
         audit may ignore the result.
-        
-        After the messages (so a message of the same batch can be referred to):
-        ``deliveries`` are (message_id, device_key, ts) -- devices that took a message,
-        as :meth:`finish_delivery` with ``delivered=True`` records them;
-        ``taken_at_once`` are message ids as :meth:`taken_at_once`;
-        ``history_status`` are (message_id, status) as :meth:`update_history_status`.
-        The IM server's hot path writes these in the group commit instead of one
-        transaction each.
+
+        The IM server's hot path writes deliveries, taken-at-once marks and history
+        statuses in the group commit instead of one transaction each.
         """
 
     # ---- audit trail --------------------------------------------------------------
@@ -443,18 +434,17 @@ class Store(abc.ABC):
 
 
 
-def normalise_batch(
-    upserts: Sequence[Binding], deletes: Sequence[tuple[str, str]]
-) -> tuple[list[Binding], list[tuple[str, str]]]:
-    """Validate a write_batch: last upsert per key wins; a key in both lists is a caller bug.
+def normalise_batch(batch: WriteBatch) -> tuple[list[Binding], list[tuple[str, str]]]:
+    """The batch's binding upserts and deletes, validated: last upsert per key wins; a
+    key in both lists is a caller bug.
 
     Keeping one row per key also matters for PostgreSQL, where a single statement may not
     touch the same row twice.
     """
     latest: dict[tuple[str, str], Binding] = {}
-    for binding in upserts:
+    for binding in batch.upserts:
         latest[(binding.aor, binding.binding_key)] = binding
-    delete_keys = list(dict.fromkeys((aor, key) for aor, key in deletes))
+    delete_keys = list(dict.fromkeys((aor, key) for aor, key in batch.deletes))
     both = latest.keys() & set(delete_keys)
     if both:
         raise ValueError(

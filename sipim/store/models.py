@@ -6,6 +6,7 @@ Times are POSIX timestamps (float seconds, time.time()) everywhere.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .changes import CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP  # re-exported: the store publishes these
@@ -178,6 +179,37 @@ class HistoryEntry:
     def cursor(self) -> tuple[float, int]:
         """Pass as ``query_history(before=...)`` to get the next (older) page."""
         return (self.ts, self.row_id)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """One group commit for :meth:`Store.write_batch`: what it writes, by kind.
+
+    The sequences are the caller's (no copies are made): do not change them once the
+    batch is handed over.
+
+    ``upserts`` insert or replace bindings by (aor, binding_key); ``deletes`` are
+    (aor, binding_key) pairs (absent ones are ignored); ``audit`` rows are appended.
+    ``messages`` are stored for delivery, ``history`` entries appended with them.
+    After the messages (so a message of the same batch can be referred to):
+    ``deliveries`` are (message_id, device_key, ts) -- devices that took a message, as
+    :meth:`Store.finish_delivery` with ``delivered=True`` records them;
+    ``taken_at_once`` are message ids as :meth:`Store.taken_at_once`;
+    ``history_status`` are (message_id, status) as :meth:`Store.update_history_status`.
+    """
+
+    upserts: Sequence[Binding] = ()
+    deletes: Sequence[tuple[str, str]] = ()
+    audit: Sequence[AuditRecord] = ()
+    messages: Sequence[StoredMessage] = ()
+    history: Sequence[HistoryEntry] = ()
+    deliveries: Sequence[tuple[str, str, float]] = ()
+    taken_at_once: Sequence[str] = ()
+    history_status: Sequence[tuple[str, str]] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.upserts or self.deletes or self.audit or self.messages or self.history
+                    or self.deliveries or self.taken_at_once or self.history_status)
 
 
 @dataclass(frozen=True, slots=True)

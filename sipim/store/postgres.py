@@ -20,7 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import asyncpg
+# asyncpg ships no type information (no py.typed, no stubs in the package): its
+# values are Any here, annotated where they enter the store's own code.
+import asyncpg  # type: ignore[import-untyped]
 
 from . import migrations
 from .base import history_status_update_sql
@@ -46,6 +48,7 @@ from .models import (
     HistoryEntry,
     StoredMessage,
     User,
+    WriteBatch,
     XcapDocument,
     aor_of,
     aor_user_part,
@@ -324,7 +327,7 @@ class PostgresStore(Store):
         # transactions may commit out of order, and a reader polling "id > last" would
         # then skip the late committer for good. Under the lock, id order = commit order.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", self._changes_lock)
-        change_id = await conn.fetchval(
+        change_id: int = await conn.fetchval(
             "INSERT INTO changes (kind, key, ts) VALUES ($1, $2, $3) RETURNING id",
             kind, key, time.time(),
         )  # fmt: skip
@@ -383,6 +386,11 @@ class PostgresStore(Store):
                 )
         return [_user_from_record(r) for r in records]
 
+    async def user_domains(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            records = await conn.fetch("SELECT domain, COUNT(*) AS users FROM users GROUP BY domain ORDER BY domain")
+        return {r["domain"]: r["users"] for r in records}
+
     async def update_user(self, user: User) -> bool:
         async with self._connection() as conn, conn.transaction():
             status = await conn.execute(
@@ -439,21 +447,12 @@ class PostgresStore(Store):
                 await conn.execute("DELETE FROM bindings WHERE expires_at <= $1", now)
             )
 
-    async def write_batch(
-        self,
-        upserts: Sequence[Binding] = (),
-        deletes: Sequence[tuple[str, str]] = (),
-        audit: Sequence[AuditRecord] = (),
-        messages: Sequence[StoredMessage] = (),
-        history: Sequence[HistoryEntry] = (),
-        deliveries: Sequence[tuple[str, str, float]] = (),
-        taken_at_once: Sequence[str] = (),
-        history_status: Sequence[tuple[str, str]] = (),
-    ) -> BatchResult:
-        upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit or messages or history or deliveries
-                or taken_at_once or history_status):
+    async def write_batch(self, batch: WriteBatch) -> BatchResult:
+        if batch.is_empty():
             return EMPTY_BATCH_RESULT
+        upsert_list, delete_list = normalise_batch(batch)
+        audit, messages, history = batch.audit, batch.messages, batch.history
+        deliveries, taken_at_once, history_status = batch.deliveries, batch.taken_at_once, batch.history_status
         upsert_rows = [_binding_row(b) for b in upsert_list]
         audit_rows = [_audit_row(a) for a in audit]
         duplicates: frozenset[str] = frozenset()

@@ -47,6 +47,7 @@ from .models import (
     HistoryEntry,
     StoredMessage,
     User,
+    WriteBatch,
     XcapDocument,
     aor_of,
     aor_user_part,
@@ -442,6 +443,13 @@ class SQLiteStore(Store):
 
         return await self._run(work)
 
+    async def user_domains(self) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT domain, COUNT(*) FROM users GROUP BY domain ORDER BY domain").fetchall()
+            return {domain: count for domain, count in rows}
+
+        return await self._run(work)
+
     async def update_user(self, user: User) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             with _Transaction(conn):
@@ -510,21 +518,12 @@ class SQLiteStore(Store):
 
         return await self._run(work)
 
-    async def write_batch(
-        self,
-        upserts: Sequence[Binding] = (),
-        deletes: Sequence[tuple[str, str]] = (),
-        audit: Sequence[AuditRecord] = (),
-        messages: Sequence[StoredMessage] = (),
-        history: Sequence[HistoryEntry] = (),
-        deliveries: Sequence[tuple[str, str, float]] = (),
-        taken_at_once: Sequence[str] = (),
-        history_status: Sequence[tuple[str, str]] = (),
-    ) -> BatchResult:
-        upsert_list, delete_list = normalise_batch(upserts, deletes)
-        if not (upsert_list or delete_list or audit or messages or history or deliveries
-                or taken_at_once or history_status):
+    async def write_batch(self, batch: WriteBatch) -> BatchResult:
+        if batch.is_empty():
             return EMPTY_BATCH_RESULT
+        upsert_list, delete_list = normalise_batch(batch)
+        audit, messages, history = batch.audit, batch.messages, batch.history
+        deliveries, taken_at_once, history_status = batch.deliveries, batch.taken_at_once, batch.history_status
 
         def work(conn: sqlite3.Connection) -> BatchResult:
             # Rows are made here, on the store's thread, not on the event loop; still

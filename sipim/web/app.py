@@ -11,10 +11,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sipim.provisioning.service import ProvisioningService
 from sipim.store.base import Store
 from sipim.web.auth import HttpDigestAuth, HttpIdentity, require_user
-from sipim.web.openapi import add_openapi_route
 from sipim.web.client import STATIC_DIR, add_web_client_routes
+from sipim.web.openapi import add_openapi_route
+from sipim.web.provisioning import ProvisioningHandlers, PublicAddress
+from sipim.web.xdm import XdmHandlers
+from sipim.xdm.service import XdmService
 
 API = "/api/v1"
 MAX_PAGE = 200
@@ -44,15 +48,24 @@ def add_ca_route(app: web.Application, ca_pem: str) -> None:
     app.router.add_get(CA_PATH, ca)
 
 
-def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
-                 provisioning=None, public_address=None, xdm=None,
-                 web_client_dir: Path | None = None, ca_pem: str | None = None) -> Callable[[], web.Application]:
-    async def history(request: web.Request, identity: HttpIdentity) -> web.Response:
+class HistoryHandlers:
+    """``GET /api/v1/history``: the authenticated user's own message history."""
+
+    def __init__(self, store: Store, *, auth: HttpDigestAuth, domain: str) -> None:
+        self._store = store
+        self._auth = auth
+        self._domain = domain
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(f"{API}/history", require_user(self._auth, self.history))
+
+    async def history(self, request: web.Request, identity: HttpIdentity) -> web.StreamResponse:
         """A page of the authenticated user's own history, newest first.
 
         Query: ``with`` (a user name or AOR), ``since`` (epoch seconds),
         ``before`` (the ``next_cursor`` of the previous page), ``limit``.
         """
+        domain = self._domain
         query = request.query
         try:
             limit = int(query.get("limit", "50"))
@@ -72,7 +85,7 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
             if host and host.lower() != domain:
                 return _bad(f"{peer!r} is not in domain {domain}")
             peer = f"sip:{user}@{domain}"
-        entries = await store.query_history(identity.aor, peer=peer, since=since, before=before, limit=limit)
+        entries = await self._store.query_history(identity.aor, peer=peer, since=since, before=before, limit=limit)
         next_cursor = f"{entries[-1].ts!r}:{entries[-1].row_id}" if len(entries) == limit else None
         return web.json_response({
             "owner": identity.aor,
@@ -82,17 +95,26 @@ def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
             "next_cursor": next_cursor,
         })
 
+
+def make_web_app(*, store: Store, auth: HttpDigestAuth, domain: str,
+                 provisioning: ProvisioningService | None = None, public_address: PublicAddress | None = None,
+                 xdm: XdmService | None = None, web_client_dir: Path | None = None,
+                 ca_pem: str | None = None) -> Callable[[], web.Application]:
+    """The factory of the HTTPS application every ws/wss listener serves: the routes of
+    the roles that are on (their HTTP front ends are the handler classes of this package)."""
+    handlers: list[HistoryHandlers | ProvisioningHandlers | XdmHandlers] = [
+        HistoryHandlers(store, auth=auth, domain=domain)]
+    if provisioning is not None:
+        if public_address is None:
+            raise ValueError("provisioning routes need the public_address their documents name")
+        handlers.append(ProvisioningHandlers(provisioning, auth=auth, address=public_address))
+    if xdm is not None:
+        handlers.append(XdmHandlers(xdm, auth=auth, domain=domain))
+
     def factory() -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
-        app.router.add_get(f"{API}/history", require_user(auth, history))
-        if provisioning is not None:
-            from sipim.provisioning.http import add_provisioning_routes
-
-            add_provisioning_routes(app, provisioning, auth=auth, address=public_address)
-        if xdm is not None:
-            from sipim.xdm.http import add_xdm_routes
-
-            add_xdm_routes(app, service=xdm, auth=auth)
+        for part in handlers:
+            part.add_routes(app)
         add_openapi_route(app)
         add_web_client_routes(app, domain=domain, static_dir=web_client_dir or STATIC_DIR)
         if ca_pem is not None:  # not with the operator's own certificate (--tls-cert)

@@ -91,7 +91,7 @@ class HttpDigestAuth:
         ha1 = None
         if user is not None and not user.disabled:
             ha1 = user.ha1_sha256 if credentials.ha1_algorithm == "SHA-256" else user.ha1_md5
-        if not ha1:
+        if not ha1 or user is None:
             self._lockout.record_failure(credentials.username, source_ip, now)
             self._record_failure(request, credentials.username, "unknown or disabled user")
             return self._challenge("authentication failed", status=403)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from sipim import __version__
-from sipim.provisioning.openapi import PATHS as PROVISIONING_PATHS
-from sipim.provisioning.openapi import SCHEMAS as PROVISIONING_SCHEMAS
 from sipim.web.openapi_parts import error_response as _error
 from sipim.web.openapi_parts import json_response as _json
+from sipim.web.openapi_provisioning import PATHS as PROVISIONING_PATHS
+from sipim.web.openapi_provisioning import SCHEMAS as PROVISIONING_SCHEMAS
 
 API = "/api/v1"
 

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from tests.support.server import run_cli
+from sipim.cli import users_elsewhere
+from sipim.config import Config
+from tests.support.server import DOMAIN, SipimProcess, run_cli
 
 
 def cli(tmp_path, *args, check=False, database=None):
@@ -90,3 +92,44 @@ def test_user_phone_numbers_and_admin_flag(tmp_path):
     assert listed["phones"] == ["+14155550124"] and listed["admin"] is True
     cli("user", "admin", "alice", "--revoke")
     assert json.loads(cli("user", "list", "--json").stdout)[0]["admin"] is False
+
+
+def test_user_add_says_which_domain_it_chose_and_serve_warns_when_no_user_is_in_its_domain(tmp_path):
+    # The trap: users added before the first `sipim serve --domain D` land in the default
+    # domain, and cannot register with the server of D.
+    data = tmp_path / "data"
+    added = run_cli(data, "user", "add", "alice", "--password", "pw", domain=None).stdout
+    default = added.split("added sip:alice@", 1)[1].split()[0]
+    assert default != DOMAIN
+    assert (f"domain {default} (" in added and "no --domain given and no server has run in this data directory; "
+            "use --domain D" in added)
+
+    server = SipimProcess(data, listen=("udp:127.0.0.1:0",)).start()
+    try:
+        banner = "".join(server.output)
+    finally:
+        server.stop()
+    assert f"WARNING: no user of domain {DOMAIN}; this store has users only in {default} (1 user)" in banner
+    assert f"sipim serve --domain {default}" in banner and f"sipim user add NAME --domain {DOMAIN}" in banner
+    assert f"WARNING sipim: no user of domain {DOMAIN}" in server.log()
+
+    added = run_cli(data, "user", "add", "bob", "--password", "pw", domain=None).stdout
+    assert f"added sip:bob@{DOMAIN}" in added
+    assert f"domain {DOMAIN} (from the data directory, where `sipim serve` last ran)" in added
+    given = run_cli(data, "user", "add", "carol", "--password", "pw").stdout  # --domain: nothing to explain
+    assert given.splitlines()[0] == f"added sip:carol@{DOMAIN}" and "domain" not in given.replace(DOMAIN, "")
+
+    server = SipimProcess(data, listen=("udp:127.0.0.1:0",)).start()  # bob and carol are in the domain now
+    try:
+        assert "no user of domain" not in "".join(server.output)
+    finally:
+        server.stop()
+
+
+def test_users_only_in_an_alias_of_the_served_domain_are_not_warned_about():
+    config = Config(domain="example.com", domain_aliases=("192.0.2.7",))
+    assert users_elsewhere(config, {}) is None  # no users at all: nothing was added in the wrong place
+    assert users_elsewhere(config, {"Example.COM": 3}) is None
+    assert users_elsewhere(config, {"192.0.2.7": 1, "localhost": 2}) is None
+    warning = " ".join(users_elsewhere(config, {"localhost": 2, "other.example": 1}) or [])
+    assert "this store has users only in localhost (2 users), other.example (1 user)" in warning

@@ -15,7 +15,7 @@ from sipim.client.api import ApiClient
 from sipim.client.errors import CertificateUntrusted, RequestFailed, ServerUnreachable
 from sipim.client.flow import SipFlow
 from sipim.client.messaging import DispositionReport, IncomingMessage
-from sipim.config import ClientConfig
+from sipim.client.config import ClientConfig
 from sipim.cpim import parse_cpim
 from sipim.imdn import message_id
 from sipim.transport.tls import ensure_certificates, server_ssl_context

@@ -13,7 +13,7 @@ from sipim.core.lockout import Lockout
 from sipim.provisioning.document import Endpoints
 from sipim.provisioning.service import Client, DeviceWish, ProvisioningRefused, ProvisioningService
 from sipim.provisioning.sms import SmsError, SmsMessage, WebhookGateway
-from sipim.store import Store
+from sipim.store import Store, WriteBatch
 
 DOMAIN = "example.com"
 PHONE = "+4915112345678"
@@ -265,5 +265,5 @@ async def test_any_json_values_get_an_answer_or_a_clear_refusal(setup, store):
     document = await service.signin("alice", "alice-secret", DeviceWish(), odd_agent, ENDPOINTS)
     assert document["device"]["name"] == "device"
     await service.close()
-    await store.write_batch(audit=audit)  # every record is storable, whatever the client sent
+    await store.write_batch(WriteBatch(audit=audit))  # every record is storable, whatever the client sent
     assert len(await store.query_audit(limit=10_000)) == len(audit)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from store_samples import DOMAIN, sample_audit, sample_binding, sample_user
 
-from sipim.store import CHANGE_USER, Store, StoreError, UserExists, user_key
+from sipim.store import CHANGE_USER, Store, StoreError, UserExists, WriteBatch, user_key
 
 # ---- users ----------------------------------------------------------------------------
 
@@ -40,6 +40,16 @@ async def test_list_users_orders_by_domain_then_username_and_filters_domain(stor
     assert await store.list_users("nowhere.example") == []
 
 
+async def test_user_domains_counts_the_users_of_each_domain(store: Store):
+    assert await store.user_domains() == {}
+    for username, domain in [("bob", "b.example"), ("carol", "a.example"), ("alice", "b.example")]:
+        await store.add_user(sample_user(username, domain))
+    domains = await store.user_domains()
+    assert domains == {"a.example": 1, "b.example": 2} and list(domains) == ["a.example", "b.example"]
+    await store.remove_user("carol", "a.example")
+    assert await store.user_domains() == {"b.example": 2}
+
+
 async def test_update_user_replaces_fields_and_reports_missing_user(store: Store):
     await store.add_user(sample_user())
     changed = sample_user(ha1_md5="a" * 32, ha1_sha256="b" * 64, display_name="Al", phones=(), disabled=True)
@@ -51,13 +61,13 @@ async def test_update_user_replaces_fields_and_reports_missing_user(store: Store
 async def test_remove_user_cascades_to_its_bindings_only(store: Store):
     await store.add_user(sample_user("alice"))
     await store.add_user(sample_user("bob"))
-    await store.write_batch(
+    await store.write_batch(WriteBatch(
         upserts=[
             sample_binding("alice", "k1"),
             sample_binding("alice", "k2", aor=f"sips:alice@{DOMAIN}"),
             sample_binding("bob", "k1"),
         ]
-    )
+    ))
     assert await store.remove_user("alice", DOMAIN) is True
     assert await store.get_user("alice", DOMAIN) is None
     assert [(b.aor, b.binding_key) for b in await store.list_bindings()] == [(f"sip:bob@{DOMAIN}", "k1")]
@@ -79,30 +89,30 @@ async def test_user_mutations_publish_user_changes(store: Store):
 
 async def test_rfc3261_10_3_binding_round_trips_every_field(store: Store):
     binding = sample_binding()
-    await store.write_batch(upserts=[binding])
+    await store.write_batch(WriteBatch(upserts=[binding]))
     assert await store.list_bindings() == [binding]
     minimal = sample_binding("bob", instance_id=None, reg_id=None, q=None, path=(), flow_id=None, gruu_tag=None)
-    await store.write_batch(upserts=[minimal])
+    await store.write_batch(WriteBatch(upserts=[minimal]))
     assert await store.list_bindings(minimal.aor) == [minimal]
 
 
 async def test_rfc5626_6_upsert_with_same_key_replaces_binding(store: Store):
     first = sample_binding(key="<urn:uuid:1>;1", cseq=1, contact="<sip:a@192.0.2.1>")
-    await store.write_batch(upserts=[first])
+    await store.write_batch(WriteBatch(upserts=[first]))
     refreshed = dataclasses.replace(first, cseq=2, contact="<sip:a@198.51.100.7>", flow_id="flow-9")
-    await store.write_batch(upserts=[refreshed])
+    await store.write_batch(WriteBatch(upserts=[refreshed]))
     other_flow = sample_binding(key="<urn:uuid:1>;2", reg_id=2)
-    await store.write_batch(upserts=[other_flow])
+    await store.write_batch(WriteBatch(upserts=[other_flow]))
     assert await store.list_bindings(first.aor) == [refreshed, other_flow]
 
 
 async def test_write_batch_applies_deletes_upserts_and_audit_together(store: Store):
-    await store.write_batch(upserts=[sample_binding("alice", "k1"), sample_binding("alice", "k2")])
-    await store.write_batch(
+    await store.write_batch(WriteBatch(upserts=[sample_binding("alice", "k1"), sample_binding("alice", "k2")]))
+    await store.write_batch(WriteBatch(
         upserts=[sample_binding("bob", "k1")],
         deletes=[(f"sip:alice@{DOMAIN}", "k1"), (f"sip:alice@{DOMAIN}", "absent")],
         audit=[sample_audit(10.0), sample_audit(11.0, "bob", "bob")],
-    )
+    ))
     assert [(b.aor, b.binding_key) for b in await store.list_bindings()] == [
         (f"sip:alice@{DOMAIN}", "k2"),
         (f"sip:bob@{DOMAIN}", "k1"),
@@ -111,18 +121,18 @@ async def test_write_batch_applies_deletes_upserts_and_audit_together(store: Sto
 
 
 async def test_write_batch_is_atomic_one_bad_row_rolls_back_everything(store: Store):
-    await store.write_batch(upserts=[sample_binding("alice", "kept")])
+    await store.write_batch(WriteBatch(upserts=[sample_binding("alice", "kept")]))
     bad = sample_binding("carol", "k", contact=None)  # violates NOT NULL
     with pytest.raises(StoreError):
-        await store.write_batch(
+        await store.write_batch(WriteBatch(
             upserts=[sample_binding("bob", "k"), bad],
             deletes=[(f"sip:alice@{DOMAIN}", "kept")],
             audit=[sample_audit(5.0)],
-        )
+        ))
     assert [(b.aor, b.binding_key) for b in await store.list_bindings()] == [(f"sip:alice@{DOMAIN}", "kept")]
     assert await store.query_audit() == []
     # the store is still usable after the rollback
-    await store.write_batch(upserts=[sample_binding("bob", "k")])
+    await store.write_batch(WriteBatch(upserts=[sample_binding("bob", "k")]))
     assert len(await store.list_bindings()) == 2
 
 
@@ -132,43 +142,43 @@ async def test_write_batch_stores_every_row_of_a_batch_of_any_size(store: Store,
     # land whole, each row with its own values, and a second batch updates them all.
     bindings = [sample_binding(f"user{i:03d}", f"k{i}", cseq=i) for i in range(size)]
     audit = [sample_audit(float(i), username=f"user{i:03d}") for i in range(size)]
-    await store.write_batch(upserts=bindings, audit=audit)
+    await store.write_batch(WriteBatch(upserts=bindings, audit=audit))
     assert await store.list_bindings() == bindings
     assert await store.query_audit(limit=1000) == audit[::-1]
     refreshed = [dataclasses.replace(b, cseq=b.cseq + 1000) for b in bindings]
-    await store.write_batch(upserts=refreshed)
+    await store.write_batch(WriteBatch(upserts=refreshed))
     assert await store.list_bindings() == refreshed
 
 
 async def test_write_batch_last_upsert_of_a_key_wins(store: Store):
-    await store.write_batch(upserts=[sample_binding(cseq=1), sample_binding(cseq=2)])
+    await store.write_batch(WriteBatch(upserts=[sample_binding(cseq=1), sample_binding(cseq=2)]))
     assert [b.cseq for b in await store.list_bindings()] == [2]
 
 
 async def test_write_batch_rejects_key_both_upserted_and_deleted(store: Store):
     binding = sample_binding()
     with pytest.raises(ValueError, match="both upserted and deleted"):
-        await store.write_batch(upserts=[binding], deletes=[(binding.aor, binding.binding_key)])
+        await store.write_batch(WriteBatch(upserts=[binding], deletes=[(binding.aor, binding.binding_key)]))
     assert await store.list_bindings() == []
 
 
 async def test_rfc3261_10_3_expired_bindings_are_deleted_at_their_expiry_time(store: Store):
-    await store.write_batch(
+    await store.write_batch(WriteBatch(
         upserts=[
             sample_binding("alice", "past", expires_at=100.0),
             sample_binding("alice", "now", expires_at=200.0),
             sample_binding("alice", "future", expires_at=200.5),
         ]
-    )
+    ))
     assert await store.delete_expired_bindings(200.0) == 2
     assert [b.binding_key for b in await store.list_bindings()] == ["future"]
     assert await store.delete_expired_bindings(200.0) == 0
 
 
 async def test_delete_bindings_removes_every_binding_of_one_aor(store: Store):
-    await store.write_batch(
+    await store.write_batch(WriteBatch(
         upserts=[sample_binding("alice", "k1"), sample_binding("alice", "k2"), sample_binding("bob", "k1")]
-    )
+    ))
     assert await store.delete_bindings(f"sip:alice@{DOMAIN}") == 2
     assert [b.aor for b in await store.list_bindings()] == [f"sip:bob@{DOMAIN}"]
     assert await store.delete_bindings(f"sip:alice@{DOMAIN}") == 0
@@ -178,7 +188,7 @@ async def test_delete_bindings_removes_every_binding_of_one_aor(store: Store):
 
 
 async def test_audit_is_newest_first_and_filters_by_username_since_result_and_limit(store: Store):
-    await store.write_batch(
+    await store.write_batch(WriteBatch(
         audit=[
             sample_audit(1.0, "alice", "alice", "ok"),
             sample_audit(2.0, "alice", None, "challenged"),  # no credentials: found via the AOR
@@ -186,7 +196,7 @@ async def test_audit_is_newest_first_and_filters_by_username_since_result_and_li
             sample_audit(4.0, "bob", "bob", "ok"),
             sample_audit(5.0, "carol", None, "challenged"),
         ]
-    )
+    ))
     assert [a.ts for a in await store.query_audit()] == [5.0, 4.0, 3.0, 2.0, 1.0]
     assert [a.ts for a in await store.query_audit(username="alice")] == [3.0, 2.0, 1.0]
     assert [a.ts for a in await store.query_audit(username="bob")] == [4.0, 3.0]
@@ -199,7 +209,7 @@ async def test_audit_is_newest_first_and_filters_by_username_since_result_and_li
 
 
 async def test_prune_audit_deletes_only_older_records(store: Store):
-    await store.write_batch(audit=[sample_audit(float(ts)) for ts in range(1, 6)])
+    await store.write_batch(WriteBatch(audit=[sample_audit(float(ts)) for ts in range(1, 6)]))
     assert await store.prune_audit(3.0) == 2
     assert [a.ts for a in await store.query_audit()] == [5.0, 4.0, 3.0]
 

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from store_samples import DOMAIN, sample_audit, sample_binding, sample_user
 
-from sipim.store import Store, StoreError, StoreUnavailable, open_store
+from sipim.store import Store, StoreError, StoreUnavailable, WriteBatch, open_store
 from sipim.store import migrations
 from sipim.store.sqlite import sqlite_path_from_url
 
@@ -21,7 +21,7 @@ from sipim.store.sqlite import sqlite_path_from_url
 async def test_data_survives_close_and_reopen(database_url: str):
     store = await open_store(database_url)
     await store.add_user(sample_user())
-    await store.write_batch(upserts=[sample_binding()], audit=[sample_audit(1.0)])
+    await store.write_batch(WriteBatch(upserts=[sample_binding()], audit=[sample_audit(1.0)]))
     change_id = await store.publish_change("contacts", "alice@example.com")
     await store.close()
 
@@ -43,11 +43,11 @@ async def test_committed_batch_survives_process_kill_9(database_url: str):
         import asyncio, os, signal, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from store_samples import sample_binding
-        from sipim.store import open_store
+        from sipim.store import WriteBatch, open_store
 
         async def main():
             store = await open_store({database_url!r})
-            await store.write_batch(upserts=[sample_binding("killed")])
+            await store.write_batch(WriteBatch(upserts=[sample_binding("killed")]))
             os.kill(os.getpid(), signal.SIGKILL)
 
         asyncio.run(main())
@@ -72,7 +72,7 @@ async def test_two_stores_on_one_database_see_each_others_writes(database_url: s
         assert await server.get_user("bob", DOMAIN) == sample_user("bob")
         assert [c.key for c in await server.changes_since(start)] == [f"bob@{DOMAIN}"]
 
-        await server.write_batch(upserts=[sample_binding("bob")])
+        await server.write_batch(WriteBatch(upserts=[sample_binding("bob")]))
         assert await cli.list_bindings() == [sample_binding("bob")]
         assert await cli.remove_user("bob", DOMAIN) is True
         assert await server.list_bindings() == []
@@ -99,7 +99,7 @@ async def test_concurrent_publishers_produce_one_gapless_increasing_feed(databas
 async def test_large_audit_batch_is_written_completely(store: Store):
     # PostgreSQL switches to COPY above a threshold; both paths must store the same rows.
     records = [sample_audit(float(ts), username=None if ts % 2 else "alice") for ts in range(250)]
-    await store.write_batch(audit=records)
+    await store.write_batch(WriteBatch(audit=records))
     assert await store.query_audit() == records[::-1]
 
 
@@ -223,7 +223,7 @@ async def test_sqlite_audit_keeps_only_its_time_index_and_still_filters_by_user(
         records = [sample_audit(float(ts), user="bob" if ts % 3 else "alice",
                                 username=None if ts % 5 == 0 else ("carol" if ts % 7 == 0 else "bob"))
                    for ts in range(200)]
-        await store.write_batch(audit=records)
+        await store.write_batch(WriteBatch(audit=records))
         expected = [r for r in records if r.username == "bob" or r.aor.startswith("sip:bob@")][::-1]
         assert await store.query_audit(username="bob", limit=1000) == expected
         assert await store.query_audit(username="bob", since=150.0, limit=5) == [r for r in expected if r.ts >= 150][:5]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from store_samples import ALICE, BOB, T0, sample_history_pair, sample_message
 
-from sipim.store import MESSAGE_DELIVERED, MESSAGE_PENDING, Store, open_store
+from sipim.store import MESSAGE_DELIVERED, MESSAGE_PENDING, Store, WriteBatch, open_store
 
 DEVICES = ("phone", "laptop", "<sip:bob@192.0.2.5>")
 
@@ -33,7 +33,7 @@ async def two_nodes(database_url: str) -> AsyncIterator[tuple[Store, Store]]:
 async def test_concurrent_claims_from_two_nodes_have_exactly_one_winner(two_nodes):
     node_a, node_b = two_nodes
     messages = [sample_message(n) for n in range(1, 11)]
-    await node_a.write_batch(messages=messages)
+    await node_a.write_batch(WriteBatch(messages=messages))
     pairs = [(m.id, device) for m in messages for device in DEVICES]
     now = T0 + 1
     for round_number in range(8):
@@ -67,7 +67,7 @@ async def test_concurrent_claims_from_two_nodes_have_exactly_one_winner(two_node
 async def test_concurrent_expiry_sweeps_report_each_message_once(two_nodes):
     node_a, node_b = two_nodes
     messages = [sample_message(n, lifetime=float(n)) for n in range(1, 41)]
-    await node_a.write_batch(messages=messages)
+    await node_a.write_batch(WriteBatch(messages=messages))
     reported = []
     for now in (T0 + 10, T0 + 20, T0 + 20, T0 + 100):
         sweeps = await asyncio.gather(*(node.expire_messages(now) for node in two_nodes for _ in range(2)))
@@ -82,8 +82,8 @@ async def test_same_message_accepted_by_two_nodes_at_once_is_stored_once(two_nod
     for_a = [sample_message(n) for n in range(1, 21)]
     for_b = [sample_message(n, id=f"b{n:031x}") for n in range(1, 21)]
     result_a, result_b = await asyncio.gather(
-        node_a.write_batch(messages=for_a, history=[e for m in for_a for e in sample_history_pair(m)]),
-        node_b.write_batch(messages=for_b, history=[e for m in for_b for e in sample_history_pair(m)]),
+        node_a.write_batch(WriteBatch(messages=for_a, history=[e for m in for_a for e in sample_history_pair(m)])),
+        node_b.write_batch(WriteBatch(messages=for_b, history=[e for m in for_b for e in sample_history_pair(m)])),
     )
     stored = await node_a.messages_pending()
     assert len(stored) == 20
@@ -96,7 +96,7 @@ async def test_same_message_accepted_by_two_nodes_at_once_is_stored_once(two_nod
 async def test_messages_deliveries_and_history_survive_close_and_reopen(database_url: str):
     delivered, pending = sample_message(1), sample_message(2, created_at=T0 + 1)
     store = await open_store(database_url)
-    await store.write_batch(messages=[delivered, pending], history=sample_history_pair(delivered))
+    await store.write_batch(WriteBatch(messages=[delivered, pending], history=sample_history_pair(delivered)))
     assert await store.claim_delivery(delivered.id, "phone", "node-a", T0 + 2)
     await store.finish_delivery(delivered.id, "phone", True, T0 + 2)
     assert await store.claim_delivery(pending.id, "phone", "node-a", T0 + 2)
@@ -127,12 +127,12 @@ async def test_rfc3428_7_message_answered_after_commit_survives_process_kill_9(d
         import asyncio, os, signal, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from store_samples import sample_history_pair, sample_message
-        from sipim.store import open_store
+        from sipim.store import WriteBatch, open_store
 
         async def main():
             store = await open_store({database_url!r})
             message = sample_message(7)
-            await store.write_batch(messages=[message], history=sample_history_pair(message))
+            await store.write_batch(WriteBatch(messages=[message], history=sample_history_pair(message)))
             os.kill(os.getpid(), signal.SIGKILL)
 
         asyncio.run(main())

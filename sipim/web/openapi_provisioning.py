@@ -18,7 +18,7 @@ _DEVICE_WISH = {
     "instance_id": {"type": "string", "description": "urn:uuid:...; the same user's device with this instance "
                                                      "gets new credentials instead of a new device"},
 }
-_PUBLIC = {"security": []}
+_PUBLIC: dict[str, list[dict[str, list[str]]]] = {"security": []}  # no authentication
 _HTTPS_ONLY = _error("over plain HTTP (a ws: listener) without --allow-insecure")
 
 SCHEMAS: dict[str, dict] = {

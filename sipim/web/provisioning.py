@@ -1,13 +1,14 @@
-"""HTTP routes of device auto-configuration (``/provisioning/v1/...``), served on
-every ws/wss listener's HTTPS port.  Requests and answers are JSON; errors are
-``{"error": "..."}`` with a proper status (429 with ``Retry-After``)."""
+"""The HTTP front end of device auto-configuration (``/provisioning/v1/...``), served on
+every ws/wss listener's HTTPS port; the logic is sipim.provisioning.service's.
+Requests and answers are JSON; errors are ``{"error": "..."}`` with a proper status
+(429 with ``Retry-After``)."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import segno
 from aiohttp import web
@@ -47,7 +48,7 @@ def _client(request: web.Request) -> Client:
     return Client(ip=request.remote or "", port=port, user_agent=request.headers.get("User-Agent", ""))
 
 
-async def _body(request: web.Request, max_body: int) -> dict:
+async def _body(request: web.Request, max_body: int) -> dict[str, object]:
     if request.content_length is not None and request.content_length > max_body:
         raise ProvisioningRefused(413, f"request body larger than {max_body} bytes")
     raw = await request.read()  # bounded by the application's client_max_size as well
@@ -64,7 +65,7 @@ async def _body(request: web.Request, max_body: int) -> dict:
     return body
 
 
-def _wish(body: dict) -> DeviceWish:
+def _wish(body: dict[str, object]) -> DeviceWish:
     return DeviceWish(name=body.get("device_name"), instance_id=body.get("instance_id"))
 
 
@@ -87,11 +88,38 @@ def qr_svg(text: str) -> str:
     return buffer.getvalue().decode()
 
 
-def add_provisioning_routes(app: web.Application, service: ProvisioningService, *, auth: HttpDigestAuth,
-                            address: PublicAddress) -> None:
-    def guarded(handler):
-        async def run(request: web.Request, *args) -> web.StreamResponse:
-            if not request.secure and not service.allow_insecure:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UserHandler = Callable[[web.Request, HttpIdentity], Awaitable[web.StreamResponse]]
+
+
+class ProvisioningHandlers:
+    """The provisioning routes: each public coroutine method is the handler of one
+    route (those taking an ``identity`` are called with the authenticated user)."""
+
+    def __init__(self, service: ProvisioningService, *, auth: HttpDigestAuth, address: PublicAddress) -> None:
+        self._service = service
+        self._auth = auth
+        self._address = address
+
+    def add_routes(self, app: web.Application) -> None:
+        def authenticated(handler: UserHandler) -> Handler:
+            return require_user(self._auth, self._refusals_answered(handler))
+
+        router = app.router
+        router.add_post(f"{PREFIX}/otp", self._refusals_answered(self.otp))
+        router.add_get(f"{PREFIX}/devices", authenticated(self.devices))
+        router.add_delete(f"{PREFIX}/devices/{{device_id}}", authenticated(self.revoke))
+        router.add_post(f"{PREFIX}/config", self._refusals_answered(self.config))
+        router.add_post(f"{PREFIX}/signin", self._refusals_answered(self.signin))
+        router.add_post(f"{PREFIX}/pairing", authenticated(self.pairing))
+        router.add_post(f"{PREFIX}/pair", self._refusals_answered(self.pair))
+
+    def _refusals_answered(self, handler: Callable[..., Awaitable[web.StreamResponse]]
+                           ) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """Plain HTTP refused, and the service's refusals answered as JSON errors."""
+
+        async def run(request: web.Request, *args: HttpIdentity) -> web.StreamResponse:
+            if not request.secure and not self._service.allow_insecure:
                 # The answers carry passwords and tokens: never over plain HTTP (a ws: listener).
                 return web.json_response({"error": "provisioning needs HTTPS (a wss listener)"}, status=403)
             try:
@@ -101,16 +129,15 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
 
         return run
 
-    @guarded
-    async def otp(request: web.Request) -> web.Response:
-        body = await _body(request, service.max_body)
-        expires_in = await service.request_otp(body.get("phone"), _client(request))
+    async def otp(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, self._service.max_body)
+        expires_in = await self._service.request_otp(body.get("phone"), _client(request))
         return web.json_response({"status": "code-sent", "expires_in": expires_in}, status=202)
 
-    @guarded
-    async def config(request: web.Request) -> web.Response:
+    async def config(self, request: web.Request) -> web.StreamResponse:
+        service = self._service
         body = await _body(request, service.max_body)
-        client, endpoints = _client(request), address.endpoints(request)
+        client, endpoints = _client(request), self._address.endpoints(request)
         if body.get("code") not in (None, ""):
             document = await service.config_with_code(body.get("phone"), body.get("code"), _wish(body),
                                                       client, endpoints)
@@ -119,43 +146,31 @@ def add_provisioning_routes(app: web.Application, service: ProvisioningService, 
             document = await service.config_trusted(asserted, _wish(body), client, endpoints)
         return _no_store(web.json_response(document))
 
-    @guarded
-    async def signin(request: web.Request) -> web.Response:
-        body = await _body(request, service.max_body)
-        document = await service.signin(body.get("user"), body.get("password"), _wish(body), _client(request),
-                                        address.endpoints(request))
+    async def signin(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, self._service.max_body)
+        document = await self._service.signin(body.get("user"), body.get("password"), _wish(body),
+                                              _client(request), self._address.endpoints(request))
         return _no_store(web.json_response(document))
 
-    @guarded
-    async def pairing(request: web.Request, identity: HttpIdentity) -> web.Response:
-        code, lifetime = await service.create_pairing(identity.user, identity.device_id, _client(request))
-        endpoints = address.endpoints(request)
+    async def pairing(self, request: web.Request, identity: HttpIdentity) -> web.StreamResponse:
+        code, lifetime = await self._service.create_pairing(identity.user, identity.device_id, _client(request))
+        endpoints = self._address.endpoints(request)
         host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host
         url = f"https://{host}:{endpoints.https_port}/#pair={code}"
         return _no_store(web.json_response({"code": code, "url": url, "qr_svg": qr_svg(url),
                                             "expires_in": lifetime}, status=201))
 
-    @guarded
-    async def pair(request: web.Request) -> web.Response:
-        body = await _body(request, service.max_body)
-        document = await service.pair(body.get("code"), _wish(body), _client(request), address.endpoints(request))
+    async def pair(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, self._service.max_body)
+        document = await self._service.pair(body.get("code"), _wish(body), _client(request),
+                                            self._address.endpoints(request))
         return _no_store(web.json_response(document))
 
-    @guarded
-    async def devices(request: web.Request, identity: HttpIdentity) -> web.Response:
-        return web.json_response({"devices": await service.list_devices(identity.user),
+    async def devices(self, request: web.Request, identity: HttpIdentity) -> web.StreamResponse:
+        return web.json_response({"devices": await self._service.list_devices(identity.user),
                                   "current": identity.device_id})
 
-    @guarded
-    async def revoke(request: web.Request, identity: HttpIdentity) -> web.Response:
-        await service.revoke_device(identity.user, request.match_info["device_id"], identity.device_id,
-                                    _client(request))
+    async def revoke(self, request: web.Request, identity: HttpIdentity) -> web.StreamResponse:
+        await self._service.revoke_device(identity.user, request.match_info["device_id"], identity.device_id,
+                                          _client(request))
         return web.Response(status=204)
-
-    app.router.add_post(f"{PREFIX}/otp", otp)
-    app.router.add_get(f"{PREFIX}/devices", require_user(auth, devices))
-    app.router.add_delete(f"{PREFIX}/devices/{{device_id}}", require_user(auth, revoke))
-    app.router.add_post(f"{PREFIX}/config", config)
-    app.router.add_post(f"{PREFIX}/signin", signin)
-    app.router.add_post(f"{PREFIX}/pairing", require_user(auth, pairing))
-    app.router.add_post(f"{PREFIX}/pair", pair)
