@@ -572,7 +572,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def users_elsewhere(config: Config, user_domains: dict[str, int]) -> list[str] | None:
     """The warning (its lines) to give when users exist but none in the served domain or
     its aliases: they were added under another domain and cannot register.  None if not."""
-    if not user_domains or any(domain.lower() in config.local_domains() for domain in user_domains):
+    if not user_domains or any(domain.lower() in config.served_domains() for domain in user_domains):
         return None
     found = ", ".join(f"{domain} ({count} user{'s' if count > 1 else ''})" for domain, count in user_domains.items())
     return [f"no user of domain {config.domain}; this store has users only in {found},",

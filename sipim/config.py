@@ -215,8 +215,24 @@ class Config(TomlSettings):
         """How many worker processes ``sipim serve`` runs (``workers``, 0 meaning one per CPU)."""
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
 
-    def local_domains(self) -> frozenset[str]:
+    def served_domains(self) -> frozenset[str]:
+        """The domain and its configured aliases: the domains users belong to."""
         return frozenset({self.domain.lower(), *(a.lower() for a in self.domain_aliases)})
+
+    def local_domains(self) -> frozenset[str]:
+        """Every host part that means this server in a request's URIs: the served
+        domains and the addresses it listens on (simple clients address it by IP).
+        Worked out once for the settings it depends on (roles ask per request)."""
+        key = (self.domain, self.domain_aliases, self.listen)
+        cached = self.__dict__.get("_local_domains")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        hosts = {"localhost", "127.0.0.1", "::1", "[::1]"}
+        hosts.update(listener.spec.host.lower() for listener in self.listeners())
+        hosts -= {"0.0.0.0", "::"}
+        domains = self.served_domains() | hosts
+        self.__dict__["_local_domains"] = (key, domains)
+        return domains
 
     def listeners(self) -> list[Listener]:
         """The listen addresses with their per-listener options.

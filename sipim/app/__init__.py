@@ -98,12 +98,6 @@ class SipimServer:
             else:
                 ssl_context = server_ssl_context(self.tls_files.server_cert, self.tls_files.server_key)
 
-        # Requests addressed to this server by IP (simple clients do that) mean our domain.
-        aliases = set(config.domain_aliases) | {"localhost", "127.0.0.1", "::1", "[::1]"}
-        aliases.update(l.spec.host for l in config.listeners())
-        aliases -= {"0.0.0.0", "::"}
-        config.domain_aliases = tuple(sorted(aliases))
-
         # -- the SIP/IP core -------------------------------------------------------
         self.users = UserCache(self.store, config.domain)
         await self.users.preload()

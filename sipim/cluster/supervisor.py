@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import logging
 import os
 import select
@@ -285,9 +286,8 @@ def _worker_process(supervisor: Supervisor, index: int, ready_fd: int, *, restar
 
     from .worker import ClusterWorker
 
-    config = supervisor.config
-    base_node = config.node_id
-    config.node_id = f"{base_node}.w{index}"
+    # The worker's own copy: its node id names it (bindings, delivery claims).
+    config = dataclasses.replace(supervisor.config, node_id=f"{supervisor.config.node_id}.w{index}")
     worker = ClusterWorker(index, supervisor.count, listen_sockets=listen_sockets, peers=peers,
                            shared=supervisor.shared, tls_files=supervisor.tls_files, config=config,
                            restarted=restarted)
