@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "TRANSPORTS",
@@ -38,8 +38,8 @@ STREAM_TRANSPORTS = frozenset({"tcp", "tls"})
 WEBSOCKET_TRANSPORTS = frozenset({"ws", "wss"})
 
 
-def host_port(address: tuple) -> tuple[str, int]:
-    """(host, port) from a socket address; IPv6 addresses come as 4-tuples."""
+def host_port(address: tuple[Any, ...]) -> tuple[str, int]:
+    """(host, port) from a socket address (the socket module types it Any); IPv6 addresses come as 4-tuples."""
     return (str(address[0]), int(address[1]))
 
 

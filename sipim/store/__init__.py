@@ -16,8 +16,8 @@ from __future__ import annotations
 from .base import Store
 from .errors import DeviceExists, StoreError, StoreUnavailable, UserExists
 from .base import CLAIM_LEASE
+from .changes import CHANGE_USER
 from .models import (
-    CHANGE_USER,
     HISTORY_IN,
     HISTORY_OUT,
     MESSAGE_DELIVERED,

@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .changes import CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP  # re-exported: the store publishes these
-
 
 @dataclass(frozen=True, slots=True)
 class User:

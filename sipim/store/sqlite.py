@@ -35,7 +35,6 @@ from .base import (
 )
 from .errors import DeviceExists, StoreError, StoreUnavailable, UserExists
 from .models import (
-    CHANGE_USER,
     EMPTY_BATCH_RESULT,
     MESSAGE_DELIVERED,
     MESSAGE_EXPIRED,
@@ -54,8 +53,8 @@ from .models import (
     user_key,
     xcap_key,
 )
-from .models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
-from .models import CHANGE_XCAP
+from .changes import CHANGE_DEVICE, CHANGE_USER, CHANGE_XCAP
+from .models import DeviceCredential, ProvisioningCode
 
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from sipim.store import DeviceExists, Store
-from sipim.store.models import CHANGE_DEVICE, DeviceCredential, ProvisioningCode
+from sipim.store.changes import CHANGE_DEVICE
+from sipim.store.models import DeviceCredential, ProvisioningCode
 
 DOMAIN = "example.com"
 

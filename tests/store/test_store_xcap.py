@@ -7,7 +7,8 @@ from dataclasses import replace
 from store_samples import DOMAIN, sample_user
 
 from sipim.store import Store, XcapDocument
-from sipim.store.models import CHANGE_XCAP, xcap_key
+from sipim.store.changes import CHANGE_XCAP
+from sipim.store.models import xcap_key
 
 OWNER = f"sip:alice@{DOMAIN}"
 
