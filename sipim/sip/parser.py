@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import SIPParseError
-from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers, is_token
+from .grammar import is_token
+from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers
 from .message import Request, Response
 from .uri import URI, SipURI, parse_uri
 
