@@ -443,16 +443,25 @@ class SipimServer:
             self.transactions.respond(transaction, response)
 
     def _on_parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
+        # RFC 3261 §8.2, §16.3, §21.4.1: a request that was read, whatever it lacks, gets
+        # the error's 400/505/513 naming the problem; an ACK is never answered (§17).
+        # (Imported here to keep this change inside the method; belongs at the top.)
+        from sipim.sip.message import make_error_response, readable_top_via
+
         partial = error.partial
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
-                stamp_via(partial, source)
-                response = make_response(partial, error.status, error.reason)
-                add_to_tag(partial, response)
-                self._send(response, response_target(partial, source))
-                return
-            except Exception:  # not even enough to answer: drop it
-                pass
+                # §18.2.2: over a connection the answer goes back on it, Via or not;
+                # over UDP it is routed by the top Via, so without one it cannot go.
+                via = readable_top_via(partial)
+                if via is not None or (source.reliable and source.flow is not None):
+                    if via is not None:
+                        stamp_via(partial, source)
+                    response = make_error_response(partial, error.status, error.reason, to_tag=random_hex(6))
+                    self._send(response, response_target(partial, source))
+                    return
+            except Exception:  # a bug: log it, and the transport carries on
+                log.exception("could not answer a malformed message from %s", source.remote)
         log.debug("dropped malformed message from %s: %s", source.remote, error.reason)
 
     def _on_flow_closed(self, flow) -> None:
