@@ -127,7 +127,8 @@ class Message:
         value = cache.get("top_via", _MISSING)
         if value is _MISSING:
             value = cache["top_via"] = self._parse_top_via()
-        return value
+        via: Via | None = value  # what _parse_top_via returned (the cache holds Any)
+        return via
 
     def _parse_top_via(self) -> Via | None:
         value = self.headers.get("Via")
@@ -201,7 +202,8 @@ class Message:
         value = cache.get("expires", _MISSING)
         if value is _MISSING:
             value = cache["expires"] = self._int_header("Expires", 0xFFFFFFFF)
-        return value
+        expires: int | None = value
+        return expires
 
     @property
     def max_forwards(self) -> int | None:
@@ -210,7 +212,8 @@ class Message:
         value = cache.get("max_forwards", _MISSING)
         if value is _MISSING:
             value = cache["max_forwards"] = self._int_header("Max-Forwards", 255)
-        return value
+        max_forwards: int | None = value
+        return max_forwards
 
     def _int_header(self, name: str, maximum: int) -> int | None:
         value = self.headers.get(name)
