@@ -77,7 +77,7 @@ class _Head:
         # A problem in a header line that does not stop us from reading the
         # others: raised after the message is built so `partial` can be set.
         self.deferred: SIPParseError | None = None
-        # A request of another SIP version (RFC 4475 §3.3.15 "badvers"): its
+        # A request of another SIP version (RFC 4475 "badvers"): its
         # head is read as a SIP/2.0 one, so that the 505 can be answered and a
         # stream framed by its Content-Length stays in sync; raised first.
         self.version_error: SIPParseError | None = None
@@ -248,7 +248,7 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
         if not version.startswith(("SIP/", "sip/")):
             raise SIPParseError("Malformed Request-Line")
         if version.upper() != "SIP/2.0":
-            # §21.5.7, RFC 4475 §3.3.15: answered with 505 once the head is read
+            # §21.5.7, RFC 4475 "badvers": answered with 505 once the head is read
             result.version_error = SIPParseError("Version Not Supported", 505)
     if len(uri_text) > limits.max_uri_length:
         raise SIPParseError("Request-URI Too Long", 414)
@@ -290,9 +290,11 @@ def _validate(message: Request | Response) -> None:
     answered with a 400 naming a malformed one (``_validate_fields``).
     """
     index = _index(message.headers)
-    missing = [name for key, name in _MANDATORY_HEADERS if not index.get(key, _NO_VALUE)[0]]
-    if missing:
-        raise SIPParseError("Missing " + ", ".join(missing))
+    for key, _ in _MANDATORY_HEADERS:
+        values = index.get(key)
+        if values is None or not values[0]:
+            missing = [name for wanted, name in _MANDATORY_HEADERS if not index.get(wanted, _NO_VALUE)[0]]
+            raise SIPParseError("Missing " + ", ".join(missing))
     message.top_via  # raises "Bad Via header: ..." when unparsable
 
 

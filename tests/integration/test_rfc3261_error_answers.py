@@ -1,6 +1,6 @@
 """Requests the server cannot accept are answered on every transport, from a real
-`sipim serve`: 505 for another SIP version (RFC 3261 §21.5.7, RFC 4475 §3.3.15
-"badvers") and 400 naming the missing mandatory headers (RFC 3261 §8.1.1, §21.4.1).
+`sipim serve`: 505 for another SIP version (RFC 3261 §21.5.7, RFC 4475 "badvers")
+and 400 naming the missing mandatory headers (RFC 3261 §8.1.1, §21.4.1).
 On a connection the stream goes on when the bad message was framed by its
 Content-Length, and is closed after the answer when framing is lost (§18.3)."""
 
@@ -147,15 +147,15 @@ def assert_still_serving(conn: Connection) -> None:
     assert status_line(conn.response()) == b"SIP/2.0 200 OK"
 
 
-# -- RFC 4475 §3.3.15 badvers: 505 -----------------------------------------------------
+# -- RFC 4475 badvers: 505 ---------------------------------------------------------------
 
 
-def test_rfc4475_3_3_15_badvers_over_udp_gets_505(server):
+def test_rfc4475_badvers_over_udp_gets_505(server):
     reply = udp_exchange(server, request("udp", version="SIP/7.0"))
     assert reply is not None and status_line(reply) == b"SIP/2.0 505 Version Not Supported"
 
 
-def test_rfc4475_3_3_15_badvers_over_a_connection_gets_505_and_the_stream_goes_on(server, connection):
+def test_rfc4475_badvers_over_a_connection_gets_505_and_the_stream_goes_on(server, connection):
     connection.send(request(connection.transport, version="SIP/7.0"))
     reply = connection.response()
     assert status_line(reply) == b"SIP/2.0 505 Version Not Supported"
@@ -164,7 +164,7 @@ def test_rfc4475_3_3_15_badvers_over_a_connection_gets_505_and_the_stream_goes_o
     assert_still_serving(connection)  # framed by its Content-Length: still in sync
 
 
-def test_rfc4475_3_3_15_badvers_without_content_length_gets_505_then_the_connection_closes(server, connection):
+def test_rfc4475_badvers_without_content_length_gets_505_then_the_connection_closes(server, connection):
     connection.send(request(connection.transport, version="SIP/7.0", content_length=False))
     assert status_line(connection.response()) == b"SIP/2.0 505 Version Not Supported"
     assert connection.closed_by_server()  # §18.3: framing is lost

@@ -249,7 +249,7 @@ def test_rfc3261_8_2_6_2_error_response_tags_to_only_when_it_exists_and_parses()
     assert make_error_response(partial, error.status, error.reason, to_tag="new").to.tag == "old"
 
 
-def test_rfc4475_3_3_15_badvers_error_response_is_a_505():
+def test_rfc4475_badvers_error_response_is_a_505():
     partial, error = partial_of(INVITE.replace(b"sip:bob@biloxi.com SIP/2.0", b"sip:bob@biloxi.com SIP/7.0"))
     response = make_error_response(partial, error.status, error.reason, to_tag="e4")
     assert response.to_bytes().startswith(b"SIP/2.0 505 Version Not Supported\r\n")

@@ -427,7 +427,7 @@ def test_rfc4475_malformed_request_lines(case, start_line, reason, status):
 BADVERS = REGISTER.replace(b"REGISTER sip:example.com SIP/2.0", b"REGISTER sip:example.com SIP/7.0")
 
 
-def test_rfc4475_3_3_15_badvers_datagram_is_a_505_with_a_partial():
+def test_rfc4475_badvers_datagram_is_a_505_with_a_partial():
     with pytest.raises(SIPParseError) as info:
         parse_message(BADVERS)
     assert (info.value.reason, info.value.status) == ("Version Not Supported", 505)
@@ -436,7 +436,7 @@ def test_rfc4475_3_3_15_badvers_datagram_is_a_505_with_a_partial():
     assert partial.top_via is not None and partial.top_via.branch == "z9hG4bKnashds7"
 
 
-def test_rfc4475_3_3_15_badvers_comes_before_what_else_is_wrong():
+def test_rfc4475_badvers_comes_before_what_else_is_wrong():
     for data in (with_header_replaced(BADVERS, "Call-ID", None),
                  with_header_replaced(BADVERS, "CSeq", "CSeq: x REGISTER"),
                  with_header_replaced(BADVERS, "Content-Length", "Content-Length: 99")):
@@ -449,7 +449,7 @@ def test_rfc3261_7_1_version_is_case_insensitive():
     assert parse_message(REGISTER.replace(b" SIP/2.0\r\n", b" sip/2.0\r\n", 1)).method == "REGISTER"
 
 
-def test_rfc4475_3_3_15_badvers_with_a_bad_request_uri_has_no_partial():
+def test_rfc4475_badvers_with_a_bad_request_uri_has_no_partial():
     data = BADVERS.replace(b"REGISTER sip:example.com", b"REGISTER <sip:example.com>")
     with pytest.raises(SIPParseError, match="Malformed Request-URI") as info:
         parse_message(data)
@@ -608,7 +608,7 @@ def test_stream_invalid_but_framed_message_is_recoverable_and_later_messages_sur
     assert framer.feed(b"") == [parse_message(REGISTER)]
 
 
-def test_rfc4475_3_3_15_badvers_on_a_stream_is_a_recoverable_505_framed_by_content_length():
+def test_rfc4475_badvers_on_a_stream_is_a_recoverable_505_framed_by_content_length():
     framer = StreamFramer()
     with pytest.raises(SIPParseError) as info:
         framer.feed(BADVERS + MESSAGE)
@@ -618,7 +618,7 @@ def test_rfc4475_3_3_15_badvers_on_a_stream_is_a_recoverable_505_framed_by_conte
 
 
 @pytest.mark.parametrize("content_length", [None, "Content-Length: x", "Content-Length: 70000"])
-def test_rfc4475_3_3_15_badvers_on_a_stream_without_framing_is_a_fatal_505(content_length):
+def test_rfc4475_badvers_on_a_stream_without_framing_is_a_fatal_505(content_length):
     framer = StreamFramer()
     with pytest.raises(SIPParseError) as info:
         framer.feed(with_header_replaced(BADVERS, "Content-Length", content_length))

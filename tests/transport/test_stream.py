@@ -121,7 +121,7 @@ async def test_message_with_bad_header_but_sound_framing_keeps_the_connection(tc
     writer.close()
 
 
-async def test_rfc4475_3_3_15_badvers_is_reported_and_the_connection_goes_on(tcp_manager, recorder):
+async def test_rfc4475_badvers_is_reported_and_the_connection_goes_on(tcp_manager, recorder):
     reader, writer = await connect(tcp_manager)
     writer.write(options_request().replace(b" SIP/2.0\r\n", b" SIP/7.0\r\n", 1) + options_request(call_id="after"))
     error, _, _ = await next_item(recorder.errors)
