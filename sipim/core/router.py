@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
 from sipim.sip.errors import SIPParseError
-from sipim.sip.message import Request, Response, make_response
+from sipim.sip.message import Request, Response, make_error_response, make_response, readable_top_via
 from sipim.sip.tokens import random_hex
 from sipim.sip.transaction import ServerTransaction, TransactionLayer
 from sipim.net import Source, Target
@@ -319,7 +319,7 @@ class RequestRouter:
     def _answer_future(self, transaction: ServerTransaction, done: asyncio.Future[Response]) -> None:
         if done.cancelled() or done.exception() is not None:
             log.error("request handling failed: %s", "cancelled" if done.cancelled() else done.exception())
-            self._respond(transaction, make_response(transaction.request, 500, "Server Internal Error"))
+            self._fail(transaction, 500, "Server Internal Error")
         else:
             self._respond(transaction, done.result())
 
@@ -327,11 +327,17 @@ class RequestRouter:
         try:
             response = await work
         except SIPParseError as error:
-            response = make_response(transaction.request, error.status, error.reason)
+            # A header parsed lazily (Contact, Expires...) turned out malformed.
+            self._fail(transaction, error.status, error.reason)
         except Exception:
             log.exception("request handling failed")
-            response = make_response(transaction.request, 500, "Server Internal Error")
-        self._respond(transaction, response)
+            self._fail(transaction, 500, "Server Internal Error")
+        else:
+            self._respond(transaction, response)
+
+    def _fail(self, transaction: ServerTransaction, status: int, reason: str) -> None:
+        if transaction.request is not None:
+            self._respond(transaction, make_response(transaction.request, status, reason))
 
     def _respond(self, transaction: ServerTransaction, response: Response) -> None:
         request = transaction.request
@@ -346,18 +352,23 @@ class RequestRouter:
             self._transactions.respond(transaction, response)
 
     def parse_error(self, error: SIPParseError, source: Source, raw: bytes) -> None:
-        """The transports' `on_parse_error`: answer what can be answered (RFC 3261 §8.2,
-        §16.3), drop the rest."""
+        """The transports' `on_parse_error`.  RFC 3261 §8.2, §16.3, §21.4.1: a request
+        that was read, whatever it lacks, gets the error's 400/505/513 naming the
+        problem; an ACK is never answered (§17)."""
         partial = error.partial
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
-                stamp_via(partial, source)
-                response = make_response(partial, error.status, error.reason)
-                add_to_tag(partial, response)
-                self._send(response.to_bytes(), self.response_target(partial, source))
-                return
-            except Exception:  # not even enough to answer: drop it
-                pass
+                # §18.2.2: over a connection the answer goes back on it, Via or not;
+                # over UDP it is routed by the top Via, so without one it cannot go.
+                via = readable_top_via(partial)
+                if via is not None or (source.reliable and source.flow is not None):
+                    if via is not None:
+                        stamp_via(partial, source)
+                    response = make_error_response(partial, error.status, error.reason, to_tag=random_hex(6))
+                    self._send(response.to_bytes(), self.response_target(partial, source))
+                    return
+            except Exception:  # a bug: log it, and the transport carries on
+                log.exception("could not answer a malformed message from %s", source.remote)
         log.debug("dropped malformed message from %s: %s", source.remote, error.reason)
 
     # -- tasks ----------------------------------------------------------------------

@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 # Compiled together, in one group (cross-module calls are native C calls).
-ACCEL_MODULES = ("headers", "uri", "message", "parser", "digest")
+ACCEL_MODULES = ("grammar", "headers", "uri", "message", "parser", "digest")
 PACKAGE = "sipim.sip"
 GROUP = "sipim.sip._native"  # the shared library: _native__mypyc<EXT_SUFFIX>
 HERE = Path(__file__).resolve().parent

@@ -530,7 +530,8 @@ class DigestServer:
         stamp = raw[:-_MAC_BYTES]
         if not hmac.compare_digest(self._mac(stamp), raw[-_MAC_BYTES:]):
             return None
-        return _unpack_time(raw)[0] / 1000.0
+        milliseconds: int = _unpack_time(raw)[0]
+        return milliseconds / 1000.0
 
     # -- challenges ---------------------------------------------------------
 

@@ -14,11 +14,14 @@ class SIPParseError(Exception):
     ``reason`` is short enough to be used as a SIP reason phrase
     ("Bad CSeq header", "Missing Via").  ``status`` is the response code a
     server should answer with (400, 414, 505, 513).  ``partial`` is the
-    request as far as it could be read, set when the start line was valid,
-    the top Via parsed and From, To, Call-ID and CSeq were present, so the
-    server can answer (``make_response`` copies those verbatim) instead of
-    silently dropping (RFC 3261 §8.2.6; RFC 4475 expects 400s).  Its headers are raw:
-    an accessor on the offending header raises SIPParseError again.
+    request as far as it could be read, set when a Request-Line (of any SIP
+    version) and the whole head were read, so the server can answer instead
+    of silently dropping (RFC 3261 §8.2.6, §21.4.1; RFC 4475 expects 400s and
+    505s).  It may lack any header, Via included: ``make_error_response``
+    copies what it has, and the server decides whether the answer can be
+    routed (§18.2.2: by the top Via, or back over the connection it came
+    on).  Its headers are raw: an accessor on the offending header raises
+    SIPParseError again.
 
     ``recoverable`` is only meaningful for StreamFramer: True when the
     offending message was fully framed and consumed, so the stream is still in

@@ -1,6 +1,5 @@
-"""SIP header fields: the ordered multi-dict, Via, CSeq and the grammar helpers
-(token check, quoted strings, parameters, comma-separated lists) they share
-with uri.py.
+"""SIP header fields: the ordered multi-dict, Via and CSeq (the §25.1 basic
+rules they are made of are in grammar.py).
 
 Everything here is sans-IO and works on ``str``.  Header values are kept as the
 raw text received; typed views (Via, CSeq, NameAddr...) are built on demand and
@@ -12,28 +11,25 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import SIPParseError
-
-# RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN_CHARS = (
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+from .grammar import (
+    format_params,
+    is_token,
+    parse_simple_params,
+    split_host_port,
+    split_list,
+    valid_ascii_hostname,
 )
 
+# Code outside sipim/sip imports these from here: re-exported explicitly.
+from .grammar import parse_params as parse_params
+from .grammar import quote as quote
+from .grammar import unquote as unquote
 
 # Methods seen every day: their token check is skipped (any other token is fine too).
 KNOWN_METHODS = frozenset({
     "REGISTER", "MESSAGE", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY",
     "PUBLISH", "INFO", "PRACK", "UPDATE", "REFER",
 })
-
-
-def is_token(text: str) -> bool:
-    """True when ``text`` is a non-empty RFC 3261 token.
-
-    ``str.strip`` with the token alphabet removes every token character from
-    both ends; only a pure token leaves nothing behind.  This is C-speed and
-    cannot backtrack.
-    """
-    return bool(text) and not text.strip(TOKEN_CHARS)
 
 
 # RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered
@@ -141,172 +137,6 @@ def _key_and_spelling(name: str) -> tuple[str, str]:
         if len(_KEY_AND_SPELLING) < _KEY_AND_SPELLING_LIMIT:
             _KEY_AND_SPELLING[name] = known
     return known
-
-
-# ---------------------------------------------------------------------------
-# quoted strings, lists, parameters (RFC 3261 §25.1)
-# ---------------------------------------------------------------------------
-
-
-def quote(text: str) -> str:
-    """Make a quoted-string, escaping backslash and double quote (§25.1 quoted-pair)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def unquote(text: str) -> str:
-    """Undo ``quote``; a value that is not a quoted string is returned as is."""
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        inner = text[1:-1]
-        if "\\" not in inner:
-            return inner
-        out: list[str] = []
-        i = 0
-        n = len(inner)
-        while i < n:
-            ch = inner[i]
-            if ch == "\\" and i + 1 < n:
-                out.append(inner[i + 1])
-                i += 2
-            else:
-                out.append(ch)
-                i += 1
-        return "".join(out)
-    return text
-
-
-def _end_of_quoted(text: str, start: int) -> int:
-    """Index just past the closing quote of the quoted string opening at ``start``.
-
-    Jumps from quote to quote with str.find; a quote preceded by an odd
-    number of backslashes is a quoted-pair (§25.1) and does not close.
-    Raises SIPParseError when the string is not terminated.
-    """
-    i = start + 1
-    while True:
-        close = text.find('"', i)
-        if close < 0:
-            raise SIPParseError("Unterminated quoted string")
-        backslash = close - 1
-        while backslash > start and text[backslash] == "\\":
-            backslash -= 1
-        if (close - 1 - backslash) % 2 == 0:
-            return close + 1
-        i = close + 1
-
-
-def split_outside_quotes(text: str, separator: str, *, angle: bool = True) -> list[str]:
-    """Split on ``separator`` where it is not inside a quoted string or ``<...>``.
-
-    Single left-to-right pass; no regex, so no backtracking.
-    """
-    if '"' not in text and (not angle or "<" not in text):
-        return text.split(separator)
-    parts: list[str] = []
-    i = 0
-    n = len(text)
-    begin = 0
-    while i < n:
-        ch = text[i]
-        if ch == '"':
-            i = _end_of_quoted(text, i)
-            continue
-        if angle and ch == "<":
-            close = text.find(">", i + 1)
-            if close < 0:
-                raise SIPParseError("Unterminated <")
-            i = close + 1
-            continue
-        if ch == separator:
-            parts.append(text[begin:i])
-            begin = i + 1
-        i += 1
-    parts.append(text[begin:])
-    return parts
-
-
-def split_list(value: str) -> list[str]:
-    """Split a comma-separated header value (§7.3.1) respecting quotes and <>."""
-    if "," not in value:
-        stripped = value.strip()
-        return [stripped] if stripped else []
-    return [part.strip() for part in split_outside_quotes(value, ",") if part.strip()]
-
-
-def parse_params(text: str) -> dict[str, str | None]:
-    """Parse ``;name=value;flag`` (leading ';' optional) into an ordered dict.
-
-    Names are lower-cased (parameter names are case-insensitive, §7.3.1);
-    values are kept verbatim, quotes included, so serialization is exact.
-    A parameter without '=' maps to None.  Empty segments (``;;``) are skipped.
-    """
-    params: dict[str, str | None] = {}
-    if not text:
-        return params
-    pieces = split_outside_quotes(text, ";", angle=False) if '"' in text else text.split(";")
-    for piece in pieces:
-        name, sep, value = piece.partition("=")
-        if name.strip(TOKEN_CHARS):  # not a bare token: allow surrounding LWS
-            name = name.strip(" \t")
-            if name.strip(TOKEN_CHARS):
-                raise SIPParseError("Malformed parameter")
-        if not name:
-            if sep:
-                raise SIPParseError("Malformed parameter")
-            continue
-        if sep:
-            value = value.strip(" \t")
-            if value[:1] == '"' and _end_of_quoted(value, 0) != len(value):
-                raise SIPParseError("Malformed parameter")
-            params[name.lower()] = value
-        else:
-            params[name.lower()] = None
-    return params
-
-
-# What _parse_simple_params accepts: tokens, '=' and ';' — no LWS, no quotes
-# (a value may hold '=': parse_params keeps "a=b=c" as a -> "b=c").
-_SIMPLE_VALUE_CHARS = TOKEN_CHARS + "="
-
-
-def _parse_simple_params(text: str, ascii_known: bool = False) -> dict[str, str | None] | None:
-    """Fast path of ``parse_params`` for ``;name=value;flag`` made of token
-    characters, ';' and '=' only: the same dict, or None (never an error) when
-    the text is anything else or would be refused, so the caller falls back
-    to ``parse_params``."""
-    if not ascii_known and not text.isascii():
-        return None
-    params: dict[str, str | None] = {}
-    for piece in text.split(";"):
-        # the name stops at the first '=': with the character check it is a token
-        name, sep, value = piece.partition("=")
-        if not name:
-            if sep:
-                return None  # "Malformed parameter": let parse_params say it
-            continue
-        # isalnum is the cheap check that nearly always answers (tag, branch,
-        # z9hG4bK..., rport, expires, transport=UDP); strip the complete one
-        if not name.isalnum() and name.strip(TOKEN_CHARS):
-            return None
-        if sep:
-            if value and not value.isalnum() and value.strip(_SIMPLE_VALUE_CHARS):
-                return None
-            params[name.lower()] = value
-        else:
-            params[name.lower()] = None
-    return params
-
-
-def format_params(params: dict[str, str | None]) -> str:
-    """Inverse of ``parse_params``: ``;name=value;flag`` (empty string when none)."""
-    if not params:
-        return ""
-    parts: list[str] = []
-    for name, value in params.items():
-        if value is None:
-            parts += (";", name)
-        else:
-            parts += (";", name, "=", value)
-    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -616,79 +446,6 @@ def _headers_from_state(items: list[tuple[str, str, str]]) -> Headers:
 # ---------------------------------------------------------------------------
 
 
-def split_host_port(text: str) -> tuple[str, int | None]:
-    """Split ``host[:port]`` where host may be an IPv6 reference ``[...]``.
-
-    Raises SIPParseError with reason "Bad host" / "Bad port".
-    """
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise SIPParseError("Bad host")
-        host = text[: close + 1]
-        rest = text[close + 1 :]
-        if not _valid_ipv6_reference(host):
-            raise SIPParseError("Bad host")
-        if not rest:
-            return host, None
-        if rest[0] != ":":
-            raise SIPParseError("Bad host")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.partition(":")
-        if not valid_host(host):
-            raise SIPParseError("Bad host")
-        if not sep:
-            return host, None
-    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
-        raise SIPParseError("Bad port")
-    port = int(port_text)
-    if port > 65535:
-        raise SIPParseError("Bad port")
-    return host, port
-
-
-_HOSTNAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
-_IPV6_CHARS = "0123456789abcdefABCDEF:."
-
-
-def _valid_ipv6_reference(host: str) -> bool:
-    # RFC 3261 §25.1 IPv6reference = "[" IPv6address "]"; a light check: hex,
-    # colons and (for the embedded IPv4 form) dots, at least two colons.
-    inner = host[1:-1]
-    return (
-        host.endswith("]")
-        and 2 <= len(inner) <= 45
-        and not inner.strip(_IPV6_CHARS)
-        and inner.count(":") >= 2
-    )
-
-
-def valid_host(host: str) -> bool:
-    """hostname / IPv4address / IPv6reference (§25.1), checked without regex."""
-    if not host:
-        return False
-    if host[0] == "[":
-        return _valid_ipv6_reference(host)
-    return host.isascii() and _valid_ascii_hostname(host)
-
-
-def _valid_ascii_hostname(host: str) -> bool:
-    """valid_host for a non-empty ASCII host that is not an IPv6 reference."""
-    # "127.0.0.1", "pc33.example.com": letters and digits once the dots are
-    # gone (isalnum is the cheap test); '-' and the rest take the full one
-    if not host.replace(".", "").isalnum() and host.strip(_HOSTNAME_CHARS):
-        return False
-    if "-" not in host and ".." not in host and host[0] != ".":
-        return True
-    # labels may not be empty (except a trailing dot) nor start/end with '-'
-    labels = host[:-1].split(".") if host.endswith(".") and len(host) > 1 else host.split(".")
-    for label in labels:
-        if not label or label[0] == "-" or label[-1] == "-":
-            return False
-    return True
-
-
 class Via:
     """One Via value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;received=...``.
 
@@ -862,7 +619,7 @@ def _parse_simple_via(text: str) -> Via | None:
     sent_by, semi, param_text = text[space + 1 :].partition(";")
     host, colon, port_text = sent_by.partition(":")
     # a valid host has no LWS, so sent-by has none to remove
-    if not host or host[0] == "[" or not _valid_ascii_hostname(host):
+    if not host or host[0] == "[" or not valid_ascii_hostname(host):
         return None
     port: int | None = None
     if colon:
@@ -872,7 +629,7 @@ def _parse_simple_via(text: str) -> Via | None:
         if port > 65535:
             return None
     if semi:
-        params = _parse_simple_params(param_text, ascii_known=True)
+        params = parse_simple_params(param_text, ascii_known=True)
         if params is None:
             return None
     else:

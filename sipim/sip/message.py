@@ -1,5 +1,6 @@
 """SIP requests and responses (RFC 3261 §7) with lazily parsed, cached typed
-accessors, and ``make_response`` (§8.2.6).
+accessors, ``make_response`` (§8.2.6) and ``make_error_response`` (the same
+for a request that failed to parse).
 
 Header values stay raw strings in ``Headers``; an accessor parses the value the
 first time it is asked for and caches the result in the headers' cache, which
@@ -126,7 +127,8 @@ class Message:
         value = cache.get("top_via", _MISSING)
         if value is _MISSING:
             value = cache["top_via"] = self._parse_top_via()
-        return value
+        via: Via | None = value  # what _parse_top_via returned (the cache holds Any)
+        return via
 
     def _parse_top_via(self) -> Via | None:
         value = self.headers.get("Via")
@@ -200,7 +202,8 @@ class Message:
         value = cache.get("expires", _MISSING)
         if value is _MISSING:
             value = cache["expires"] = self._int_header("Expires", 0xFFFFFFFF)
-        return value
+        expires: int | None = value
+        return expires
 
     @property
     def max_forwards(self) -> int | None:
@@ -209,7 +212,8 @@ class Message:
         value = cache.get("max_forwards", _MISSING)
         if value is _MISSING:
             value = cache["max_forwards"] = self._int_header("Max-Forwards", 255)
-        return value
+        max_forwards: int | None = value
+        return max_forwards
 
     def _int_header(self, name: str, maximum: int) -> int | None:
         value = self.headers.get(name)
@@ -395,3 +399,29 @@ def make_response(
     for name, value in headers:  # (name, value) pairs, tuples or not
         out.add(name, value)
     return Response(status, reason, out, body)
+
+
+def make_error_response(request: Request, status: int, reason: str, *, to_tag: str | None = None) -> Response:
+    """The answer to a request that failed to parse: ``SIPParseError.partial``
+    with the error's status (400, 505, 513...) and reason, which names the
+    problem as §21.4.1 asks ("Missing Call-ID, CSeq", "Bad CSeq header").
+
+    Such a request may lack any of Via, From, To, Call-ID and CSeq, or carry
+    them malformed.  Those it has are copied verbatim (§8.2.6.2), the others
+    are left out.  ``to_tag`` is added only to a To that exists, parses and
+    has no tag yet; a To that does not parse is copied as it is.  The caller
+    decides whether the answer can be routed: back over the connection the
+    request came on, or (UDP) by a top Via that parses (``readable_top_via``,
+    §18.2.2); and never answers an ACK (a response to ACK is disallowed, §17).
+    """
+    if "\r" in reason or "\n" in reason:  # it must fit on the Status-Line (§7.2)
+        reason = " ".join(reason.splitlines())
+    return make_response(request, status, reason, to_tag=to_tag)
+
+
+def readable_top_via(message: Message) -> Via | None:
+    """The top Via, or None when there is none or it does not parse (never raises)."""
+    try:
+        return message.top_via
+    except SIPParseError:
+        return None

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import SIPParseError
-from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers, is_token
+from .grammar import is_token
+from .headers import CANONICAL_NAMES, COMPACT_FORMS, KNOWN_METHODS, Headers
 from .message import Request, Response
 from .uri import URI, SipURI, parse_uri
 
@@ -65,22 +66,26 @@ def _find_head_end(data: bytes | bytearray, start: int, search_from: int | None 
 class _Head:
     """Start line and headers of a message whose head has been read."""
 
-    __slots__ = ("is_request", "method", "uri", "status", "reason", "headers", "deferred")
+    __slots__ = ("method", "uri", "status", "reason", "headers", "deferred", "version_error")
 
     def __init__(self) -> None:
-        self.is_request = False
         self.method = ""
-        self.uri: URI | None = None
+        self.uri: URI | None = None  # set for a request only
         self.status = 0
         self.reason = ""
         self.headers: Headers
         # A problem in a header line that does not stop us from reading the
         # others: raised after the message is built so `partial` can be set.
         self.deferred: SIPParseError | None = None
+        # A request of another SIP version (RFC 4475 "badvers"): its
+        # head is read as a SIP/2.0 one, so that the 505 can be answered and a
+        # stream framed by its Content-Length stays in sync; raised first.
+        self.version_error: SIPParseError | None = None
 
     def build(self, body: bytes = b"") -> Request | Response:
-        if self.is_request:
-            return Request(self.method, self.uri, self.headers, body)  # type: ignore[arg-type]
+        uri = self.uri
+        if uri is not None:
+            return Request(self.method, uri, self.headers, body)
         return Response(self.status, self.reason, self.headers, body)
 
 
@@ -243,7 +248,8 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
         if not version.startswith(("SIP/", "sip/")):
             raise SIPParseError("Malformed Request-Line")
         if version.upper() != "SIP/2.0":
-            raise SIPParseError("Version Not Supported", 505)
+            # §21.5.7, RFC 4475 "badvers": answered with 505 once the head is read
+            result.version_error = SIPParseError("Version Not Supported", 505)
     if len(uri_text) > limits.max_uri_length:
         raise SIPParseError("Request-URI Too Long", 414)
     try:
@@ -255,7 +261,6 @@ def _parse_start_line(line: str, result: _Head, limits: ParserLimits) -> None:
         raise SIPParseError("Malformed Request-URI")
     result.uri = uri
     result.method = method
-    result.is_request = True
 
 
 def _index(headers: Headers) -> dict[str, list[str]]:
@@ -277,27 +282,31 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _validate(message: Request | Response) -> None:
-    """What a server needs to *answer* the message at all (§8.2.6.2: the
-    response copies Via, From, To, Call-ID and CSeq; §18.2.2: it is routed by
-    the top Via).  The top Via must parse; the other four must be present —
-    they are copied verbatim, so a malformed From/To/CSeq can still be
-    answered with a 400 naming it.  Failing here means there is no ``partial``.
+    """RFC 3261 §8.1.1: the header fields every request (and, copied from it
+    by §8.2.6.2, every response) must have.  All that are missing are named
+    in one reason phrase ("Missing Call-ID, CSeq", §21.4.1 asks the phrase to
+    identify the problem); then the top Via must parse.  From, To and CSeq are
+    only checked for presence here: a request that has them all can still be
+    answered with a 400 naming a malformed one (``_validate_fields``).
     """
-    if message.top_via is None:  # raises "Bad Via header" when unparsable
-        raise SIPParseError("Missing Via")
     index = _index(message.headers)
-    for key, name in _ANSWERING_HEADERS:  # none of them is a list header: the first line is the value
+    for key, _ in _MANDATORY_HEADERS:
         values = index.get(key)
         if values is None or not values[0]:
-            raise SIPParseError(f"Missing {name}")
+            missing = [name for wanted, name in _MANDATORY_HEADERS if not index.get(wanted, _NO_VALUE)[0]]
+            raise SIPParseError("Missing " + ", ".join(missing))
+    message.top_via  # raises "Bad Via header: ..." when unparsable
 
 
-_ANSWERING_HEADERS = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+# §8.1.1 (Max-Forwards aside: a missing one is taken as 70, as most proxies
+# do), in the order §8.2.6.2 copies them into a response.  None of them is a
+# list header but Via, whose first line holds the top value.
+_MANDATORY_HEADERS = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_NO_VALUE = [""]
 
 
-def _validate_after_partial(message: Request | Response, head: _Head) -> None:
-    """The rest of §8.1.1 and §7.3; a failure here still leaves a request the
-    server can answer (the error carries it as ``partial``)."""
+def _validate_fields(message: Request | Response, head: _Head) -> None:
+    """The rest of §8.1.1 and §7.3, for a message that has every mandatory header."""
     # Each accessor raises "Bad X header" and caches its result.
     message.from_
     message.to
@@ -310,28 +319,38 @@ def _validate_after_partial(message: Request | Response, head: _Head) -> None:
         message.max_forwards  # validates the value if present
 
 
-def _finish(head: _Head, message: Request | Response, validated: bool = False) -> Request | Response:
-    """Run the validations; attach ``partial`` to errors raised once the
-    message was known to be answerable."""
-    if not validated:
-        _validate(message)
+def _finish(head: _Head, message: Request | Response) -> Request | Response:
+    """Validate a framed message.  A request that fails carries itself as the
+    error's ``partial``, whatever is wrong with it: whoever answers copies
+    what it has (``make_error_response``) and decides whether the answer can
+    be routed at all (§18.2.2: by the top Via, or back over the connection)."""
     try:
-        _validate_after_partial(message, head)
+        if head.version_error is not None:
+            raise head.version_error
+        _validate(message)
+        _validate_fields(message, head)
     except SIPParseError as error:
         error.partial = message if isinstance(message, Request) else None
         raise
     return message
 
 
-def _partial_or_none(head: _Head) -> Request | None:
-    if not head.is_request:
-        return None
+def _framing_error(head: _Head, reason: str, status: int = 400) -> SIPParseError:
+    """The error for a message whose extent is unknown or refused (Content-
+    Length, size), carrying the request as ``partial``.  A request of an
+    unknown SIP version is answered 505 all the same: that is what is wrong
+    with it first."""
+    partial = _partial(head)
+    error = head.version_error
+    if error is None:
+        return SIPParseError(reason, status, partial)
+    error.partial = partial
+    return error
+
+
+def _partial(head: _Head) -> Request | None:
     message = head.build()
-    try:
-        _validate(message)
-    except SIPParseError:
-        return None
-    return message  # type: ignore[return-value]
+    return message if isinstance(message, Request) else None
 
 
 def _skip_leading_crlf(data: bytes | bytearray) -> int:
@@ -381,23 +400,18 @@ def _parse_datagram(data: bytes, limits: ParserLimits) -> Request | Response:
         if head is None:  # cannot happen: only crlf_framed heads are refused
             raise SIPParseError("Malformed message")
     if too_big:
-        raise SIPParseError("Message Too Large", 513, _partial_or_none(head))
-    message = head.build()
-    _validate(message)
-    partial = message if head.is_request else None
+        raise _framing_error(head, "Message Too Large", 513)
     try:
         length = _content_length(head.headers)
     except SIPParseError as error:
-        error.partial = partial  # type: ignore[assignment]
-        raise
+        raise _framing_error(head, error.reason) from None
     if length is None:
         body = data[body_start:]
     else:
         if body_start + length > len(data):
-            raise SIPParseError("Content-Length mismatch", 400, partial)  # type: ignore[arg-type]
+            raise _framing_error(head, "Content-Length mismatch")
         body = data[body_start : body_start + length]
-    message.body = body
-    return _finish(head, message, validated=True)
+    return _finish(head, head.build(body))
 
 
 class StreamFramer:
@@ -407,12 +421,13 @@ class StreamFramer:
     message completed so far (and ``KeepAlive`` for each CRLFCRLF ping).
 
     Errors: ``SIPParseError`` with ``recoverable=False`` means framing is lost
-    (bad/missing Content-Length, oversized or garbled head): close the
-    connection; every later ``feed`` raises the same error.  With
-    ``recoverable=True`` the bad message was framed and dropped (it may carry
-    ``partial`` to answer 400); the stream is still in sync and ``feed`` may
-    continue.  Messages completed before an error in the same ``feed`` call
-    are returned first and the error is raised by the next call.
+    (bad/missing Content-Length, oversized or garbled head): answer it if it
+    carries a ``partial``, then close the connection; every later ``feed``
+    raises the same error.  With ``recoverable=True`` the bad message was
+    framed and dropped (a request carries ``partial`` to answer 400 or 505);
+    the stream is still in sync and ``feed`` may continue.  Messages completed
+    before an error in the same ``feed`` call are returned first and the
+    error is raised by the next call.
     """
 
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
@@ -489,15 +504,14 @@ class StreamFramer:
             try:
                 length = _content_length(head.headers)
             except SIPParseError as error:
-                error.partial = _partial_or_none(head)
-                raise
+                raise _framing_error(head, error.reason) from None
             if length is None:
                 # §18.3: "In the case of stream-oriented transports such as
                 # TCP, the Content-Length header field indicates the size of
                 # the body. [...] MUST be used with stream oriented transports."
-                raise SIPParseError("Missing Content-Length", 400, _partial_or_none(head))
+                raise _framing_error(head, "Missing Content-Length")
             if body_start + length > limits.max_message_size:
-                raise SIPParseError("Message Too Large", 513, _partial_or_none(head))
+                raise _framing_error(head, "Message Too Large", 513)
             self._head = head
             self._body_start = body_start
             self._body_length = length

@@ -279,11 +279,12 @@ class _Transaction:
     __slots__ = ("layer", "key", "request", "target", "state",
                  "_retransmit_timer", "_timeout_timer", "_interval")
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+    def __init__(self, layer: TransactionLayer, key: tuple[Any, ...], request: Request, target: Any,
                  state: State) -> None:
         self.layer = layer
         self.key = key
-        self.request = request
+        # None once a non-INVITE transaction lingers in Completed (nothing is sent any more)
+        self.request: Request | None = request
         self.target = target
         self.state = state
         self._retransmit_timer: TimerHandle | None = None   # A, E, G
@@ -324,7 +325,7 @@ class ClientTransaction(_Transaction):
 
     __slots__ = ("on_response", "on_timeout")
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+    def __init__(self, layer: TransactionLayer, key: tuple[Any, ...], request: Request, target: Any,
                  state: State, on_response: Callable[[Response], None],
                  on_timeout: Callable[[], None]) -> None:
         super().__init__(layer, key, request, target, state)
@@ -364,6 +365,8 @@ class InviteClientTransaction(ClientTransaction):
     """§17.1.1: Calling -> Proceeding -> Completed -> Terminated."""
 
     __slots__ = ("_ack",)
+
+    request: Request  # kept to the end: only non-INVITE transactions let it go
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -409,6 +412,7 @@ class InviteClientTransaction(ClientTransaction):
             on_response(response)
         elif previous is COMPLETED:
             # Retransmitted final response: ACK again, do not bother the TU.
+            assert self._ack is not None  # built on entering Completed
             layer.send(self._ack, self.target)
         else:
             # §17.1.1.2: 300-699 -> build and send ACK even on reliable transports, Timer D.
@@ -428,6 +432,7 @@ class NonInviteClientTransaction(ClientTransaction):
 
     def _start(self) -> None:
         layer = self.layer
+        assert self.request is not None  # let go only in Completed
         layer.send(self.request, self.target)
         if not self.reliable:
             self._interval = layer.t1                         # Timer E = T1
@@ -442,6 +447,7 @@ class NonInviteClientTransaction(ClientTransaction):
             self._interval = self.layer.t2
         else:
             return
+        assert self.request is not None  # let go only in Completed
         self.layer.send(self.request, self.target)
         self._retransmit_timer = self.layer.timers.start(self._interval, self._timer_e)
 
@@ -473,7 +479,7 @@ class ServerTransaction(_Transaction):
 
     __slots__ = ("last_response",)
 
-    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, target: Any,
+    def __init__(self, layer: TransactionLayer, key: tuple[Any, ...], request: Request, target: Any,
                  state: State) -> None:
         super().__init__(layer, key, request, target, state)
         self.last_response: Response | bytes | None = None
@@ -498,6 +504,8 @@ class InviteServerTransaction(ServerTransaction):
     """§17.2.1: Proceeding -> Completed -> Confirmed -> Terminated (2xx: -> Terminated)."""
 
     __slots__ = ()
+
+    request: Request  # kept to the end: only non-INVITE transactions let it go
 
     def _start(self) -> None:
         delay = self.layer.invite_trying_delay
@@ -540,6 +548,7 @@ class InviteServerTransaction(ServerTransaction):
     def _timer_g(self) -> None:
         if self.state is not COMPLETED:
             return
+        assert self.last_response is not None  # Completed: the final response was sent
         self.layer.send(self.last_response, self.target)
         self._interval = min(2 * self._interval, self.layer.t2)
         self._retransmit_timer = self.layer.timers.start(self._interval, self._timer_g)
@@ -596,6 +605,7 @@ class NonInviteServerTransaction(ServerTransaction):
 
     def _receive_again(self, event: Event) -> None:
         if NON_INVITE_SERVER.get((self.state, event)) is not None:
+            assert self.last_response is not None  # only Proceeding and Completed re-send
             self.layer.send(self.last_response, self.target)
 
 
@@ -611,14 +621,18 @@ def build_ack(original: Request, response: Response) -> Request:
     original's Route set; Max-Forwards copied (the §17.1.1.3 example keeps it).
     """
     source = original.headers
+    via, from_, call_id = source.get("Via"), source.get("From"), source.get("Call-ID")
+    to = response.headers.get("To")
+    # the INVITE went out with them, and the response matched it by its Via and CSeq
+    assert via is not None and from_ is not None and to is not None and call_id is not None
     headers = Headers()
-    headers.add("Via", source.get("Via"))
+    headers.add("Via", via)
     for route in source.raw_values("Route"):
         headers.add("Route", route)
     headers.add("Max-Forwards", source.get("Max-Forwards") or "70")
-    headers.add("From", source.get("From"))
-    headers.add("To", response.headers.get("To"))
-    headers.add("Call-ID", source.get("Call-ID"))
+    headers.add("From", from_)
+    headers.add("To", to)
+    headers.add("Call-ID", call_id)
     headers.add("CSeq", f"{original.cseq.seq} ACK")
     return Request("ACK", original.uri, headers)
 
@@ -665,8 +679,8 @@ class TransactionLayer:
         self.invite_proceeding_timeout = invite_proceeding_timeout
         self.on_ack = on_ack
         self.on_server_failure = on_server_failure
-        self._servers: dict[tuple, ServerTransaction] = {}
-        self._clients: dict[tuple, ClientTransaction] = {}
+        self._servers: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._clients: dict[tuple[Any, ...], ClientTransaction] = {}
 
     def new_branch(self) -> str:
         """A branch for a request this node sends (RFC 3261 §8.1.1.7), naming its owner."""
@@ -675,10 +689,11 @@ class TransactionLayer:
     # -- server side --------------------------------------------------------
 
     @staticmethod
-    def _server_key(request: Request, method: str) -> tuple:
+    def _server_key(request: Request, method: str) -> tuple[Any, ...]:
         """§17.2.3: branch + sent-by + method (ACK and CANCEL callers pass the method
         of the transaction they look for)."""
         via = request.top_via
+        assert via is not None  # the parser lets no request without a Via through
         branch = via.branch
         if branch is not None and branch.startswith(MAGIC_COOKIE):
             return (branch, via.host.lower(), via.port, method)

@@ -17,16 +17,16 @@ import ipaddress
 from typing import Any, Union
 
 from .errors import SIPParseError
-from .headers import (
-    _end_of_quoted,
-    _parse_simple_params,
-    _valid_ascii_hostname,
+from .grammar import (
+    end_of_quoted,
     format_params,
     is_token,
     parse_params,
+    parse_simple_params,
     quote,
     split_host_port,
     unquote,
+    valid_ascii_hostname,
 )
 
 # ---------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def _parse_simple_sip_uri(text: str) -> SipURI | None:
     semi = rest.find(";")
     host, colon, port_text = (rest if semi < 0 else rest[:semi]).partition(":")
     # the character check above made the text ASCII, without '[' (no IPv6)
-    if not host or not _valid_ascii_hostname(host):
+    if not host or not valid_ascii_hostname(host):
         return None
     port: int | None = None
     if colon:
@@ -695,7 +695,7 @@ def _parse_name_addr(text: str) -> NameAddr:
     text = text.strip(" \t")
     display: str | None = None
     if text.startswith('"'):
-        end = _end_of_quoted(text, 0)
+        end = end_of_quoted(text, 0)
         display = unquote(text[:end])
         rest = text[end:].lstrip(" \t")
         if not rest.startswith("<"):
@@ -770,7 +770,7 @@ def _parse_simple_name_addr(text: str) -> NameAddr | None:
     if param_text:
         if param_text[0] != ";":
             return None
-        params = _parse_simple_params(param_text)
+        params = parse_simple_params(param_text)
         if params is None:
             return None
     else:

@@ -3,9 +3,12 @@
 One `StreamConnection` per connection, inbound (accepted by a listener) or outbound
 (opened by `TransportManager.send` to reach a host:port).  It is both the asyncio
 Protocol and the `Flow` the core sees.  The byte stream is cut into messages by the
-sans-IO `StreamFramer`; framing errors cannot be recovered from on a stream (the next
-message boundary is unknown), so the core is told (it may answer 400 from the partial
-message) and the connection is closed.
+sans-IO `StreamFramer`.  Every parse error goes to the core, which answers a request it
+could read (400 naming the problem, 505 for another SIP version) from the error's partial
+message, synchronously, before this returns.  A bad message whose extent was known (its
+Content-Length) leaves the stream in sync and the connection goes on; when framing is
+lost (no or a bad Content-Length, an oversized or unreadable head) the next message
+boundary is unknown, so the connection is closed once that answer is flushed.
 """
 
 from __future__ import annotations
@@ -157,10 +160,11 @@ class StreamConnection(asyncio.Protocol, Flow):
             try:
                 items = self._framer.feed(chunk)
             except SIPParseError as error:
-                dispatcher.parse_error(error, source, data[:RAW_EXCERPT])
+                dispatcher.parse_error(error, source, data[:RAW_EXCERPT])  # may answer
                 if not error.recoverable:
                     # Framing is lost (bad Content-Length, oversized head): nothing
-                    # later on this stream can be trusted (RFC 3261 §18.3).
+                    # later on this stream can be trusted (RFC 3261 §18.3).  close()
+                    # still flushes the answer the core has just written.
                     self.close()
                     return
                 chunk = b""

@@ -67,7 +67,9 @@ def test_cseq_method_mismatch_gets_400(server):
     assert reply is not None and reply.startswith(b"SIP/2.0 400 ")
 
 
-def test_missing_call_id_is_dropped_or_answered_never_crashes(server):
+def test_rfc3261_8_1_1_missing_call_id_gets_400_naming_it(server):
+    # Every transport: tests/integration/test_rfc3261_error_answers.py
     bad = VALID.replace(b"Call-ID: garbage-1\r\n", b"")
-    send_garbage_udp("127.0.0.1", server.ports["udp"], [bad], wait_for_reply=0.5)
+    [reply] = send_garbage_udp("127.0.0.1", server.ports["udp"], [bad], wait_for_reply=2)
+    assert reply is not None and reply.startswith(b"SIP/2.0 400 Missing Call-ID\r\n")
     assert sip_options_ping("127.0.0.1", server.ports["udp"], timeout=3) == 200

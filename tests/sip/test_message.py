@@ -1,8 +1,20 @@
-"""Request/Response accessors, serialization and make_response (RFC 3261 §7, §8.2.6)."""
+"""Request/Response accessors, serialization, make_response and make_error_response
+(RFC 3261 §7, §8.2.6, §21.4.1)."""
 
 import pytest
 
-from sipim.sip import CSeq, Headers, Request, Response, SIPParseError, make_response, parse_message, parse_uri
+from sipim.sip import (
+    CSeq,
+    Headers,
+    Request,
+    Response,
+    SIPParseError,
+    make_error_response,
+    make_response,
+    parse_message,
+    parse_uri,
+    readable_top_via,
+)
 
 INVITE = (
     b"INVITE sip:bob@biloxi.com SIP/2.0\r\n"
@@ -186,3 +198,71 @@ def test_vias_of_a_message_with_a_bad_second_via_raise_when_read():
     assert request.top_via.host == "bigbox3.site3.atlanta.com"
     with pytest.raises(SIPParseError, match="Bad Via"):
         request.vias
+
+
+# --- make_error_response: answering a request that failed to parse (§8.2.6, §21.4.1) --
+
+
+def partial_of(data: bytes) -> tuple[Request, SIPParseError]:
+    with pytest.raises(SIPParseError) as info:
+        parse_message(data)
+    assert isinstance(info.value.partial, Request)
+    return info.value.partial, info.value
+
+
+def without(data: bytes, *names: bytes) -> bytes:
+    lines = data.split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not any(line.startswith(name + b":") for name in names))
+
+
+def test_rfc3261_21_4_1_error_response_copies_what_the_request_has_and_names_what_it_lacks():
+    partial, error = partial_of(without(INVITE, b"Call-ID", b"CSeq"))
+    response = make_error_response(partial, error.status, error.reason, to_tag="e1")
+    data = response.to_bytes()
+    assert data.startswith(b"SIP/2.0 400 Missing Call-ID, CSeq\r\n")
+    assert [name for name, _ in response.headers] == ["Via", "Via", "From", "To"]
+    assert response.headers.raw_values("Via") == partial.headers.raw_values("Via")
+    assert response.headers.get("To") == "Bob <sip:bob@biloxi.com>;tag=e1"
+
+
+def test_rfc3261_18_2_2_error_response_without_via_for_a_connection():
+    partial, error = partial_of(without(INVITE, b"Via"))
+    assert readable_top_via(partial) is None
+    response = make_error_response(partial, error.status, error.reason, to_tag="e2")
+    assert response.reason == "Missing Via"
+    assert "Via" not in response.headers
+    assert response.call_id == "a84b4c76e66710" and response.to.tag == "e2"
+
+
+def test_rfc3261_8_2_6_2_error_response_tags_to_only_when_it_exists_and_parses():
+    partial, error = partial_of(without(INVITE, b"To"))
+    response = make_error_response(partial, error.status, error.reason, to_tag="e3")
+    assert "To" not in response.headers and response.reason == "Missing To"
+    # RFC 4475 "quotbal": a To that does not parse is copied verbatim, untagged
+    bad_to = INVITE.replace(b"To: Bob <sip:bob@biloxi.com>", b'To: "Bob <sip:bob@biloxi.com>')
+    partial, error = partial_of(bad_to)
+    response = make_error_response(partial, error.status, error.reason, to_tag="e3")
+    assert response.headers.get("To") == '"Bob <sip:bob@biloxi.com>'
+    assert response.reason.startswith("Bad To header")
+    tagged = INVITE.replace(b"To: Bob <sip:bob@biloxi.com>", b"To: Bob <sip:bob@biloxi.com>;tag=old")
+    partial, error = partial_of(tagged.replace(b"CSeq: 314159", b"CSeq: x"))
+    assert make_error_response(partial, error.status, error.reason, to_tag="new").to.tag == "old"
+
+
+def test_rfc4475_badvers_error_response_is_a_505():
+    partial, error = partial_of(INVITE.replace(b"sip:bob@biloxi.com SIP/2.0", b"sip:bob@biloxi.com SIP/7.0"))
+    response = make_error_response(partial, error.status, error.reason, to_tag="e4")
+    assert response.to_bytes().startswith(b"SIP/2.0 505 Version Not Supported\r\n")
+    assert response.cseq == CSeq(314159, "INVITE") and response.to.tag == "e4"
+
+
+def test_rfc3261_7_2_error_response_reason_stays_on_the_status_line():
+    partial, error = partial_of(without(INVITE, b"Call-ID"))
+    response = make_error_response(partial, 400, "Missing\r\nCall-ID\n")
+    assert response.to_bytes().startswith(b"SIP/2.0 400 Missing Call-ID\r\nVia: ")
+
+
+def test_readable_top_via_never_raises():
+    assert readable_top_via(parse_message(INVITE)).host == "bigbox3.site3.atlanta.com"
+    partial, _ = partial_of(INVITE.replace(b"Via: SIP/2.0/UDP bigbox3.site3.atlanta.com;", b"Via: SIP/2.0/UDP ;"))
+    assert readable_top_via(partial) is None

@@ -336,17 +336,44 @@ def test_non_utf8_header_bytes_decode_as_latin1_instead_of_failing():
         ("missing To", with_header_replaced(REGISTER, "To", None), "Missing To"),
         ("insuf: missing Call-ID", with_header_replaced(REGISTER, "Call-ID", None), "Missing Call-ID"),
         ("missing CSeq", with_header_replaced(REGISTER, "CSeq", None), "Missing CSeq"),
-        ("bad Via", with_header_replaced(REGISTER, "Via", "Via: SIP/2.0/UDP"), "Bad Via header"),
+        ("empty Call-ID", with_header_replaced(REGISTER, "Call-ID", "Call-ID:"), "Missing Call-ID"),
+        ("missing Call-ID and CSeq",
+         with_header_replaced(with_header_replaced(REGISTER, "Call-ID", None), "CSeq", None), "Missing Call-ID, CSeq"),
+        ("insuf: all five missing",
+         crlf("REGISTER sip:example.com SIP/2.0\nMax-Forwards: 70\nContent-Length: 0\n\n"),
+         "Missing Via, From, To, Call-ID, CSeq"),
     ],
 )
-def test_rfc3261_8_2_6_unanswerable_messages_have_no_partial(case, data, reason):
-    # Without a routable top Via, or without the headers a response must copy,
-    # there is nothing the server could send back.
+def test_rfc3261_8_1_1_request_missing_mandatory_headers_names_every_one_and_carries_a_partial(case, data, reason):
+    # §21.4.1: the 400's reason phrase identifies the problem; the partial lets
+    # the server answer with what the request has (over a connection even
+    # without a Via, §18.2.2).
     with pytest.raises(SIPParseError) as info:
         parse_message(data)
-    assert info.value.reason.startswith(reason), case
-    assert info.value.status == 400
+    assert (info.value.reason, info.value.status) == (reason, 400), case
+    partial = info.value.partial
+    assert isinstance(partial, Request) and partial.method == "REGISTER"
+
+
+def test_rfc3261_8_1_1_unparsable_top_via_is_a_400_with_a_partial():
+    with pytest.raises(SIPParseError) as info:
+        parse_message(with_header_replaced(REGISTER, "Via", "Via: SIP/2.0/UDP"))
+    assert info.value.reason.startswith("Bad Via header")
+    assert info.value.partial is not None and info.value.partial.call_id == "843817637684230@998sdasdh09"
+
+
+def test_rfc3261_8_1_1_response_missing_headers_has_no_partial():
+    # Responses are never answered.
+    with pytest.raises(SIPParseError, match="Missing Call-ID") as info:
+        parse_message(with_header_replaced(OK_RESPONSE, "Call-ID", None))
     assert info.value.partial is None
+
+
+def test_rfc3261_8_1_1_ack_missing_headers_still_carries_its_partial_for_the_server_to_drop():
+    ack = REGISTER.replace(b"REGISTER sip:", b"ACK sip:").replace(b"1826 REGISTER", b"1826 ACK")
+    with pytest.raises(SIPParseError, match="Missing Call-ID") as info:
+        parse_message(with_header_replaced(ack, "Call-ID", None))
+    assert info.value.partial is not None and info.value.partial.method == "ACK"
 
 
 @pytest.mark.parametrize(
@@ -395,6 +422,38 @@ def test_rfc4475_malformed_request_lines(case, start_line, reason, status):
     with pytest.raises(SIPParseError) as info:
         parse_message(data)
     assert (info.value.reason, info.value.status) == (reason, status), case
+
+
+BADVERS = REGISTER.replace(b"REGISTER sip:example.com SIP/2.0", b"REGISTER sip:example.com SIP/7.0")
+
+
+def test_rfc4475_badvers_datagram_is_a_505_with_a_partial():
+    with pytest.raises(SIPParseError) as info:
+        parse_message(BADVERS)
+    assert (info.value.reason, info.value.status) == ("Version Not Supported", 505)
+    partial = info.value.partial
+    assert isinstance(partial, Request) and partial.call_id == "843817637684230@998sdasdh09"
+    assert partial.top_via is not None and partial.top_via.branch == "z9hG4bKnashds7"
+
+
+def test_rfc4475_badvers_comes_before_what_else_is_wrong():
+    for data in (with_header_replaced(BADVERS, "Call-ID", None),
+                 with_header_replaced(BADVERS, "CSeq", "CSeq: x REGISTER"),
+                 with_header_replaced(BADVERS, "Content-Length", "Content-Length: 99")):
+        with pytest.raises(SIPParseError) as info:
+            parse_message(data)
+        assert info.value.status == 505 and info.value.partial is not None
+
+
+def test_rfc3261_7_1_version_is_case_insensitive():
+    assert parse_message(REGISTER.replace(b" SIP/2.0\r\n", b" sip/2.0\r\n", 1)).method == "REGISTER"
+
+
+def test_rfc4475_badvers_with_a_bad_request_uri_has_no_partial():
+    data = BADVERS.replace(b"REGISTER sip:example.com", b"REGISTER <sip:example.com>")
+    with pytest.raises(SIPParseError, match="Malformed Request-URI") as info:
+        parse_message(data)
+    assert info.value.partial is None
 
 
 @pytest.mark.parametrize(
@@ -547,6 +606,44 @@ def test_stream_invalid_but_framed_message_is_recoverable_and_later_messages_sur
     assert info.value.recoverable
     assert info.value.partial.method == "REGISTER"
     assert framer.feed(b"") == [parse_message(REGISTER)]
+
+
+def test_rfc4475_badvers_on_a_stream_is_a_recoverable_505_framed_by_content_length():
+    framer = StreamFramer()
+    with pytest.raises(SIPParseError) as info:
+        framer.feed(BADVERS + MESSAGE)
+    assert (info.value.status, info.value.recoverable) == (505, True)
+    assert info.value.partial is not None and info.value.partial.call_id == "843817637684230@998sdasdh09"
+    assert framer.feed(b"") == [parse_message(MESSAGE)]  # the stream is still in sync
+
+
+@pytest.mark.parametrize("content_length", [None, "Content-Length: x", "Content-Length: 70000"])
+def test_rfc4475_badvers_on_a_stream_without_framing_is_a_fatal_505(content_length):
+    framer = StreamFramer()
+    with pytest.raises(SIPParseError) as info:
+        framer.feed(with_header_replaced(BADVERS, "Content-Length", content_length))
+    assert (info.value.status, info.value.recoverable) == (505, False)
+    assert info.value.partial is not None  # answered, then the connection is closed
+    with pytest.raises(SIPParseError):
+        framer.feed(REGISTER)
+
+
+def test_rfc3261_8_1_1_stream_request_missing_headers_is_recoverable_and_names_them():
+    framer = StreamFramer()
+    bad = with_header_replaced(with_header_replaced(REGISTER, "Call-ID", None), "CSeq", None)
+    with pytest.raises(SIPParseError) as info:
+        framer.feed(bad + MESSAGE)
+    assert (info.value.reason, info.value.status, info.value.recoverable) == ("Missing Call-ID, CSeq", 400, True)
+    assert info.value.partial is not None and info.value.partial.method == "REGISTER"
+    assert framer.feed(b"") == [parse_message(MESSAGE)]
+
+
+def test_rfc3261_18_3_stream_request_missing_headers_and_content_length_is_fatal_with_a_partial():
+    framer = StreamFramer()
+    bad = with_header_replaced(with_header_replaced(REGISTER, "Via", None), "Content-Length", None)
+    with pytest.raises(SIPParseError, match="Missing Content-Length") as info:
+        framer.feed(bad)
+    assert not info.value.recoverable and info.value.partial is not None
 
 
 def test_stream_message_too_large_is_fatal_513():

@@ -26,7 +26,7 @@ from sipim.sip import (
     parse_name_addr,
     parse_uri,
 )
-from sipim.sip.headers import TOKEN_CHARS, quote
+from sipim.sip.grammar import TOKEN_CHARS, quote
 
 # SIPIM_FUZZ_SCALE=50 pytest tests/sip/test_properties.py  -> a long fuzzing run
 SCALE = int(os.environ.get("SIPIM_FUZZ_SCALE", "1"))
@@ -273,7 +273,8 @@ _header_operations = st.lists(
 def _scanned(headers, name):
     """Reference look-ups by scanning the lines (RFC 3261 §7.3.1): raw values,
     comma-split values, first value."""
-    from sipim.sip.headers import LIST_HEADERS, header_key, split_list
+    from sipim.sip.grammar import split_list
+    from sipim.sip.headers import LIST_HEADERS, header_key
 
     key = header_key(name)
     raw = [value for item_key, _, value in headers._items if item_key == key]
@@ -469,16 +470,17 @@ def test_property_via_fast_path_agrees_with_the_full_parser(text):
 @given(st.lists(_near_valid(_NAME_ADDR_PARTS, None, "param") | st.sampled_from(_NAME_ADDR_PARTS["param"][1]),
                 max_size=5).map("".join))
 def test_property_parameter_fast_path_agrees_with_parse_params(text):
-    from sipim.sip.headers import _parse_simple_params, parse_params
+    from sipim.sip.grammar import parse_params, parse_simple_params
 
-    fast = _parse_simple_params(text)
+    fast = parse_simple_params(text)
     if fast is not None:
         assert list(fast.items()) == list(parse_params(text).items())
 
 
 def test_common_via_and_parameter_shapes_take_the_fast_path():
-    from sipim.sip.headers import _parse_simple_params, _parse_simple_via
+    from sipim.sip.grammar import parse_simple_params
+    from sipim.sip.headers import _parse_simple_via
 
     assert _parse_simple_via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK0123456789ab;rport") is not None
     assert _parse_simple_via("SIP/2.0/TLS client.example.com;branch=z9hG4bK0;received=192.0.2.4") is not None
-    assert _parse_simple_params(";tag=abc;expires=3600") == {"tag": "abc", "expires": "3600"}
+    assert parse_simple_params(";tag=abc;expires=3600") == {"tag": "abc", "expires": "3600"}

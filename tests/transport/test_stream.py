@@ -121,6 +121,34 @@ async def test_message_with_bad_header_but_sound_framing_keeps_the_connection(tc
     writer.close()
 
 
+async def test_rfc4475_badvers_is_reported_and_the_connection_goes_on(tcp_manager, recorder):
+    reader, writer = await connect(tcp_manager)
+    writer.write(options_request().replace(b" SIP/2.0\r\n", b" SIP/7.0\r\n", 1) + options_request(call_id="after"))
+    error, _, _ = await next_item(recorder.errors)
+    assert (error.status, error.recoverable) == (505, True) and error.partial.call_id == "call-1@client"
+    message, _ = await next_item(recorder.messages)
+    assert message.call_id == "after"
+    writer.close()
+
+
+async def test_rfc3261_18_3_answer_to_a_fatal_error_is_flushed_before_the_close(recorder):
+    # The core answers from inside on_parse_error (as SipimServer does); the close
+    # that follows a loss of framing must not drop that answer.
+    def answer(error, source, raw):
+        source.flow.send(b"SIP/2.0 400 " + error.reason.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+
+    manager = TransportManager(["tcp:127.0.0.1:0"], on_message=recorder.on_message, on_parse_error=answer)
+    await manager.start()
+    try:
+        reader, writer = await connect(manager)
+        writer.write(options_request().replace(b"Content-Length: 0\r\n", b""))
+        data = await asyncio.wait_for(reader.read(), 3)  # everything until the server closes
+        assert data == b"SIP/2.0 400 Missing Content-Length\r\nContent-Length: 0\r\n\r\n"
+        writer.close()
+    finally:
+        await manager.stop()
+
+
 async def test_handler_exception_does_not_close_the_connection(recorder):
     calls = []
 
