@@ -36,7 +36,7 @@ from sipim.sip.digest import DigestServer
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.parser import ParserLimits
-from sipim.sip.clock import WallTime
+from sipim.sip.clock import WallClock, WallTime
 from sipim.sip.tokens import random_hex
 from sipim.sip.transaction import TransactionLayer
 from sipim.store import open_store
@@ -167,6 +167,8 @@ class SipimServer:
         secret = load_secret(config.data_dir)
         self.clock = AsyncioClock(loop)
         self.wall = WallTime()
+        # The roles' clock: wall time (their times are stored), the loop's timers.
+        self.wall_clock = WallClock(self.clock)
 
         ssl_context = None
         if any(l.spec.transport in ("tls", "wss") for l in config.listeners()):
@@ -208,7 +210,7 @@ class SipimServer:
         self.temp_gruus = TempGruuCodec(secret, config.domain)
         self.registrar = Registrar(config, location=self.location, writer=self.writer,
                                    authenticator=self.authenticator,
-                                   temp_gruus=self.temp_gruus, now=self.wall.now)
+                                   temp_gruus=self.temp_gruus, clock=self.wall_clock)
         self.transactions = TransactionLayer(self.clock, self._send, t1=config.t1, t2=config.t2, t4=config.t4)
         self.proxy = CoreProxy(config, authenticator=self.authenticator)
         self._last_change_id = await self.store.latest_change_id()
@@ -258,16 +260,16 @@ class SipimServer:
         )
         if config.external_core:
             self.gateway = ExternalCoreGateway(config, location=self.location, transactions=self.transactions,
-                                               transports=self.transports, now=self.wall.now, store=self.store)
+                                               transports=self.transports, clock=self.wall_clock, store=self.store)
         else:
             self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
-                                       transports=self.transports, now=self.wall.now)
+                                       transports=self.transports, clock=self.wall_clock)
 
         async def user_exists(aor: str) -> bool:
             return await self.users.get(aor.split(":", 1)[1].rpartition("@")[0]) is not None
 
         self.pager = PagerService(config, store=self.store, writer=self.writer, gateway=self.gateway,
-                                  temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now,
+                                  temp_gruus=self.temp_gruus, user_exists=user_exists, clock=self.wall_clock,
                                   privacy=self.xdm.privacy, lookup_wait=self.xdm.lookup_wait)
         await self.pager.start()
         self.proxy.role = self.pager
@@ -279,7 +281,7 @@ class SipimServer:
             self.trusted_cores = TrustedCores(config.trusted_cores)
             self.proxy = ExternalCoreProxy(config, role=self.pager)
             self.third_party = ThirdPartyRegistrar(
-                config, location=self.location, writer=self.writer, now=self.wall.now,
+                config, location=self.location, writer=self.writer, clock=self.wall_clock,
                 publish=lambda aor: self._spawn(self.store.publish_change(CHANGE_BINDING, aor)))
             self.third_party.on_registered.append(self.pager.on_registered)
         # Bound first, so everything that needs the real ports is ready before the first
