@@ -34,7 +34,7 @@ from sipim.im.pager import PagerService
 from sipim.web.provisioning import PublicAddress
 from sipim.provisioning.service import ProvisioningService
 from sipim.provisioning.sms import make_gateway
-from sipim.sip.clock import WallTime
+from sipim.sip.clock import WallClock, WallTime
 from sipim.sip.digest import DigestServer
 from sipim.sip.message import Request, Response
 from sipim.sip.parser import ParserLimits
@@ -90,6 +90,8 @@ class SipimServer:
         secret = load_secret(config.data_dir)
         self.clock = AsyncioClock(loop)
         self.wall = WallTime()
+        # The roles' clock: wall time (their times are stored), the loop's timers.
+        self.wall_clock = WallClock(self.clock)
 
         ssl_context = None
         if any(l.spec.transport in ("tls", "wss") for l in config.listeners()):
@@ -125,7 +127,7 @@ class SipimServer:
         self.temp_gruus = TempGruuCodec(secret, config.domain)
         self.registrar = Registrar(config, location=self.location, writer=self.writer,
                                    authenticator=self.authenticator,
-                                   temp_gruus=self.temp_gruus, now=self.wall.now)
+                                   temp_gruus=self.temp_gruus, clock=self.wall_clock)
         # Changes made from here on are applied once the server runs (the change feed).
         first_change_id = await self.store.latest_change_id()
         self.transactions = TransactionLayer(self.clock, self._send, t1=config.t1, t2=config.t2, t4=config.t4,
@@ -191,16 +193,16 @@ class SipimServer:
         if config.external_core:
             self.gateway: CoreGateway = ExternalCoreGateway(
                 config, location=self.location, transactions=self.transactions,
-                transports=self.transports, now=self.wall.now, store=self.store)
+                transports=self.transports, clock=self.wall_clock, store=self.store)
         else:
             self.gateway = CoreGateway(config, location=self.location, transactions=self.transactions,
-                                       transports=self.transports, now=self.wall.now)
+                                       transports=self.transports, clock=self.wall_clock)
 
         async def user_exists(aor: str) -> bool:
             return await self.users.get(aor.split(":", 1)[1].rpartition("@")[0]) is not None
 
         self.pager = PagerService(config, store=self.store, writer=self.writer, gateway=self.gateway,
-                                  temp_gruus=self.temp_gruus, user_exists=user_exists, now=self.wall.now,
+                                  temp_gruus=self.temp_gruus, user_exists=user_exists, clock=self.wall_clock,
                                   privacy=self.xdm.privacy, lookup_wait=self.xdm.lookup_wait,
                                   mailboxes=process.mailboxes(), homes=process)
         await self.pager.start()
@@ -208,7 +210,7 @@ class SipimServer:
         # -- the roles, on the router ---------------------------------------------------
         if config.external_core:
             self.third_party = ThirdPartyRegistrar(
-                config, location=self.location, writer=self.writer, now=self.wall.now,
+                config, location=self.location, writer=self.writer, clock=self.wall_clock,
                 publish=lambda aor: self._spawn(self.store.publish_change(CHANGE_BINDING, aor)))
             self.third_party.on_registered.append(self.pager.on_registered)
             self.router.add(self.third_party, ("REGISTER",), supported=REGISTRAR_SUPPORTS)

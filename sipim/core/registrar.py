@@ -24,6 +24,7 @@ from sipim.core.identity import AssertedIdentity
 from sipim.core.location import LocationService, contact_key
 from sipim.core.router import Answer
 from sipim.core.writer import StoreWriter
+from sipim.sip.clock import Clock
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.uri import NameAddr, SipURI, parse_name_addr
 from sipim.store.models import AuditRecord, Binding
@@ -74,14 +75,15 @@ class Registrar:
         writer: StoreWriter,
         authenticator: Authenticator,
         temp_gruus: TempGruuCodec,
-        now,
+        clock: Clock,
     ) -> None:
         self._config = config
         self._location = location
         self._writer = writer
         self._auth = authenticator
         self._temp_gruus = temp_gruus
-        self._now = now
+        # Wall time: expiry and registration times are stored and shared with other nodes.
+        self._clock = clock
         self._local_domains = config.local_domains()
         # Called with each binding added or refreshed, once it is committed.
         self.on_registered: list = []
@@ -94,7 +96,7 @@ class Registrar:
     def handle(self, request: Request, source: Source, identity: AssertedIdentity | None = None) -> Answer:
         """Answer a REGISTER: a Response at once (refusals, challenges), or an
         awaitable that resolves once the changed bindings are committed."""
-        now = self._now()
+        now = self._clock.now()
         aor = ""
         try:
             aor = self._address_of_record(request)
@@ -394,13 +396,17 @@ class Registrar:
         ))
 
     # -- flows and expiry (called by the app) ------------------------------------------
-    def expire(self, now: float) -> list[Binding]:
-        expired = self._location.pop_expired(now)
+    def expire(self, now: float | None = None) -> list[Binding]:
+        """Drop the bindings whose expiry passed (RFC 3261 §10.2.1: a binding not
+        refreshed goes); ``now`` defaults to the clock's."""
+        expired = self._location.pop_expired(self._clock.now() if now is None else now)
         for binding in expired:
             self._writer.delete(binding.aor, binding.binding_key)
         return expired
 
-    def remove_bindings(self, bindings: list[Binding], reason: str, now: float) -> None:
+    def remove_bindings(self, bindings: list[Binding], reason: str, now: float | None = None) -> None:
+        if now is None:
+            now = self._clock.now()
         for binding in bindings:
             if self._location.remove(binding.aor, binding.binding_key) is not None:
                 self._writer.delete(binding.aor, binding.binding_key)

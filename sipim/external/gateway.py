@@ -15,6 +15,7 @@ from sipim.config import Config
 from sipim.core.location import LocationService
 from sipim.im.devices import CoreGateway, Flows
 from sipim.net import Target
+from sipim.sip.clock import Clock
 from sipim.sip.message import Request
 from sipim.sip.transaction import TransactionLayer
 from sipim.sip.uri import SipURI, parse_uri
@@ -32,8 +33,9 @@ def core_target(core_uri: str) -> Target:
 
 class ExternalCoreGateway(CoreGateway):
     def __init__(self, config: Config, *, location: LocationService, transactions: TransactionLayer,
-                 transports: Flows, now: Callable[[], float], store: Store) -> None:
-        super().__init__(config, location=location, transactions=transactions, transports=transports, now=now)
+                 transports: Flows, clock: Clock, store: Store) -> None:
+        super().__init__(config, location=location, transactions=transactions, transports=transports,
+                         clock=clock)
         self._store = store
         self._core = core_target(config.core_uri)
         uri = config.core_uri.split("?", 1)[0]
@@ -43,7 +45,7 @@ class ExternalCoreGateway(CoreGateway):
         """Take the user's devices from the shared store: the core's third-party
         REGISTER may have reached another node (the change feed tells this node
         only a moment later)."""
-        now = self._now()
+        now = self._clock.now()
         stored = {b.binding_key: b for b in await self._store.list_bindings(aor) if b.expires_at > now}
         for binding in self._location.bindings(aor):
             if binding.binding_key not in stored:

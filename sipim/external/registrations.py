@@ -38,6 +38,7 @@ from sipim.core.registrar import QUERIED, REFRESHED, REFUSED, REGISTERED, REMOVE
 from sipim.core.writer import StoreWriter
 from sipim.core.auth import AUTH_FAILED
 from sipim.core.identity import AssertedIdentity
+from sipim.sip.clock import Clock
 from sipim.sip.errors import SIPParseError
 from sipim.sip.headers import parse_params, unquote
 from sipim.sip.message import Request, Response, make_response
@@ -82,18 +83,18 @@ def read_report(request: Request, core: Source) -> RegistrationReport:
 
 class ThirdPartyRegistrar:
     def __init__(self, config: Config, *, location: LocationService, writer: StoreWriter,
-                 now: Callable[[], float], publish: Callable[[str], None]) -> None:
+                 clock: Clock, publish: Callable[[str], None]) -> None:
         self._config = config
         self._location = location
         self._writer = writer
-        self._now = now
+        self._clock = clock
         self._publish = publish
         self._local_domains = config.local_domains()
         self.on_registered: list[Callable[[Binding], None]] = []
 
     def handle(self, request: Request, source: Source,
                identity: AssertedIdentity | None = None) -> Response | asyncio.Future[Response]:
-        now = self._now()
+        now = self._clock.now()
         to_uri = request.to.uri
         if not isinstance(to_uri, SipURI) or not to_uri.user or to_uri.host.lower() not in self._local_domains:
             return make_response(request, 404, "Domain not served here")

@@ -17,6 +17,7 @@ from typing import Protocol
 from sipim.config import Config
 from sipim.core.location import LocationService
 from sipim.net import Flow, Target
+from sipim.sip.clock import Clock
 from sipim.sip.message import Request, Response
 from sipim.sip.transaction import TransactionLayer
 from sipim.sip.uri import URI, parse_name_addr
@@ -67,12 +68,12 @@ def _via_prefix(transport: str, host: str, port: int) -> str:
 
 class CoreGateway:
     def __init__(self, config: Config, *, location: LocationService, transactions: TransactionLayer,
-                 transports: Flows, now: Callable[[], float]) -> None:
+                 transports: Flows, clock: Clock) -> None:
         self._config = config
         self._location = location
         self._transactions = transactions
         self._transports = transports
-        self._now = now
+        self._clock = clock
         self._contact_uris: dict[str, URI] = {}
         # Made once, not per message: where a UDP device is (its registered source) and
         # the Via of our listener for each transport (up to the branch).
@@ -80,7 +81,7 @@ class CoreGateway:
         self._via_prefixes: dict[str, str] = {}
 
     def devices(self, aor: str) -> list[Binding]:
-        return self._location.bindings(aor, self._now())
+        return self._location.bindings(aor, self._clock.now())
 
     def request_uri(self, binding: Binding) -> URI:
         """The device's Contact URI (parsed once per contact)."""

@@ -50,6 +50,7 @@ from sipim.core.gruu import TempGruuCodec
 from sipim.core.identity import AssertedIdentity
 from sipim.core.writer import StoreWriter
 from sipim.im.devices import DeviceGateway
+from sipim.sip.clock import Clock
 from sipim.sip.message import Request, Response, make_response
 from sipim.sip.tokens import random_hex
 from sipim.sip.uri import SipURI, TelURI
@@ -188,7 +189,7 @@ class PagerService:
         gateway: DeviceGateway,
         temp_gruus: TempGruuCodec,
         user_exists: Callable[[str], Awaitable[bool]],
-        now: Callable[[], float],
+        clock: Clock,
         privacy: PrivacyPolicy | None = None,
         lookup_wait: Callable[[str], int | None] | None = None,
         mailboxes: MutableMapping[str, float] | None = None,
@@ -200,7 +201,9 @@ class PagerService:
         self._gateway = gateway
         self._temp_gruus = temp_gruus
         self._user_exists = user_exists
-        self._now = now
+        # Wall time (message ids, lifetimes and Date headers are stored and sent); the
+        # delivery wait runs on its timers.
+        self._clock = clock
         self._privacy = privacy
         # Counts a phone-number lookup for a sender: None, or the seconds to wait (the
         # directory's per-user limit, XdmService.lookup_wait).
@@ -233,7 +236,7 @@ class PagerService:
         self._refresh_devices = getattr(gateway, "refresh", None)
 
     async def start(self) -> None:
-        self.mailboxes.update(await self._store.recipients_owed_messages(self._now()))
+        self.mailboxes.update(await self._store.recipients_owed_messages(self._clock.now()))
 
     # -- receiving -----------------------------------------------------------------
     async def handle(self, request: Request, source: Source, identity: AssertedIdentity | None) -> Response:
@@ -267,7 +270,7 @@ class PagerService:
                 # A retransmitted or re-sent message is delivered once.
                 return make_response(request, self._recent[key], "OK" if self._recent[key] == 200 else "Accepted")
 
-        now = self._now()
+        now = self._clock.now()
         message = StoredMessage(
             id=new_message_id(now), sender=identity.aor, recipient=recipient, target_instance=instance,
             call_id=request.call_id, cseq=request.cseq.seq, imdn_message_id=imdn_id,
@@ -441,7 +444,7 @@ class PagerService:
         """With several nodes: the devices this node won the delivery claim for."""
         if not self._shared:
             return targets
-        now = self._now()
+        now = self._clock.now()
         won = await asyncio.gather(*(self._store.claim_delivery(message.id, device_key(b), self._config.node_id, now)
                                      for b in targets))
         return [b for b, ok in zip(targets, won) if ok]
@@ -504,8 +507,7 @@ class PagerService:
         # One future for the whole fan-out, settled by the devices' answers (no task
         # or asyncio.wait per message): True at the first 2xx, False once every
         # device failed or im_delivery_wait passed.
-        loop = asyncio.get_running_loop()
-        first: asyncio.Future[bool] = loop.create_future()
+        first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         remaining = len(targets)
 
         def on_result(binding: Binding, status: int) -> None:
@@ -527,8 +529,8 @@ class PagerService:
             self._send_to(message, binding, False, lambda status, b=binding: on_result(b, status))
         if first.done():
             return first.result()
-        timer = loop.call_later(self._config.im_delivery_wait,
-                                lambda: first.done() or first.set_result(False))
+        timer = self._clock.call_later(self._config.im_delivery_wait,
+                                       lambda: first.done() or first.set_result(False))
         try:
             return await first
         finally:
@@ -536,10 +538,10 @@ class PagerService:
 
     def _after_live_send(self, message: StoredMessage, binding: Binding, status: int) -> None:
         if 200 <= status < 300:
-            self._writer.delivered(message.id, device_key(binding), self._now())
+            self._writer.delivered(message.id, device_key(binding), self._clock.now())
         elif self._shared:
             # Release the claim: the device gets it when it next registers.
-            self._spawn(self._store.finish_delivery(message.id, device_key(binding), False, self._now()))
+            self._spawn(self._store.finish_delivery(message.id, device_key(binding), False, self._clock.now()))
 
     def _copy_to_other_devices(self, message: StoredMessage, identity: AssertedIdentity, source: Source) -> None:
         """The sender's other devices get what was sent (From = themselves marks it as sent)."""
@@ -570,7 +572,7 @@ class PagerService:
         owed_until = self.mailboxes.get(binding.aor)
         if owed_until is None:
             return
-        if owed_until <= self._now():
+        if owed_until <= self._clock.now():
             del self.mailboxes[binding.aor]
             return
         self._start_catch_up(binding)
@@ -580,7 +582,7 @@ class PagerService:
         the device up; this one looks too when it stored messages for the user itself,
         which closes the race of a message stored here while the device registered there."""
         owed_until = self.mailboxes.get(binding.aor)
-        if owed_until is not None and owed_until > self._now():
+        if owed_until is not None and owed_until > self._clock.now():
             self._start_catch_up(binding)
 
     def _start_catch_up(self, binding: Binding) -> None:
@@ -598,7 +600,7 @@ class PagerService:
         device = device_key(binding)
         try:
             while True:
-                now = self._now()
+                now = self._clock.now()
                 messages = await self._store.undelivered_for_device(binding.aor, device, binding.instance_id, now)
                 messages = [m for m in messages if (m.id, device) not in self._in_flight]
                 if not messages:
@@ -608,7 +610,7 @@ class PagerService:
                         continue
                     status = await self._send(message, binding, stored=True)
                     ok = 200 <= status < 300
-                    await self._store.finish_delivery(message.id, device, ok, self._now())
+                    await self._store.finish_delivery(message.id, device, ok, self._clock.now())
                     if not ok:
                         return  # keep the order: the rest waits for the next registration
         except Exception:
@@ -628,12 +630,12 @@ class PagerService:
             return
         try:
             cpim = build_notification_cpim(original, notifier_uri=self.notifier_uri, kind=kind, status=status,
-                                           now=datetime.fromtimestamp(self._now(), timezone.utc),
+                                           now=datetime.fromtimestamp(self._clock.now(), timezone.utc),
                                            recipient_uri=message.recipient)
         except IMDNError as error:
             log.info("no %s/%s notification for %s: %s", kind, status, message.id, error)
             return
-        now = self._now()
+        now = self._clock.now()
         report = StoredMessage(
             id=new_message_id(now), sender=self.notifier_uri, recipient=message.sender, target_instance=None,
             call_id=f"imdn-{message.id}-{status}", cseq=1, imdn_message_id=message_id(cpim),
@@ -662,7 +664,7 @@ class PagerService:
     async def expire(self) -> list[StoredMessage]:
         """Stored messages past their lifetime that no device ever received; their
         senders get a "failed" delivery notification where they asked for one (§8.2)."""
-        now = self._now()
+        now = self._clock.now()
         expired = await self._store.expire_messages(now)
         for message in expired:
             await self._history_status(message.id, "failed")
@@ -681,6 +683,16 @@ class PagerService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2)
+    async def stop(self, grace: float = 2.0) -> None:
+        """Let the deliveries under way finish, for at most ``grace`` seconds on the clock."""
+        if not self._tasks:
+            return
+        deadline: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self._clock.call_later(grace, lambda: deadline.done() or deadline.set_result(None))
+        try:
+            pending = set(self._tasks)
+            while pending and not deadline.done():
+                _, pending = await asyncio.wait(pending | {deadline}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(deadline)
+        finally:
+            timer.cancel()

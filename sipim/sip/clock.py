@@ -13,7 +13,7 @@ import heapq
 import time
 from typing import Callable, Protocol
 
-__all__ = ["TimerHandle", "TimeSource", "Clock", "FakeClock", "WallTime"]
+__all__ = ["TimerHandle", "TimeSource", "Clock", "FakeClock", "WallTime", "WallClock"]
 
 
 class TimerHandle(Protocol):
@@ -46,6 +46,28 @@ class WallTime:
 
     def now(self) -> float:
         return time.time()
+
+
+class WallClock:
+    """A `Clock` telling wall time, whose timers another clock runs.
+
+    The roles (registrar, pager) write their times to the store and to other nodes:
+    binding expiry, message lifetimes, `Date` headers, audit records -- so `now()` is
+    seconds since the epoch, as with `WallTime`.  A timer is a delay from now, which
+    any clock measures alike; the one given (the event loop's) runs them, unaffected
+    by the wall clock being set.
+    """
+
+    __slots__ = ("_timers",)
+
+    def __init__(self, timers: Clock) -> None:
+        self._timers = timers
+
+    def now(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._timers.call_later(delay, callback)
 
 
 class _FakeTimer:
