@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Protocol, Union
 
 from sipim.sip.errors import SIPParseError
 from sipim.sip.message import Request, Response, make_error_response, make_response, readable_top_via

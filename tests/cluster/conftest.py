@@ -14,7 +14,7 @@ USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 
 
 @pytest.fixture(scope="module")
-def cluster(engine_database, tmp_path_factory) -> Iterator[SipimProcess]:
+def cluster(engine_database, tmp_path_factory) -> Iterator[SipimProcess]:  # noqa: F811 (the fixture)
     """Two workers, users provisioned; lock-out out of the way (tested on its own server)."""
     process = SipimProcess(tmp_path_factory.mktemp("cluster"), database=engine_database,
                            extra_args=("--workers", "2"),

@@ -243,7 +243,7 @@ def test_rfc7118_device_on_secure_websocket_registers_and_gets_messages(core):
     body = f"to the browser {uuid.uuid4()}".encode()
 
     def register_text(cseq: int, authorization: str | None) -> str:
-        lines = [f"REGISTER sip:example.test SIP/2.0",
+        lines = ["REGISTER sip:example.test SIP/2.0",
                  f"Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK{uuid.uuid4().hex[:12]};rport",
                  "Max-Forwards: 70", "From: <sip:grace@example.test>;tag=ws1", "To: <sip:grace@example.test>",
                  "Call-ID: ws-call-1", f"CSeq: {cseq} REGISTER",
