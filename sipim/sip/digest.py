@@ -1,6 +1,6 @@
 """SIP digest authentication, server side (RFC 3261 §22.4, RFC 7616, RFC 8760).
 
-Design (see docs/internals.md and DESIGN.md "Authentication from memory"):
+Design (see docs/internals.md, "sip: digest"):
 
 * Nonces are signed by the server, so checking one needs no lookup and several
   nodes sharing `secret` accept each other's nonces::
@@ -17,7 +17,7 @@ Design (see docs/internals.md and DESIGN.md "Authentication from memory"):
   The table is behind a small interface (`NonceCounts`): worker processes share one
   in memory mapped by all of them (sipim/cluster/shared.py) with the same rules.
 * The HA1 handed to `verify` is H(username:realm:password) for the hash of the
-  credentials' algorithm (the form stored in the database; DESIGN.md: "HA1 only,
+  credentials' algorithm (the form stored in the database; the security model: "HA1 only,
   never plain passwords").  For the "-sess" algorithms the session key
   H(HA1:nonce:cnonce) is derived here (RFC 7616 §3.4.2).
 

@@ -1,6 +1,6 @@
 """PostgreSQL engine: an asyncpg pool shared by every role of one process.
 
-Several sipim nodes may share one database (DESIGN.md "Scaling out"), so everything
+Several sipim nodes may share one database (docs/internals.md, "external" and "cluster"), so everything
 that must be coherent across nodes is decided by PostgreSQL: upserts use ON CONFLICT,
 migrations and the change feed are serialised with transaction-scoped advisory locks.
 
