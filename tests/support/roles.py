@@ -23,7 +23,7 @@ from sipim.core.auth import Authenticator, UserCache
 from sipim.core.gruu import TempGruuCodec
 from sipim.core.location import LocationService
 from sipim.core.lockout import Lockout
-from sipim.core.proxy import AssertedIdentity
+from sipim.core.identity import AssertedIdentity
 from sipim.core.registrar import Registrar
 from sipim.core.writer import StoreWriter
 from sipim.im.pager import PagerService
@@ -34,7 +34,8 @@ from sipim.sip.parser import parse_message
 from sipim.sip.uri import URI, parse_name_addr
 from sipim.store import Store, open_store
 from sipim.store.models import Binding, User
-from sipim.transport.base import Flow, Source
+from sipim.net import Source
+from sipim.transport.base import Flow, FlowIds
 
 DOMAIN = "example.test"
 SECRET = b"k" * 32
@@ -61,11 +62,14 @@ def make_user(username: str, password: str) -> User:
                 ha1_sha256=ha1(username, DOMAIN, password, "SHA-256"))
 
 
+_FLOW_IDS = FlowIds()
+
+
 class FakeFlow(Flow):
     """A connection that is never opened: the registrar only reads its id."""
 
     def __init__(self, transport: str, remote: tuple[str, int]) -> None:
-        super().__init__(transport, remote, SERVER)
+        super().__init__(transport, remote, SERVER, _FLOW_IDS.new(transport))
         self._closed = False
 
     @property
